@@ -1,0 +1,202 @@
+"""The command line: flags -> one Config, logging set-up, then the server.
+
+Owns: flag names (gunicorn's where gunicorn has the flag), help texts, and the
+exit codes: 0 after a clean shutdown, 1 for a setting, bind, certificate or
+app-loading error (one line on stderr; a traceback only with --log-level debug).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import queue
+import sys
+
+from . import __version__
+from .app import AppLoadError, load_app
+from .config import Bind, Config, ConfigError
+
+log = logging.getLogger("ktlswsgi")
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = 1
+    if t and t[-1] in units:
+        mult, t = units[t[-1]], t[:-1]
+    try:
+        return int(float(t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1048576, 64k, 100m)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = argparse.ArgumentParser(
+        prog="ktlswsgi",
+        description="A WSGI server whose TLS can run in the Linux kernel (kTLS).")
+    p.add_argument("app", nargs="?", help="the WSGI app: 'module:callable' or 'module:factory()'")
+    p.add_argument("--version", action="version", version=f"ktlswsgi {__version__}")
+    g = p.add_argument_group("sockets")
+    g.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
+                   help="HOST:PORT, [IPv6]:PORT or unix:PATH; repeatable (default 127.0.0.1:8000)")
+    g.add_argument("--backlog", type=int, default=d.backlog, help="listen() backlog (default %(default)s)")
+    g.add_argument("--max-connections", type=int, default=d.max_connections,
+                   help="open connections per process; accept pauses above (default %(default)s)")
+    g = p.add_argument_group("workers")
+    g.add_argument("--threads", type=int, default=d.threads, help="worker pool threads (default %(default)s)")
+    g.add_argument("--queue-size", type=int, default=d.queue_size,
+                   help="requests waiting for a worker; beyond this: 503 (default %(default)s)")
+    g = p.add_argument_group("timeouts (seconds)")
+    g.add_argument("--keep-alive", type=float, default=d.keep_alive_s, help="idle keep-alive (default %(default)s)")
+    g.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
+                   help="whole request head (slowloris) -> 408 (default %(default)s)")
+    g.add_argument("--read-timeout", type=float, default=d.read_timeout_s,
+                   help="request body stall -> 408 (default %(default)s)")
+    g.add_argument("--write-timeout", type=float, default=d.write_timeout_s,
+                   help="client reads nothing -> close (default %(default)s)")
+    g.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout_s,
+                   help="in-flight requests on shutdown (default %(default)s)")
+    g.add_argument("--handshake-timeout", type=float, default=d.handshake_timeout_s,
+                   help="TLS handshake (default %(default)s)")
+    g = p.add_argument_group("limits")
+    g.add_argument("--limit-request-line", type=int, default=d.limit_request_line,
+                   help="request line bytes -> 414 (default %(default)s)")
+    g.add_argument("--limit-request-field_size", "--limit-request-field-size", type=int,
+                   dest="limit_request_field_size", default=d.limit_request_field_size,
+                   help="one header field bytes -> 431 (default %(default)s)")
+    g.add_argument("--limit-request-fields", type=int, default=d.limit_request_fields,
+                   help="header field count -> 431 (default %(default)s)")
+    g.add_argument("--limit-request-headers-bytes", type=_size, default=d.limit_request_headers_bytes,
+                   help="whole request head -> 431 (default %(default)s)")
+    g.add_argument("--max-body", type=_size, default=d.max_body_bytes,
+                   help="request body bytes -> 413 (default %(default)s)")
+    g.add_argument("--body-buffer", type=_size, default=d.body_buffer_bytes,
+                   help="request body read ahead of the app (default %(default)s)")
+    g.add_argument("--high-water", type=_size, default=d.high_water_bytes,
+                   help="outbound bytes per connection before the app waits (default %(default)s)")
+    g = p.add_argument_group("TLS")
+    g.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed dev certificate if no --certfile)")
+    g.add_argument("--certfile", help="PEM certificate chain (implies --tls)")
+    g.add_argument("--keyfile", help="PEM private key (default: in --certfile)")
+    g.add_argument("--ciphers", help="TLS 1.2 cipher list (OpenSSL syntax)")
+    g.add_argument("--tls13-ciphersuites", help="TLS 1.3 suites (OpenSSL syntax)")
+    g.add_argument("--tls-min-version", choices=["1.2", "1.3"], default=d.tls_min_version)
+    g.add_argument("--tls-transport", choices=["auto", "socket", "memory"], default=d.tls_transport,
+                   help="socket: OpenSSL on the fd, kTLS when the kernel allows; "
+                        "memory: BIO pair, userspace (default %(default)s)")
+    g.add_argument("--no-ktls", action="store_true", help="never enable kTLS on the TLS context")
+    g.add_argument("--check-ktls", action="store_true",
+                   help="probe kTLS on this host, run a loopback self-test, exit 0/1")
+    g = p.add_argument_group("logging")
+    g.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stderr (default: none)")
+    g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
+    g.add_argument("--chdir", help="change to this directory before loading the app")
+    return p
+
+
+def config_from_args(args) -> Config:
+    cfg = Config(
+        app=args.app or "",
+        binds=[Bind.parse(b) for b in (args.bind or ["127.0.0.1:8000"])],
+        threads=args.threads, queue_size=args.queue_size, backlog=args.backlog,
+        max_connections=args.max_connections,
+        keep_alive_s=args.keep_alive, header_timeout_s=args.header_timeout,
+        read_timeout_s=args.read_timeout, write_timeout_s=args.write_timeout,
+        graceful_timeout_s=args.graceful_timeout, handshake_timeout_s=args.handshake_timeout,
+        limit_request_line=args.limit_request_line,
+        limit_request_field_size=args.limit_request_field_size,
+        limit_request_fields=args.limit_request_fields,
+        limit_request_headers_bytes=args.limit_request_headers_bytes,
+        max_body_bytes=args.max_body, body_buffer_bytes=args.body_buffer,
+        high_water_bytes=args.high_water, low_water_bytes=max(1, args.high_water // 4),
+        access_logfile=args.access_logfile, log_level=args.log_level, chdir=args.chdir,
+        tls=bool(args.tls or args.certfile), certfile=args.certfile, keyfile=args.keyfile,
+        ciphers=args.ciphers, tls13_ciphersuites=args.tls13_ciphersuites,
+        tls_min_version=args.tls_min_version, tls_transport=args.tls_transport,
+        ktls=not args.no_ktls,
+    )
+    return cfg.validate()
+
+
+def setup_logging(cfg: Config):
+    """Error log on stderr; access log through a queue so the reactor never waits."""
+    level = getattr(logging, cfg.log_level.upper())
+    root = logging.getLogger("ktlswsgi")
+    root.setLevel(level)
+    root.propagate = False
+    fmt = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(fmt)
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    targets = [handler]
+    access = logging.getLogger("ktlswsgi.access")
+    access.propagate = False
+    if cfg.access_logfile:
+        target = (logging.StreamHandler(sys.stderr) if cfg.access_logfile == "-"
+                  else logging.FileHandler(cfg.access_logfile))
+        target.setFormatter(logging.Formatter("%(message)s"))
+        access.setLevel(logging.INFO)
+        access.addHandler(logging.handlers.QueueHandler(q))
+        listener = logging.handlers.QueueListener(q, target, respect_handler_level=False)
+    else:
+        access.setLevel(logging.CRITICAL + 1)
+        listener = None
+    root.handlers[:] = targets
+    if listener:
+        listener.start()
+    return listener
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"ktlswsgi: error: {exc}", file=sys.stderr)
+        return 1
+    listener = setup_logging(cfg)
+    try:
+        if args.check_ktls:
+            from .tls.selftest import run_check
+            return run_check()
+        if not cfg.app:
+            parser.print_usage(sys.stderr)
+            print("ktlswsgi: error: the APP argument is required", file=sys.stderr)
+            return 1
+        return _serve(cfg)
+    finally:
+        if listener:
+            listener.stop()
+
+
+def _serve(cfg: Config) -> int:
+    from .server import Server, bind_sockets
+    if cfg.chdir:
+        os.chdir(cfg.chdir)
+    try:
+        app = load_app(cfg.app)
+    except AppLoadError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        sockets = bind_sockets(cfg)
+    except OSError as exc:
+        log.error("%s", exc.strerror or exc)
+        return 1
+    factory, scheme = None, "http"
+    if cfg.tls:
+        from .tls_setup import TLSSetupError, transport_factory
+        try:
+            factory = transport_factory(cfg)
+        except TLSSetupError as exc:
+            log.error("%s", exc)
+            for s in sockets:
+                s.close()
+            return 1
+        scheme = "https"
+    Server(cfg, app, sockets=sockets, transport_factory=factory, scheme=scheme).run()
+    return 0

@@ -1,0 +1,134 @@
+"""One Config object: every setting, its default and its unit, in one place.
+
+Owns: the defaults and the validation of settings.  `cli.py` fills it from
+flags; every other module reads it and none re-parses flags or the environment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Bind:
+    """One listening address: ("tcp", host, port) or ("unix", path)."""
+
+    family: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "Bind":
+        if text.startswith("unix:"):
+            path = text[5:]
+            if not path:
+                raise ConfigError(f"bind {text!r}: empty unix socket path")
+            return cls("unix", path=path)
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep:
+                raise ConfigError(f"bind {text!r}: missing ']' after IPv6 address")
+            port_s = rest[1:] if rest.startswith(":") else ""
+        elif ":" in text:
+            host, _, port_s = text.rpartition(":")
+        else:
+            host, port_s = text, ""
+        if not port_s:
+            port = 8000
+        else:
+            try:
+                port = int(port_s)
+            except ValueError:
+                raise ConfigError(f"bind {text!r}: port {port_s!r} is not a number") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"bind {text!r}: port out of range")
+        return cls("tcp", host=host or "0.0.0.0", port=port)
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass
+class Config:
+    app: str = ""
+    binds: list = field(default_factory=lambda: [Bind.parse("127.0.0.1:8000")])
+    threads: int = 16
+    queue_size: int = 256              # requests waiting for a worker; beyond: 503
+    backlog: int = 2048                # listen(2) backlog
+    max_connections: int = 1000        # accepted sockets per process; beyond: stop accepting
+
+    keep_alive_s: float = 5.0          # idle keep-alive between requests
+    header_timeout_s: float = 10.0     # first byte to end of headers (slowloris) -> 408
+    read_timeout_s: float = 30.0       # request body stall while the app waits -> 408
+    write_timeout_s: float = 30.0      # no write progress while output is pending -> close
+    graceful_timeout_s: float = 30.0   # in-flight requests may finish this long on shutdown
+    handshake_timeout_s: float = 10.0  # TLS handshake
+    linger_s: float = 2.0              # unread request body drained after an early response
+    linger_bytes: int = 64 * 1024      # ... at most this much, else close
+
+    limit_request_line: int = 4094     # bytes; longer -> 414
+    limit_request_field_size: int = 8190  # bytes of one header line; longer -> 431
+    limit_request_fields: int = 100    # header count; more -> 431
+    limit_request_headers_bytes: int = 64 * 1024  # whole head; larger -> 431
+    max_body_bytes: int = 100 * 1024 * 1024  # request body; larger -> 413
+    body_buffer_bytes: int = 256 * 1024      # request body read ahead of the app
+    pipeline_buffer_bytes: int = 64 * 1024   # pipelined bytes held while a request runs
+    high_water_bytes: int = 1024 * 1024      # outbound queue: producer waits above this
+    low_water_bytes: int = 256 * 1024        # ... until drained below this
+    recv_bytes: int = 64 * 1024              # one read from a socket
+
+    access_logfile: str | None = None
+    log_level: str = "info"
+    chdir: str | None = None
+
+    # TLS
+    tls: bool = False
+    certfile: str | None = None
+    keyfile: str | None = None
+    keyfile_password: str | None = None
+    ciphers: str | None = None
+    tls13_ciphersuites: str | None = None
+    tls_min_version: str = "1.2"
+    tls_transport: str = "auto"        # auto | socket | memory
+    ktls: bool = True                  # SSL_OP_ENABLE_KTLS on the context
+    max_handshakes: int = 256          # concurrent TLS handshakes; beyond: stop accepting
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "Config":
+        positive = ["threads", "queue_size", "backlog", "max_connections",
+                    "limit_request_line", "limit_request_field_size",
+                    "limit_request_fields", "limit_request_headers_bytes",
+                    "body_buffer_bytes", "pipeline_buffer_bytes",
+                    "high_water_bytes", "recv_bytes", "max_handshakes"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        for name in ["keep_alive_s", "header_timeout_s", "read_timeout_s",
+                     "write_timeout_s", "graceful_timeout_s", "handshake_timeout_s"]:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0 seconds")
+        if self.max_body_bytes < 0:
+            raise ConfigError("max_body_bytes must be >= 0")
+        if self.low_water_bytes >= self.high_water_bytes:
+            raise ConfigError("low_water_bytes must be below high_water_bytes")
+        if self.tls_transport not in ("auto", "socket", "memory"):
+            raise ConfigError(f"tls_transport {self.tls_transport!r}: use auto, socket or memory")
+        if self.tls_min_version not in ("1.2", "1.3"):
+            raise ConfigError(f"tls_min_version {self.tls_min_version!r}: use 1.2 or 1.3")
+        if self.keyfile and not self.certfile:
+            raise ConfigError("--keyfile needs --certfile")
+        if self.chdir and not os.path.isdir(self.chdir):
+            raise ConfigError(f"--chdir {self.chdir!r}: not a directory")
+        return self

@@ -1,0 +1,789 @@
+"""One client connection: a transport joined to the HTTP/1 driver, on the reactor.
+
+Owns: the connection's life (its states and their deadlines), reading and
+feeding the protocol, dispatching requests to the pool, and the write pump
+that turns the outbound queue's items into bytes and file ranges on the
+transport.  The only module that joins a transport to a protocol.  Runs on the
+reactor thread only, except the thread-safe entry points named `*_threadsafe`.
+
+States (a transfer's life is in the outbound items: head -> body -> file -> end):
+
+    HANDSHAKE -> IDLE -> HEADERS -> ACTIVE -> (IDLE | LINGER | CLOSING) ... -> CLOSED
+
+  HANDSHAKE  TLS handshake running                  deadline handshake_timeout_s
+  IDLE       waiting for a request's first byte     deadline keep_alive_s (first: header_timeout_s)
+  HEADERS    a request head is arriving             deadline header_timeout_s -> 408
+  ACTIVE     a request is in the app / being sent   body stall read_timeout_s -> 408,
+                                                    write stall write_timeout_s -> close
+  LINGER     response sent, unread body drained     linger_s / linger_bytes, else close
+  CLOSING    output flushed, then shutdown + drain  linger_s
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass
+
+from . import http1, reactor as rx
+from .accesslog import log_response
+from .outbound import OutboundQueue, QueueAborted
+from .transport import WANT_READ, WANT_WRITE, TransportError
+from .wsgi import (Abort, BodyTimeout, BodyTooLarge, Chunk, ClientDisconnected, End,
+                   FileRange, Head, RequestBody, build_environ, run_app)
+
+log = logging.getLogger("ktlswsgi.connection")
+
+HANDSHAKE, IDLE, HEADERS, ACTIVE, LINGER, CLOSING, CLOSED = (
+    "handshake", "idle", "headers", "active", "linger", "closing", "closed")
+
+TRANSITIONS = {
+    HANDSHAKE: {IDLE, CLOSED},
+    IDLE: {HEADERS, ACTIVE, CLOSING, CLOSED},
+    HEADERS: {ACTIVE, CLOSING, CLOSED},
+    ACTIVE: {IDLE, LINGER, CLOSING, CLOSED},
+    LINGER: {IDLE, CLOSING, CLOSED},
+    CLOSING: {CLOSED},
+    CLOSED: set(),
+}
+
+_COALESCE_BYTES = 64 * 1024
+_READS_PER_EVENT = 4
+
+
+@dataclass
+class Shared:
+    """What every connection of a process uses; built once by the server."""
+
+    config: object
+    reactor: object
+    pool: object
+    app: object
+    counters: object
+    scheme: str
+    multiprocess: bool
+    on_closed: object           # callable(connection)
+    on_handshake_done: object   # callable(connection)
+
+
+class _FileSend:
+    __slots__ = ("fd", "offset", "left", "closer")
+
+    def __init__(self, item: FileRange):
+        self.fd, self.offset, self.left, self.closer = item.fd, item.offset, item.count, item.closer
+
+
+class _Done:
+    """Wire marker: the response before it is completely written."""
+
+    __slots__ = ("status", "body_bytes")
+
+    def __init__(self, status: int, body_bytes: int):
+        self.status, self.body_bytes = status, body_bytes
+
+
+class Connection:
+    def __init__(self, shared: Shared, sock, peer, transport, handshake: bool):
+        self.s = shared
+        self.cfg = shared.config
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.peer_text = peer[0] if isinstance(peer, tuple) else "unix"
+        self.server_addr = sock.getsockname()
+        self.transport = transport
+        self.state = HANDSHAKE if handshake else IDLE
+        self.http = self._new_http()
+        now = time.monotonic()
+        self._phase_since = now
+        self._first_request = True
+        self._timer = None
+        self._timer_when = 0.0
+        # reading
+        self._read_on = rx.IN           # the event the read side waits for
+        self._peer_eof = False
+        self._paused_bytes = 0          # bytes read while a request is in flight
+        self._body: RequestBody | None = None
+        self._body_limit_hit = False
+        self._last_read = now
+        # writing
+        self._out: OutboundQueue | None = None
+        self._wire: collections.deque = collections.deque()
+        self._write_on = 0              # 0 = nothing blocked; else the event awaited
+        self._last_write = now
+        self._request = None
+        self._request_started = now
+        self._close_after_response = False
+        self._linger_bytes = 0
+        self._pumping = False
+        self._pump_again = False
+        self._shut = False
+        self._interest = 0
+        self.tls_info: dict | None = None
+        shared.counters.connections += 1
+        shared.reactor.add(self.fd, rx.IN | rx.RDHUP, self._on_event)
+        self._interest = rx.IN | rx.RDHUP
+        if handshake:
+            self._do_handshake()
+        self._update()
+
+    def _new_http(self):
+        c = self.cfg
+        return http1.Http1(c.limit_request_line, c.limit_request_fields,
+                           c.limit_request_field_size, c.limit_request_headers_bytes)
+
+    # -- state ------------------------------------------------------------------
+    def _to(self, state: str) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"connection: no transition {self.state} -> {state}")
+        self.state = state
+        self._phase_since = time.monotonic()
+
+    # -- events -------------------------------------------------------------------
+    def _on_event(self, ev: int) -> None:
+        if self.state == CLOSED:
+            return
+        try:
+            if self.state == HANDSHAKE:
+                self._do_handshake()
+            else:
+                if self._write_on and ev & (self._write_on | rx.ERR):
+                    self._kick()
+                if self.state != CLOSED and self._reading() and ev & (self._read_on | rx.ERR | rx.RDHUP):
+                    self._do_read()
+                elif ev & rx.ERR and not self._write_on:
+                    self._abort("socket error or hang-up")
+        except (TransportError, OSError) as exc:
+            self._abort(f"{type(exc).__name__}: {exc}")
+        if self.state != CLOSED:
+            self._update()
+
+    def _update(self) -> None:
+        """Re-arm epoll interest and the phase deadline from the current state."""
+        if self.state == CLOSED:
+            return
+        want = 0
+        if self.state == HANDSHAKE:
+            want = self._read_on
+        else:
+            if self._reading():
+                want |= self._read_on | (rx.RDHUP if self._read_on == rx.IN else 0)
+            want |= self._write_on
+        if want != self._interest:
+            self.s.reactor.modify(self.fd, want)
+            self._interest = want
+        self._arm_deadline()
+
+    def _reading(self) -> bool:
+        if self._peer_eof or self.state == CLOSED:
+            return False
+        if self.state in (IDLE, HEADERS, LINGER, CLOSING):
+            return True
+        if self.state == ACTIVE:
+            body = self._body
+            if body is not None and not body.complete:
+                return not self._body_limit_hit and body.space() > 0
+            return self._paused_bytes < self.cfg.pipeline_buffer_bytes
+        return False
+
+    # -- deadlines ------------------------------------------------------------------
+    def _deadline(self):
+        """(when, what) of the nearest deadline of the current phase, or None."""
+        c = self.cfg
+        st = self.state
+        if st == HANDSHAKE:
+            return self._phase_since + c.handshake_timeout_s, "handshake"
+        if st == IDLE:
+            limit = c.header_timeout_s if self._first_request else c.keep_alive_s
+            return self._phase_since + limit, "idle"
+        if st == HEADERS:
+            return self._phase_since + c.header_timeout_s, "headers"
+        if st in (LINGER, CLOSING):
+            return self._phase_since + c.linger_s, "linger"
+        if st == ACTIVE:
+            best = None
+            if self._wire or self._write_on:
+                best = (self._last_write + c.write_timeout_s, "write")
+            body = self._body
+            if (body is not None and not body.complete and not self._body_limit_hit
+                    and body.space() > 0 and not self._peer_eof):
+                cand = (self._last_read + c.read_timeout_s, "body")
+                if best is None or cand[0] < best[0]:
+                    best = cand
+            return best
+        return None
+
+    def _arm_deadline(self) -> None:
+        d = self._deadline()
+        if d is None:
+            return
+        when = d[0]
+        if self._timer is not None and not self._timer.cancelled and self._timer_when <= when:
+            return  # an earlier check will re-evaluate
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self.s.reactor.call_later(max(0.0, when - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.state == CLOSED:
+            return
+        d = self._deadline()
+        if d is None:
+            return
+        when, what = d
+        if when > time.monotonic():
+            self._arm_deadline()
+            return
+        self._expire(what)
+        if self.state != CLOSED:
+            self._update()
+
+    def _expire(self, what: str) -> None:
+        if what == "handshake":
+            log.debug("%s: TLS handshake timed out", self.peer_text)
+            self.s.counters.handshakes_failed += 1
+            self._close()
+        elif what == "idle":
+            self._close()
+        elif what == "headers":
+            log.info("%s: request head not complete in %.1fs: 408", self.peer_text,
+                     self.cfg.header_timeout_s)
+            self._reply_error(408, "request head timed out")
+        elif what == "body":
+            log.info("%s: request body stalled for %.1fs: 408", self.peer_text,
+                     self.cfg.read_timeout_s)
+            self._close_after_response = True
+            self._body.fail(BodyTimeout("request body timed out"))
+            self._body_limit_hit = True
+        elif what == "write":
+            log.info("%s: client read nothing for %.1fs; closing", self.peer_text,
+                     self.cfg.write_timeout_s)
+            self._abort("write timeout")
+        elif what == "linger":
+            self._close()
+
+    # -- TLS handshake --------------------------------------------------------------
+    def _do_handshake(self) -> None:
+        try:
+            r = self.transport.handshake()
+        except (TransportError, OSError) as exc:
+            log.debug("%s: TLS handshake failed: %s", self.peer_text, exc)
+            self.s.counters.handshakes_failed += 1
+            self._close()
+            return
+        if r is WANT_READ:
+            self._read_on = rx.IN
+            return
+        if r is WANT_WRITE:
+            self._read_on = rx.OUT
+            return
+        if not self.transport.flush():
+            self._write_on = rx.OUT
+        self._read_on = rx.IN
+        self.s.counters.handshakes_ok += 1
+        info = self.transport.info()
+        self.tls_info = info
+        ktls = info.get("ktls", "off")
+        if "tx" in ktls:
+            self.s.counters.ktls_tx_connections += 1
+        if "rx" in ktls:
+            self.s.counters.ktls_rx_connections += 1
+        log.debug("%s: TLS %s %s alpn=%s sni=%s ktls=%s", self.peer_text,
+                  info.get("tls_version"), info.get("cipher"), info.get("alpn"),
+                  info.get("sni"), ktls)
+        self._to(IDLE)
+        self.s.on_handshake_done(self)
+        self._do_read()  # the client's first request may already be buffered
+
+    # -- reading ------------------------------------------------------------------------
+    def _do_read(self) -> None:
+        t = self.transport
+        for _ in range(_READS_PER_EVENT):
+            if not self._reading():
+                return
+            data = t.recv(self.cfg.recv_bytes)
+            if data is WANT_READ:
+                self._read_on = rx.IN
+                return
+            if data is WANT_WRITE:
+                self._read_on = rx.OUT
+                return
+            self._read_on = rx.IN
+            if not data:
+                self._peer_eof = True
+                self._on_peer_eof()
+                return
+            self._last_read = time.monotonic()
+            if self.state == ACTIVE and (self._body is None or self._body.complete):
+                self._paused_bytes += len(data)
+            elif self.state == CLOSING:
+                continue  # lingering close: discard
+            self.http.receive(data)
+            self._process()
+            if self.state == CLOSED:
+                return
+            if len(data) < self.cfg.recv_bytes and not t.has_pending():
+                return
+
+    def _on_peer_eof(self) -> None:
+        if self.state in (IDLE, CLOSING, LINGER):
+            self._close()
+            return
+        if self.state == HEADERS:
+            log.debug("%s: closed in the middle of a request head", self.peer_text)
+            self._close()
+            return
+        # ACTIVE: a half-close is allowed once the request is complete; in the
+        # middle of a body the client is gone.
+        body = self._body
+        if body is not None and not body.complete:
+            self._abort("client closed before the end of the request body")
+
+    def _process(self) -> None:
+        """Pull protocol events until the driver needs data or must wait."""
+        http = self.http
+        while self.state not in (CLOSED, CLOSING):
+            body = self._body
+            if (self.state == ACTIVE and body is not None and not body.complete
+                    and body.space() <= 0):
+                return  # body buffer full: resumes when the app reads
+            ev = http.next_event()
+            if ev is http1.NEED_DATA:
+                if self.state == IDLE and http.has_partial_request():
+                    self._to(HEADERS)
+                return
+            if ev is http1.PAUSED:
+                return
+            kind = type(ev)
+            if kind is http1.Request:
+                self._on_request(ev)
+            elif kind is http1.Body:
+                self._on_body(ev.data)
+            elif kind is http1.EndOfBody:
+                self._on_body_end()
+            elif kind is http1.BadRequest:
+                self.s.counters.bad_requests += 1
+                log.info("%s: %d %s", self.peer_text, ev.status, ev.reason)
+                self._reply_error(ev.status, ev.reason)
+                return
+            elif kind is http1.PeerClosed:
+                if self.state in (IDLE, LINGER):
+                    self._close()
+                return
+
+    def _on_request(self, req: http1.Request) -> None:
+        self._to(ACTIVE)
+        self._first_request = False
+        self._request = req
+        self._request_started = time.monotonic()
+        self._close_after_response = False
+        self._paused_bytes = 0
+        self._linger_bytes = 0
+        self._last_read = self._last_write = self._request_started
+        self.s.counters.requests += 1
+        cfg = self.cfg
+        length = None
+        chunked = False
+        for name, value in req.headers:
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length is not None and length > cfg.max_body_bytes:
+            log.info("%s: Content-Length %d over --max-body %d: 413", self.peer_text,
+                     length, cfg.max_body_bytes)
+            self._reply_canned(413, "request body too large")
+            return
+        has_body = chunked or bool(length)
+        self._body = None
+        if has_body:
+            self._body = RequestBody(cfg.body_buffer_bytes, self._resume_threadsafe,
+                                     self._first_read_threadsafe)
+        self._out = OutboundQueue(cfg.high_water_bytes, cfg.low_water_bytes,
+                                  self._output_threadsafe)
+        out = self._out
+        body = self._body
+        s = self.s
+        head_only = req.method == b"HEAD"
+        close_after = req.http_version == b"1.0"
+        extra = None
+        if self.tls_info:
+            extra = {"HTTPS": "on", "SSL_PROTOCOL": self.tls_info.get("tls_version", ""),
+                     "SSL_CIPHER": self.tls_info.get("cipher", ""),
+                     "ktlswsgi.ktls": self.tls_info.get("ktls", "off")}
+        server_addr, peer = self.server_addr, self.peer
+
+        def job():
+            environ = build_environ(req, scheme=s.scheme, server_addr=server_addr,
+                                    peer_addr=peer, body=body,
+                                    multiprocess=s.multiprocess, extra=extra)
+            run_app(s.app, environ, out, head_only=head_only, close_after=close_after)
+
+        if not s.pool.submit(job):
+            s.counters.responses_503 += 1
+            log.warning("%s: worker queue full (%d queued): 503", self.peer_text,
+                        s.pool.queued)
+            self._out = None
+            self._reply_canned(503, "server busy, retry later",
+                               extra_headers=[(b"retry-after", b"1")])
+
+    def _on_body(self, data: bytes) -> None:
+        if self.state == LINGER or self._body is None or self._body_limit_hit:
+            self._linger_bytes += len(data)
+            if self._linger_bytes > self.cfg.linger_bytes:
+                self._close()
+            return
+        body = self._body
+        if body.received_bytes + len(data) > self.cfg.max_body_bytes:
+            log.info("%s: request body over --max-body %d: 413", self.peer_text,
+                     self.cfg.max_body_bytes)
+            body.fail(BodyTooLarge("request body too large"))
+            self._body_limit_hit = True
+            self._close_after_response = True
+            return
+        body.feed(data)
+
+    def _on_body_end(self) -> None:
+        if self._body is not None:
+            self._body.finish()
+        if self.state == LINGER:
+            self._next_cycle()
+
+    # -- cross-thread entry points (called from workers) ------------------------------
+    def _resume_threadsafe(self) -> None:
+        self.s.reactor.call_soon_threadsafe(self._resume)
+
+    def _first_read_threadsafe(self) -> None:
+        self.s.reactor.call_soon_threadsafe(self._send_continue)
+
+    def _output_threadsafe(self) -> None:
+        self.s.reactor.call_soon_threadsafe(self._on_output)
+
+    def _resume(self) -> None:
+        if self.state != ACTIVE:
+            return
+        try:
+            self._process()
+            self._do_read()  # TLS may hold decrypted records epoll will not announce
+        except (TransportError, OSError) as exc:
+            self._abort(f"{type(exc).__name__}: {exc}")
+        if self.state != CLOSED:
+            self._update()
+
+    def _send_continue(self) -> None:
+        if self.state == ACTIVE and self.http.they_are_waiting_for_100_continue:
+            self._wire.append(memoryview(self.http.continue_100()))
+            self._on_output()
+
+    def _on_output(self) -> None:
+        if self.state == CLOSED:
+            return
+        try:
+            self._kick()
+        except (TransportError, OSError) as exc:
+            self._abort(f"{type(exc).__name__}: {exc}")
+        if self.state != CLOSED:
+            self._update()
+
+    # -- responses the reactor writes itself ------------------------------------------
+    def _reply_error(self, status: int, text: str) -> None:
+        """Answer a broken request and close (nothing else can be trusted)."""
+        if self.http.can_respond():
+            self._wire.append(memoryview(self.http.simple_response(status, text, close=True)))
+        self._to(CLOSING)
+        self._kick()
+
+    def _reply_canned(self, status: int, text: str, extra_headers=()) -> None:
+        """Answer without the app (413, 503); the connection may stay open."""
+        body_pending = not self.http.request_complete
+        close = False
+        if body_pending:
+            length = None
+            for name, value in self._request.headers:
+                if name == b"content-length":
+                    length = int(value)
+            waiting = self.http.they_are_waiting_for_100_continue
+            close = waiting or length is None or length > self.cfg.linger_bytes
+        self._body_limit_hit = True
+        data = self.http.simple_response(status, text, close=close, extra_headers=list(extra_headers))
+        self._close_after_response = close
+        self._wire.append(memoryview(data))
+        self._wire.append(_Done(status, len(text) + 1))
+        self._kick()
+
+    # -- the write pump ------------------------------------------------------------------
+    def _kick(self) -> None:
+        """Run the pump now, or once more if it is already running (no nesting)."""
+        if self._pumping:
+            self._pump_again = True
+        else:
+            self._pump()
+
+    def _pump(self) -> None:
+        self._pumping = True
+        try:
+            while True:
+                self._pump_again = False
+                self._pump_once()
+                if not self._pump_again or self.state == CLOSED:
+                    break
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> None:
+        """Move outbound items to the transport until it would block."""
+        wire = self._wire
+        t = self.transport
+        counters = self.s.counters
+        if not wire:
+            self._last_write = time.monotonic()  # a new write phase starts now
+        self._write_on = 0
+        while self.state != CLOSED:
+            out = self._out
+            if out is not None and _wire_bytes(wire) < _COALESCE_BYTES:
+                # Serialize what is queued, so small pieces leave in one write.
+                while _wire_bytes(wire) < _COALESCE_BYTES:
+                    item = out.pop()
+                    if item is None:
+                        break
+                    try:
+                        self._serialize(item)
+                    except Exception as exc:  # h11 refused the response: a server bug
+                        log.error("%s: cannot frame the response: %s", self.peer_text, exc)
+                        self._abort("response framing error")
+                        return
+            if not wire:
+                break
+            piece = wire[0]
+            kind = type(piece)
+            if kind is memoryview or kind is tuple:
+                view, counted = _coalesce(wire)
+                n = t.send(view)
+                if n is WANT_WRITE or n is WANT_READ:
+                    wire.appendleft((view, counted) if counted else view)
+                    self._write_on = rx.OUT if n is WANT_WRITE else rx.IN
+                    break
+                self._last_write = time.monotonic()
+                counters.add("bytes_" + t.send_method, n)
+                if n < len(view):
+                    rest = view[n:]
+                    wire.appendleft((rest, counted) if counted else rest)
+                elif counted and out is not None:
+                    out.sent(counted)
+            elif kind is _FileSend:
+                n = t.send_file(piece.fd, piece.offset, piece.left)
+                if n is WANT_WRITE or n is WANT_READ:
+                    self._write_on = rx.OUT if n is WANT_WRITE else rx.IN
+                    break
+                if n == 0:
+                    log.error("%s: file ended %d bytes early (truncated while sent?): "
+                              "aborting the connection", self.peer_text, piece.left)
+                    self._abort("file shrank during transfer")
+                    return
+                self._last_write = time.monotonic()
+                counters.add("bytes_" + t.file_method, n)
+                piece.offset += n
+                piece.left -= n
+                if piece.left == 0:
+                    wire.popleft()
+                    self._release_closer(piece.closer)
+            elif kind is _Done:
+                wire.popleft()
+                self._response_done(piece)
+            elif kind is Abort:
+                wire.popleft()
+                log.info("%s: response aborted: %s", self.peer_text, piece.reason)
+                self._abort(piece.reason)
+                return
+        if self.state == CLOSED:
+            return
+        if not t.flush():
+            self._write_on = rx.OUT
+        elif self.state == CLOSING and not wire and not self._write_on:
+            self._shutdown()
+
+    def _serialize(self, item) -> None:
+        http = self.http
+        wire = self._wire
+        kind = type(item)
+        if kind is Chunk:
+            pieces = http.body(item.data)
+            n = len(item.data)
+            for p in pieces:
+                if p is item.data:
+                    wire.append((memoryview(p).cast("B"), n))
+                else:
+                    wire.append(memoryview(p))
+        elif kind is Head:
+            close = item.close or self._close_after_response or self._must_close_after()
+            self._close_after_response = close
+            wire.append(memoryview(http.response_head(item.status, item.headers, item.reason, close)))
+        elif kind is FileRange:
+            self.s.counters.file_transfers += 1
+            if item.count == 0:
+                self._release_closer(item.closer)
+                return
+            placeholder = http1.FileBody(item.count)
+            for p in http.body(placeholder):
+                wire.append(_FileSend(item) if p is placeholder else memoryview(p))
+        elif kind is End:
+            wire.append(memoryview(http.end()))
+            wire.append(_Done(item.status, item.body_bytes))
+        elif kind is Abort:
+            wire.append(item)
+
+    def _must_close_after(self) -> bool:
+        """Close after this response if the unread request body cannot be drained."""
+        if self.http.request_complete:
+            return False
+        body = self._body
+        if self.http.they_are_waiting_for_100_continue:
+            return True  # the client may never send the body it announced
+        if body is not None and self._body_limit_hit:
+            return True
+        return False
+
+    def _release_closer(self, closer) -> None:
+        release = getattr(self.transport, "release_file_buffer", None)
+        if release is not None:
+            release()
+        close = getattr(closer, "close", None)
+        if close is not None:
+            self.s.pool.submit_cleanup(_guarded(close))
+
+    def _response_done(self, done: _Done) -> None:
+        req = self._request
+        if req is not None:
+            log_response(self.peer_text, req, done.status, done.body_bytes,
+                         self._request_started, self.tls_info)
+        self._request = None
+        if self._close_after_response or not self._can_keep_alive():
+            self._out = None
+            self._to(CLOSING)
+            return
+        if self.http.request_complete:
+            self._next_cycle()
+        else:
+            self._out = None
+            self._linger_bytes = 0
+            self._to(LINGER)
+
+    def _can_keep_alive(self) -> bool:
+        h = self.http
+        return h.response_complete and (h.keep_alive or not h.request_complete) and not self._peer_eof
+
+    def _next_cycle(self) -> None:
+        self._body = None
+        self._body_limit_hit = False
+        self._out = None
+        self._paused_bytes = 0
+        self.http.start_next_cycle()
+        self._to(IDLE)
+        self._process()
+
+    # -- ending ------------------------------------------------------------------------------
+    def close_gracefully(self) -> None:
+        """Server shutdown: idle connections close now, busy ones after their response."""
+        if self.state in (IDLE, HANDSHAKE, HEADERS, LINGER):
+            self._close()
+        elif self.state == ACTIVE:
+            self._close_after_response = True
+
+    def _shutdown(self) -> None:
+        """Output is flushed: send FIN / close_notify, then drain until EOF or linger_s."""
+        if self._shut:
+            return
+        r = self.transport.shutdown()
+        if r is WANT_WRITE or r is WANT_READ:
+            self._write_on = rx.OUT if r is WANT_WRITE else rx.IN
+            return
+        self._shut = True
+        if self._peer_eof:
+            self._close()
+
+    def _abort(self, reason: str) -> None:
+        if self.state == CLOSED:
+            return
+        log.debug("%s: aborting connection (%s) in state %s", self.peer_text, reason, self.state)
+        self.s.counters.aborted_connections += 1
+        self._close()
+
+    def _close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._body is not None:
+            self._body.fail(ClientDisconnected("connection closed"))
+        if self._out is not None:
+            for item in self._out.abort("connection closed"):
+                if type(item) is FileRange:
+                    self._release_closer(item.closer)
+        for piece in self._wire:
+            if type(piece) is _FileSend:
+                self._release_closer(piece.closer)
+        self._wire.clear()
+        self.s.reactor.remove(self.fd)
+        try:
+            self.transport.close()
+        except OSError:
+            pass
+        self.s.on_closed(self)
+
+
+def _guarded(close):
+    def run():
+        try:
+            close()
+        except Exception:
+            logging.getLogger("ktlswsgi.error").exception("error in the app iterable's close()")
+    return run
+
+
+def _wire_bytes(wire) -> int:
+    """Bytes of plain pieces queued for the socket (a file range counts as full)."""
+    total = 0
+    for p in wire:
+        kind = type(p)
+        if kind is memoryview:
+            total += len(p)
+        elif kind is tuple:
+            total += len(p[0])
+        elif kind is _FileSend:
+            return _COALESCE_BYTES
+    return total
+
+
+def _coalesce(wire):
+    """Pop the leading run of small byte pieces as one buffer.
+
+    Returns (view, counted): `counted` is the outbound-queue payload the view
+    carries, credited back to the queue once the whole view is written.
+    """
+    first = wire.popleft()
+    view, counted = (first, 0) if type(first) is memoryview else first
+    if len(view) >= _COALESCE_BYTES or not wire:
+        return view, counted
+    parts = [view]
+    total = len(view)
+    while wire and total < _COALESCE_BYTES:
+        p = wire[0]
+        kind = type(p)
+        if kind is memoryview:
+            v, c = p, 0
+        elif kind is tuple:
+            v, c = p
+        else:
+            break
+        if total + len(v) > 4 * _COALESCE_BYTES:
+            break  # a big chunk goes out on its own, uncopied
+        wire.popleft()
+        parts.append(v)
+        total += len(v)
+        counted += c
+    if len(parts) == 1:
+        return view, counted
+    return memoryview(b"".join(parts)), counted

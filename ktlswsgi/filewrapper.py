@@ -1,0 +1,58 @@
+"""`wsgi.file_wrapper`: a file-like wrapped so the server can send it itself.
+
+Owns: the FileWrapper class (PEP 3333 "Optional Platform-Specific File
+Handling") and the test of whether the server may take the fast path.  The
+wrapper iterates like any WSGI body, so middleware that consumes it works; the
+server recognises its own wrappers around regular files and queues a file range
+instead (sendfile / SSL_sendfile / pread, chosen by the transport).
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+
+class FileWrapper:
+    def __init__(self, filelike, blksize: int = 8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+    def __getitem__(self, key):  # the PEP's pre-iterator protocol, kept for old callers
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise IndexError
+
+    def file_range(self):
+        """(fd, offset, size_left) when this wraps a regular file, else None.
+
+        The offset is the file's current position (PEP 3333: transmission
+        starts there); size_left is what the file holds from there now.
+        """
+        fileno = getattr(self.filelike, "fileno", None)
+        if fileno is None:
+            return None
+        try:
+            fd = fileno()
+            st = os.fstat(fd)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
+        if not isinstance(fd, int) or not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            tell = getattr(self.filelike, "tell", None)
+            offset = tell() if tell is not None else os.lseek(fd, 0, os.SEEK_CUR)
+        except (OSError, ValueError):
+            return None
+        return fd, offset, max(0, st.st_size - offset)

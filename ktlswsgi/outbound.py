@@ -1,0 +1,85 @@
+"""A connection's outbound queue: ordered segments from a worker to the reactor.
+
+Owns: the hand-over of response pieces between threads and the producer-side
+backpressure.  A worker `put`s items (opaque to this module: head, bytes, a
+file range, end); above the high-water mark the *worker* waits until the
+reactor has drained below the low-water mark.  The reactor `pop`s and never
+waits.  An aborted queue wakes every waiting producer with `QueueAborted`.
+
+Bytes are counted from `put` until the reactor reports them sent with `sent()`,
+so the bound covers what the reactor still holds, not only what is queued.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+
+
+class QueueAborted(Exception):
+    """The connection is gone; stop producing."""
+
+
+class OutboundQueue:
+    __slots__ = ("_items", "_cond", "_bytes", "_high", "_low", "_wake",
+                 "_reactor_idle", "aborted", "abort_reason")
+
+    def __init__(self, high_water_bytes: int, low_water_bytes: int, wake):
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._bytes = 0
+        self._high = high_water_bytes
+        self._low = low_water_bytes
+        self._wake = wake  # called (from any thread) when the reactor should pump
+        self._reactor_idle = True
+        self.aborted = False
+        self.abort_reason = ""
+
+    # -- producer side (worker threads) --------------------------------------
+    def put(self, item, nbytes: int = 0, timeout_s: float | None = None) -> None:
+        """Append an item; wait first while the queue is above high water."""
+        with self._cond:
+            if self._bytes > self._high:
+                self._cond.wait_for(
+                    lambda: self.aborted or self._bytes <= self._low, timeout_s)
+            if self.aborted:
+                raise QueueAborted(self.abort_reason)
+            self._items.append(item)
+            self._bytes += nbytes
+            wake = self._reactor_idle
+            self._reactor_idle = False
+        if wake:
+            self._wake()
+
+    # -- consumer side (the reactor) -----------------------------------------
+    def pop(self):
+        """The next item, or None (then the next put wakes the reactor)."""
+        with self._cond:
+            if self._items:
+                return self._items.popleft()
+            self._reactor_idle = True
+            return None
+
+    def sent(self, nbytes: int) -> None:
+        """The reactor put `nbytes` of counted payload on the wire."""
+        if nbytes <= 0:
+            return
+        with self._cond:
+            before = self._bytes
+            self._bytes -= nbytes
+            if before > self._low >= self._bytes:
+                self._cond.notify_all()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def abort(self, reason: str) -> list:
+        """Fail every producer; return what was still queued (for clean-up)."""
+        with self._cond:
+            self.aborted = True
+            self.abort_reason = reason
+            left = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+        return left

@@ -1,0 +1,525 @@
+"""PEP 3333 on a worker thread: environ, wsgi.input, start_response, write().
+
+Owns: turning a parsed request into an environ, running the application, and
+turning what it returns into response items for the connection's outbound
+queue.  Runs on pool threads only; touches no socket and no SSL object.  The
+reactor reads the items (`Head`, `Chunk`, `FileRange`, `End`, `Abort`) and
+frames them with the protocol driver.
+
+Rules kept here: headers are not sent before the first non-empty body chunk;
+never more bytes than the app's Content-Length (the excess is dropped with a
+log line) and a short body aborts the connection; the iterable's `close()` is
+called exactly once, on a pool thread, also on disconnect and app error; a
+file_wrapper around a regular file becomes one `FileRange`, whose close the
+reactor hands back to the pool when the transfer ends.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import threading
+from urllib.parse import unquote_to_bytes
+
+from .filewrapper import FileWrapper
+from .outbound import QueueAborted
+
+log = logging.getLogger("ktlswsgi.wsgi")
+error_log = logging.getLogger("ktlswsgi.error")
+
+
+# -- response items (worker -> reactor) ---------------------------------------
+class Head:
+    __slots__ = ("status", "reason", "headers", "close")
+
+    def __init__(self, status: int, reason: bytes, headers: list, close: bool):
+        self.status, self.reason, self.headers, self.close = status, reason, headers, close
+
+
+class Chunk:
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
+class FileRange:
+    """`count` bytes of `fd` from `offset`; `closer` runs on the pool when done."""
+
+    __slots__ = ("fd", "offset", "count", "closer")
+
+    def __init__(self, fd: int, offset: int, count: int, closer):
+        self.fd, self.offset, self.count, self.closer = fd, offset, count, closer
+
+
+class End:
+    __slots__ = ("status", "body_bytes")
+
+    def __init__(self, status: int, body_bytes: int):
+        self.status, self.body_bytes = status, body_bytes
+
+
+class Abort:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+# -- request body ---------------------------------------------------------------
+class BodyError(Exception):
+    """The request body cannot be read; `status` is what the server answers."""
+
+    status = 400
+
+
+class BodyTimeout(BodyError):
+    status = 408
+
+
+class BodyTooLarge(BodyError):
+    status = 413
+
+
+class ClientDisconnected(BodyError, OSError):
+    status = 400
+
+
+class RequestBody:
+    """Bytes read ahead of the app; the reactor feeds, a worker reads.
+
+    Bounded by `limit_bytes`: the reactor stops reading the socket while
+    `space()` is 0, and the worker's read calls `on_drained` (a thread-safe
+    hand-over to the reactor) when it frees room.  `on_first_read` lets the
+    reactor send `100 Continue` only when the app asks for the body.
+    """
+
+    def __init__(self, limit_bytes: int, on_drained, on_first_read):
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = limit_bytes
+        self._done = False
+        self._error: BodyError | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._on_drained = on_drained
+        self._on_first_read = on_first_read
+        self._asked = False
+        self.received_bytes = 0
+
+    # reactor side
+    def space(self) -> int:
+        return self._limit - self._size
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            self._chunks.append(data)
+            self._size += len(data)
+            self.received_bytes += len(data)
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def fail(self, error: BodyError) -> None:
+        with self._cond:
+            if not self._done:
+                self._error = error
+            self._cond.notify_all()
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    # worker side
+    def take(self, max_bytes: int) -> bytes:
+        """Up to `max_bytes`, waiting for at least one; b"" at the end of the body."""
+        with self._cond:
+            if not self._asked:
+                self._asked = True
+                self._on_first_read()
+            while self._size == 0 and not self._done and self._error is None:
+                self._cond.wait()
+            if self._size == 0:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            was_full = self._size >= self._limit
+            data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+            if max_bytes < len(data):
+                self._chunks = [data[max_bytes:]]
+                data = data[:max_bytes]
+            else:
+                self._chunks = []
+            self._size -= len(data)
+        if was_full:
+            self._on_drained()
+        return data
+
+
+class WsgiInput(io.RawIOBase):
+    """`wsgi.input`: read / readline / readlines / iteration over RequestBody."""
+
+    def __init__(self, body: RequestBody | None):
+        self._body = body
+        self._buf = b""
+        self._eof = body is None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None:
+            size = -1
+        if size == 0:
+            return b""
+        if size < 0:
+            parts = [self._buf]
+            while not self._eof:
+                chunk = self._body.take(1 << 20)
+                if not chunk:
+                    self._eof = True
+                parts.append(chunk)
+            self._buf = b""
+            return b"".join(parts)
+        while not self._buf and not self._eof:
+            chunk = self._body.take(max(size, 65536))
+            if not chunk:
+                self._eof = True
+            self._buf += chunk
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readline(self, size: int = -1) -> bytes:
+        if size is None:
+            size = -1
+        while True:
+            limit = len(self._buf) if size < 0 else min(size, len(self._buf))
+            nl = self._buf.find(b"\n", 0, limit)
+            if nl >= 0:
+                line, self._buf = self._buf[:nl + 1], self._buf[nl + 1:]
+                return line
+            if 0 <= size <= len(self._buf) or self._eof:
+                cut = len(self._buf) if size < 0 else size
+                line, self._buf = self._buf[:cut], self._buf[cut:]
+                return line
+            chunk = self._body.take(65536)
+            if not chunk:
+                self._eof = True
+            self._buf += chunk
+
+    def readlines(self, hint: int = -1) -> list:
+        lines, total = [], 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class ErrorStream:
+    """`wsgi.errors`: text written by the app goes to the error log."""
+
+    def write(self, text: str) -> int:
+        sys.stderr.write(text)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_ERRORS = ErrorStream()
+
+
+# -- environ ----------------------------------------------------------------------
+def build_environ(request, *, scheme: str, server_addr, peer_addr, body: RequestBody | None,
+                  multiprocess: bool, extra: dict | None = None) -> dict:
+    target = request.target
+    if target.startswith((b"http://", b"https://")):  # absolute-form
+        slash = target.find(b"/", target.find(b"//") + 2)
+        target = target[slash:] if slash >= 0 else b"/"
+    path, _, query = target.partition(b"?")
+    environ = {
+        "REQUEST_METHOD": request.method.decode("ascii"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "RAW_URI": request.target.decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": WsgiInput(body),
+        "wsgi.errors": _ERRORS,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    host_header = None
+    joined: dict[str, list[str]] = {}
+    for name, value in request.headers:
+        if b"_" in name:
+            continue  # X_Forwarded_For must not pose as X-Forwarded-For
+        key = name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        if key == "HOST" and host_header is None:
+            host_header = text
+        joined.setdefault(key, []).append(text)
+    for key, values in joined.items():
+        value = ("; " if key == "COOKIE" else ", ").join(values)
+        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            environ[key] = value
+        else:
+            environ["HTTP_" + key] = value
+    if "CONTENT_LENGTH" not in environ and body is not None and body.complete:
+        environ["CONTENT_LENGTH"] = str(body.received_bytes)
+    environ.setdefault("CONTENT_TYPE", "")
+    environ.setdefault("CONTENT_LENGTH", "")
+    if isinstance(server_addr, tuple):
+        server_name, server_port = server_addr[0], str(server_addr[1])
+    else:
+        server_name, server_port = "localhost", ""
+    if host_header:
+        if host_header.startswith("["):
+            name, _, port = host_header[1:].partition("]")
+            port = port[1:]
+        else:
+            name, _, port = host_header.partition(":")
+        server_name = name or server_name
+        server_port = port or ("443" if scheme == "https" else "80")
+    environ["SERVER_NAME"] = server_name
+    environ["SERVER_PORT"] = server_port
+    if isinstance(peer_addr, tuple):
+        environ["REMOTE_ADDR"] = peer_addr[0]
+        environ["REMOTE_PORT"] = str(peer_addr[1])
+    else:
+        environ["REMOTE_ADDR"] = ""
+        environ["REMOTE_PORT"] = ""
+    if extra:
+        environ.update(extra)
+    return environ
+
+
+# -- running the app -------------------------------------------------------------
+def _check_header(name: str, value: str) -> None:
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"header {name!r}: {value!r}: names and values must be str")
+    for ch in "\r\n\0":
+        if ch in name or ch in value:
+            raise ValueError(f"header {name!r} contains a control character")
+    if ":" in name or " " in name or not name:
+        raise ValueError(f"invalid header name {name!r}")
+
+
+_HOP_BY_HOP = {"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"}
+
+
+class Responder:
+    """start_response, write() and the body loop for one request."""
+
+    def __init__(self, out, *, head_only: bool, close_after: bool, peer: str):
+        self._out = out
+        self._head_only = head_only
+        self._close_after = close_after
+        self._peer = peer
+        self._status = None       # (code, reason bytes)
+        self._headers = None      # encoded list
+        self._content_length: int | None = None
+        self.headers_sent = False
+        self.body_bytes = 0
+        self.status_code = 0
+
+    # PEP 3333 start_response
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        if not isinstance(status, str):
+            raise TypeError(f"status must be str, got {type(status).__name__}")
+        code_s, _, reason = status.partition(" ")
+        if len(code_s) != 3 or not code_s.isdigit() or not reason:
+            raise ValueError(f"invalid status {status!r}")
+        if not isinstance(headers, list):
+            raise TypeError("headers must be a list")
+        encoded = []
+        content_length = None
+        for item in headers:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(f"header {item!r} must be a (name, value) tuple")
+            name, value = item
+            _check_header(name, value)
+            lower = name.lower()
+            if lower in _HOP_BY_HOP:
+                log.debug("dropped hop-by-hop header %r set by the app", name)
+                continue
+            if lower == "content-length":
+                try:
+                    content_length = int(value)
+                    if content_length < 0:
+                        raise ValueError
+                except ValueError:
+                    raise ValueError(f"invalid Content-Length {value!r}") from None
+            encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+        self._status = (int(code_s), reason.encode("latin-1"))
+        self.status_code = int(code_s)
+        self._headers = encoded
+        self._content_length = content_length
+        return self.write
+
+    def _head(self) -> Head:
+        if self._status is None:
+            raise AssertionError("the app returned a body before calling start_response")
+        self.headers_sent = True
+        return Head(self._status[0], self._status[1], self._headers, self._close_after)
+
+    def write(self, data) -> None:
+        """PEP 3333 write(): send now (waits while the queue is over high water)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"body chunks must be bytes, got {type(data).__name__}")
+        if not data:
+            return
+        if self._head_only:
+            if not self.headers_sent:
+                self._out.put(self._head())
+            return
+        cl = self._content_length
+        if cl is not None and self.body_bytes + len(data) > cl:
+            keep = cl - self.body_bytes
+            log.warning("app sent more than its Content-Length %d; %d bytes dropped",
+                        cl, len(data) - keep)
+            data = data[:keep]
+            if not data:
+                return
+        self.body_bytes += len(data)
+        if not self.headers_sent:
+            head = self._head()
+            self._out.put(head)
+        self._out.put(Chunk(data), len(data))
+
+    def send_file(self, fd: int, offset: int, available: int, closer) -> bool:
+        """Queue a file range; True when the reactor now owns `closer`."""
+        if self._head_only:
+            return False
+        cl = self._content_length
+        count = available if cl is None else min(cl - self.body_bytes, available)
+        if not self.headers_sent:
+            self._out.put(self._head())
+        self.body_bytes += count
+        self._out.put(FileRange(fd, offset, count, closer))
+        return True
+
+    def finish(self) -> None:
+        if not self.headers_sent:
+            self._out.put(self._head())
+        cl = self._content_length
+        if cl is not None and self.body_bytes < cl and not self._head_only:
+            raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}")
+        self._out.put(End(self.status_code, self.body_bytes))
+
+
+class ShortBody(Exception):
+    pass
+
+
+def _close_once(result) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            error_log.exception("error in the app iterable's close()")
+
+
+def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
+            file_fast_path: bool = True) -> None:
+    """Run the app for one request on this (pool) thread; queue the response."""
+    peer = environ.get("REMOTE_ADDR", "")
+    responder = Responder(out, head_only=head_only, close_after=close_after, peer=peer)
+    result = None
+    closer_handed_over = False
+    try:
+        result = app(environ, responder.start_response)
+        file_range = None
+        if file_fast_path and type(result) is FileWrapper and not head_only:
+            file_range = result.file_range()
+        if head_only:
+            responder.finish()  # HEAD: the body is not produced at all
+        elif file_range is not None:
+            fd, offset, available = file_range
+            closer_handed_over = responder.send_file(fd, offset, available, result)
+            responder.finish()
+        else:
+            for chunk in result:
+                responder.write(chunk)
+            responder.finish()
+    except QueueAborted as exc:
+        log.debug("response to %s abandoned: %s", peer, exc)
+    except ShortBody as exc:
+        error_log.error("%s %s: %s; closing the connection",
+                        environ["REQUEST_METHOD"], environ["PATH_INFO"], exc)
+        _abort(out, str(exc))
+    except BodyError as exc:
+        _fail(out, responder, environ, exc.status, str(exc) or type(exc).__name__, exc)
+    except Exception as exc:
+        _fail(out, responder, environ, 500, "Internal Server Error", exc)
+    finally:
+        if result is not None and not closer_handed_over:
+            _close_once(result)
+
+
+def _fail(out, responder: Responder, environ: dict, status: int, text: str, exc) -> None:
+    where = f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI', '')}"
+    if status == 500:
+        error_log.error("error handling %s", where, exc_info=exc)
+    else:
+        error_log.info("%s: %d %s", where, status, text)
+    if responder.headers_sent:
+        error_log.error("%s: app failed after headers were sent; aborting the connection", where)
+        _abort(out, "app error after headers")
+        return
+    body = (text + "\n").encode()
+    head = Head(status, b"", [(b"content-type", b"text/plain; charset=utf-8"),
+                              (b"content-length", str(len(body)).encode())], True)
+    try:
+        out.put(head)
+        if not responder._head_only:
+            out.put(Chunk(body), len(body))
+        out.put(End(status, len(body)))
+    except QueueAborted:
+        pass
+
+
+def _abort(out, reason: str) -> None:
+    try:
+        out.put(Abort(reason))
+    except QueueAborted:
+        pass
+
