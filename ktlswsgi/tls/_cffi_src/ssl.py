@@ -1,0 +1,202 @@
+"""libssl: the server context, per-connection SSL objects, and the two C
+callbacks (certificate-key password, ALPN selection) that run inside the
+handshake without calling back into Python."""
+
+INCLUDES = """
+#include <string.h>
+#include <sys/types.h>
+#include <openssl/ssl.h>
+"""
+
+TYPES = """
+static const long Cryptography_HAS_SSL_SENDFILE;
+static const long Cryptography_HAS_IGNORE_UNEXPECTED_EOF;
+
+typedef ... SSL_METHOD;
+typedef ... SSL_CTX;
+typedef ... SSL;
+typedef ... SSL_CIPHER;
+typedef ... SSL_SESSION;
+
+typedef int... ossl_ssize_t;
+typedef int... off_t;
+
+static const uint64_t SSL_OP_ENABLE_KTLS;
+static const uint64_t SSL_OP_IGNORE_UNEXPECTED_EOF;
+static const uint64_t SSL_OP_NO_COMPRESSION;
+static const uint64_t SSL_OP_NO_RENEGOTIATION;
+static const uint64_t SSL_OP_CIPHER_SERVER_PREFERENCE;
+static const uint64_t SSL_OP_NO_TICKET;
+static const uint64_t SSL_OP_ALL;
+
+static const long SSL_MODE_ENABLE_PARTIAL_WRITE;
+static const long SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
+static const long SSL_MODE_RELEASE_BUFFERS;
+
+static const long SSL_SESS_CACHE_OFF;
+static const long SSL_SESS_CACHE_SERVER;
+
+static const int SSL_ERROR_NONE;
+static const int SSL_ERROR_SSL;
+static const int SSL_ERROR_WANT_READ;
+static const int SSL_ERROR_WANT_WRITE;
+static const int SSL_ERROR_WANT_X509_LOOKUP;
+static const int SSL_ERROR_SYSCALL;
+static const int SSL_ERROR_ZERO_RETURN;
+static const int SSL_ERROR_WANT_CONNECT;
+static const int SSL_ERROR_WANT_ACCEPT;
+
+static const int SSL_FILETYPE_PEM;
+static const int TLS1_2_VERSION;
+static const int TLS1_3_VERSION;
+static const int TLSEXT_NAMETYPE_host_name;
+static const int SSL_SENT_SHUTDOWN;
+static const int SSL_RECEIVED_SHUTDOWN;
+
+/* What the C password callback reads; owned by the Python context object. */
+typedef struct {
+    const char *password;
+    int length;
+    int called;
+    int too_long;
+} Ktlswsgi_password;
+
+/* The server's ALPN offer in wire format (length-prefixed names). */
+typedef struct {
+    const unsigned char *protos;
+    unsigned int length;
+} Ktlswsgi_alpn;
+"""
+
+FUNCTIONS = """
+const SSL_METHOD *TLS_server_method(void);
+SSL_CTX *SSL_CTX_new(const SSL_METHOD *);
+void SSL_CTX_free(SSL_CTX *);
+uint64_t SSL_CTX_set_options(SSL_CTX *, uint64_t);
+uint64_t SSL_CTX_clear_options(SSL_CTX *, uint64_t);
+uint64_t SSL_CTX_get_options(const SSL_CTX *);
+long SSL_CTX_set_mode(SSL_CTX *, long);
+long SSL_CTX_get_mode(SSL_CTX *);
+int SSL_CTX_set_min_proto_version(SSL_CTX *, int);
+int SSL_CTX_set_max_proto_version(SSL_CTX *, int);
+int SSL_CTX_use_certificate_chain_file(SSL_CTX *, const char *);
+int SSL_CTX_use_PrivateKey_file(SSL_CTX *, const char *, int);
+int SSL_CTX_check_private_key(const SSL_CTX *);
+void SSL_CTX_set_default_passwd_cb(SSL_CTX *, pem_password_cb *);
+void SSL_CTX_set_default_passwd_cb_userdata(SSL_CTX *, void *);
+int SSL_CTX_set_cipher_list(SSL_CTX *, const char *);
+int SSL_CTX_set_ciphersuites(SSL_CTX *, const char *);
+long SSL_CTX_set_session_cache_mode(SSL_CTX *, long);
+int SSL_CTX_set_session_id_context(SSL_CTX *, const unsigned char *, unsigned int);
+int SSL_CTX_set_num_tickets(SSL_CTX *, size_t);
+size_t SSL_CTX_get_num_tickets(const SSL_CTX *);
+
+SSL *SSL_new(SSL_CTX *);
+void SSL_free(SSL *);
+int SSL_set_fd(SSL *, int);
+void SSL_set_bio(SSL *, BIO *, BIO *);
+BIO *SSL_get_rbio(const SSL *);
+BIO *SSL_get_wbio(const SSL *);
+void SSL_set_accept_state(SSL *);
+uint64_t SSL_clear_options(SSL *, uint64_t);
+uint64_t SSL_get_options(const SSL *);
+int SSL_do_handshake(SSL *);
+int SSL_is_init_finished(const SSL *);
+int SSL_read_ex(SSL *, void *, size_t, size_t *);
+int SSL_write_ex(SSL *, const void *, size_t, size_t *);
+ossl_ssize_t SSL_sendfile(SSL *, int, off_t, size_t, int);
+int SSL_shutdown(SSL *);
+int SSL_get_shutdown(const SSL *);
+int SSL_get_error(const SSL *, int);
+int SSL_has_pending(const SSL *);
+int SSL_pending(const SSL *);
+const char *SSL_get_version(const SSL *);
+const SSL_CIPHER *SSL_get_current_cipher(const SSL *);
+const char *SSL_CIPHER_get_name(const SSL_CIPHER *);
+void SSL_get0_alpn_selected(const SSL *, const unsigned char **, unsigned int *);
+const char *SSL_get_servername(const SSL *, const int);
+int SSL_session_reused(const SSL *);
+
+/* C callbacks defined in CUSTOMIZATIONS, installed from Python. */
+int Ktlswsgi_password_cb(char *, int, int, void *);
+int Ktlswsgi_alpn_select_cb(SSL *, const unsigned char **, unsigned char *,
+                            const unsigned char *, unsigned int, void *);
+void Ktlswsgi_CTX_set_alpn_select(SSL_CTX *, Ktlswsgi_alpn *);
+"""
+
+CUSTOMIZATIONS = """
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+static const long Cryptography_HAS_SSL_SENDFILE = 1;
+#else
+static const long Cryptography_HAS_SSL_SENDFILE = 0;
+typedef ssize_t ossl_ssize_t;
+static ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size,
+                                 int flags) { return -1; }
+#endif
+
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+static const long Cryptography_HAS_IGNORE_UNEXPECTED_EOF = 1;
+#else
+static const long Cryptography_HAS_IGNORE_UNEXPECTED_EOF = 0;
+#define SSL_OP_IGNORE_UNEXPECTED_EOF 0
+#endif
+
+#ifndef SSL_OP_ENABLE_KTLS
+#define SSL_OP_ENABLE_KTLS 0
+#endif
+
+typedef struct {
+    const char *password;
+    int length;
+    int called;
+    int too_long;
+} Ktlswsgi_password;
+
+typedef struct {
+    const unsigned char *protos;
+    unsigned int length;
+} Ktlswsgi_alpn;
+
+/* Never prompts on a terminal: without a password it fails at once (and
+   records that it was asked, so Python can say "the key is encrypted"). */
+int Ktlswsgi_password_cb(char *buf, int size, int rwflag, void *userdata)
+{
+    Ktlswsgi_password *pw = (Ktlswsgi_password *)userdata;
+    if (pw == NULL)
+        return -1;
+    pw->called = 1;
+    if (pw->password == NULL)
+        return -1;
+    if (pw->length > size) {
+        pw->too_long = 1;
+        return -1;
+    }
+    memcpy(buf, pw->password, (size_t)pw->length);
+    return pw->length;
+}
+
+/* Server preference order; no overlap is a fatal no_application_protocol
+   alert (RFC 7301 section 3.2), a client without ALPN is not called here. */
+int Ktlswsgi_alpn_select_cb(SSL *ssl, const unsigned char **out,
+                            unsigned char *outlen, const unsigned char *in,
+                            unsigned int inlen, void *arg)
+{
+    Ktlswsgi_alpn *alpn = (Ktlswsgi_alpn *)arg;
+    unsigned char *selected = NULL;
+    unsigned char selected_len = 0;
+    if (alpn == NULL || alpn->length == 0)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (SSL_select_next_proto(&selected, &selected_len, alpn->protos,
+                              alpn->length, in, inlen)
+            != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = selected;
+    *outlen = selected_len;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+void Ktlswsgi_CTX_set_alpn_select(SSL_CTX *ctx, Ktlswsgi_alpn *alpn)
+{
+    SSL_CTX_set_alpn_select_cb(ctx, Ktlswsgi_alpn_select_cb, alpn);
+}
+"""

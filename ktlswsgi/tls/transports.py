@@ -1,0 +1,618 @@
+"""The TLS transports: the interface of ``ktlswsgi.transport`` over OpenSSL.
+
+Owns: one ``SSL`` object per connection, the single mapping of
+``SSL_get_error`` to {done, want read, want write, closed, fatal}, the file
+pump over TLS (``SSL_sendfile`` when kTLS TX engaged, else ``pread`` +
+``SSL_write_ex``), and for the memory transport the movement of ciphertext
+between the socket and the BIO pair.
+
+Must not: block, sleep or wait (every call does what the socket allows now
+and says what it waits for); know HTTP; ever hand plaintext to the socket.
+The only gate for ``SSL_sendfile`` is ``BIO_get_ktls_send`` on the SSL's
+write BIO, read once after the handshake (KTLS-FACTS.md: a raw sendfile on a
+socket whose kTLS TX did not engage puts the file on the wire in clear).
+An ``SSL`` object is used by one thread only (the reactor's).
+
+Write contract shared by both transports (and compatible with OpenSSL's
+"retry with the same buffer" rule): ``send``/``send_file`` return how many
+bytes they *took*.  When the socket refuses a record half-way, the transport
+keeps its own copy of that record's plaintext and finishes it in ``flush()``
+(or at the start of the next ``send``/``send_file``/``shutdown``), so the
+caller never has to repeat a call with the same arguments.  ``flush()``
+returns False while anything is held back: wait for EPOLLOUT and call
+``flush()`` again.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from ktlswsgi.transport import WANT_READ, WANT_WRITE, TransportError
+
+from .binding import TLSError, drain_errors, ffi, lib
+from .context import ServerContext
+
+DONE = "done"
+CLOSED = "closed"
+FATAL = "fatal"
+
+# A record OpenSSL holds for retry covers at most this much plaintext
+# (16 KiB records; AES-CBC "multiblock" writes up to 8 records at once).
+RETRY_MAX_BYTES = 8 * 16384
+FILE_BUFFER_BYTES = 256 * 1024
+# Bound on one SSL_sendfile call: the disk wait of a cold file is bounded by
+# what one call may read (nginx's sendfile_max_chunk default).
+SENDFILE_MAX_CHUNK_BYTES = 2 * 1024 * 1024
+
+# Memory transport BIO pair: ciphertext out (one pread chunk of records plus
+# their headers and tags fits, so one send syscall carries ~16 records) and
+# ciphertext in (several maximal records per recv syscall).
+MEMORY_OUT_BYTES = FILE_BUFFER_BYTES + 16 * 1024
+MEMORY_IN_BYTES = 64 * 1024
+
+_alloc_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
+
+_REASON_HINTS = {
+    "http request": "plaintext HTTP on the TLS port",
+    "https proxy request": "plaintext proxy request on the TLS port",
+    "wrong version number": "not TLS, or a version this server does not speak",
+    "unsupported protocol": "client offers only TLS versions below the minimum",
+    "no shared cipher": "no cipher in common",
+    "no application protocol": "no ALPN protocol in common",
+}
+
+
+class TLSTransportError(TransportError, TLSError):
+    """A fatal TLS condition on one connection.  ``reason`` is OpenSSL's
+    reason string (or errno text); ``phase`` is handshake/read/write/sendfile.
+    The message is one short line, fit for a debug log."""
+
+    def __init__(self, phase: str, reason: str, errors=()):
+        hint = _REASON_HINTS.get(reason)
+        text = "TLS %s failed: %s" % (phase, reason)
+        if hint:
+            text += " (%s)" % hint
+        TLSError.__init__(self, text, errors, reason)
+        self.phase = phase
+
+
+def classify(ssl, rc: int):
+    """THE interpretation of ``SSL_get_error``: -> (outcome, reason, entries).
+
+    outcome is DONE, WANT_READ, WANT_WRITE, CLOSED or FATAL; entries is the
+    drained error queue (empty unless FATAL/CLOSED by an error).  Call it right
+    after the SSL call (the error queue was cleared before that call).  An EOF
+    without close_notify is CLOSED, like a close_notify (SSL_OP_IGNORE_
+    UNEXPECTED_EOF makes OpenSSL say ZERO_RETURN; older behaviour is mapped
+    here too).  Fatal outcomes drain the queue into the reason.
+    """
+    err = lib.SSL_get_error(ssl, rc)
+    saved_errno = ffi.errno
+    if err == lib.SSL_ERROR_NONE:
+        return DONE, "", ()
+    if err == lib.SSL_ERROR_WANT_READ:
+        return WANT_READ, "", ()
+    if err == lib.SSL_ERROR_WANT_WRITE:
+        return WANT_WRITE, "", ()
+    if err == lib.SSL_ERROR_ZERO_RETURN:
+        return CLOSED, "close_notify", ()
+    entries = drain_errors()
+    reason = entries[0].reason if entries else ""
+    if err == lib.SSL_ERROR_SYSCALL:
+        if entries:
+            return FATAL, reason, entries
+        if saved_errno == 0 or rc == 0:
+            return CLOSED, "eof", ()
+        return FATAL, os.strerror(saved_errno), entries
+    if err == lib.SSL_ERROR_SSL:
+        if reason == "unexpected eof while reading":
+            return CLOSED, "eof", entries
+        return FATAL, reason or "SSL error", entries
+    return FATAL, "SSL_get_error() = %d" % err, entries
+
+
+class _TLSTransport:
+    """What both TLS transports share; see the module docstring."""
+
+    send_method = "ssl_write"
+    file_method = "pread_ssl_write"
+
+    def __init__(self, context: ServerContext, sock: socket.socket):
+        if not isinstance(context, ServerContext):
+            raise TypeError("context must be a ServerContext")
+        self.context = context
+        self.sock = sock
+        sock.setblocking(False)
+        self.fd = sock.fileno()
+        lib.ERR_clear_error()
+        ssl = lib.SSL_new(context.ctx)
+        if ssl == ffi.NULL:
+            raise TLSTransportError("setup", "SSL_new failed", drain_errors())
+        self._ssl = ffi.gc(ssl, lib.SSL_free)
+        lib.SSL_set_accept_state(ssl)
+        self._size = ffi.new("size_t *")
+        # handshaking -> open -> shut -> closed; failed after a fatal error.
+        self.state = "handshaking"
+        self.ktls_tx = False
+        self.ktls_rx = False
+        self._info = None
+        self._read_eof = False
+        self._close_notify_sent = False
+        self._retry = None        # plaintext of a record OpenSSL holds for retry
+        self._retry_off = 0
+        self._file_buf = None     # bytearray, lazily, FILE_BUFFER_BYTES
+        self._file_view = None
+        self._held = None         # unsent tail of the last pread chunk
+        self._held_fd = -1
+        self._held_offset = -1
+        # Per-connection counters (plaintext bytes).
+        self.bytes_received = 0
+        self.bytes_ssl_write = 0
+        self.bytes_ssl_sendfile = 0
+        self.bytes_pread = 0
+
+    # -- hooks the two transports differ in -----------------------------
+    def _pump(self, want: str, flush_first: bool = False):
+        """OpenSSL wants I/O: do what moves it forward now.  None means
+        "retry the SSL call"; otherwise the WANT to hand to the caller."""
+        return want
+
+    def _write_through(self) -> bool:
+        return True
+
+    def _outbound_held(self) -> bool:
+        return False
+
+    def _after_handshake(self) -> None:
+        pass
+
+    # -- helpers ---------------------------------------------------------
+    def _fail(self, phase: str, reason: str, entries=()):
+        self.state = "failed"
+        return TLSTransportError(phase, reason, entries)
+
+    def _check_open(self, phase: str):
+        if self.state == "open" or self.state == "shut" and phase == "read":
+            return
+        if self.state == "handshaking":
+            raise TransportError("TLS %s before the handshake finished" % phase)
+        raise TransportError("TLS %s on a %s connection" % (phase, self.state))
+
+    # -- the interface -------------------------------------------------
+    def handshake(self):
+        """None when done, else WANT_READ / WANT_WRITE; fatal -> TLSTransportError."""
+        if self.state == "open":
+            return None if self._write_through() else WANT_WRITE
+        if self.state != "handshaking":
+            raise TransportError("TLS handshake on a %s connection" % self.state)
+        ssl = self._ssl
+        while True:
+            lib.ERR_clear_error()
+            rc = lib.SSL_do_handshake(ssl)
+            if rc == 1:
+                break
+            result = classify(ssl, rc)
+            outcome = result[0]
+            if outcome == WANT_READ or outcome == WANT_WRITE:
+                nxt = self._pump(outcome, flush_first=True)
+                if nxt is None:
+                    continue
+                return nxt
+            if outcome == CLOSED:
+                raise self._fail("handshake", "peer closed the connection during the handshake")
+            raise self._fail("handshake", result[1], result[2])
+        self.state = "open"
+        self.ktls_tx = lib.BIO_ctrl(lib.SSL_get_wbio(ssl), lib.BIO_CTRL_GET_KTLS_SEND, 0, ffi.NULL) > 0
+        self.ktls_rx = lib.BIO_ctrl(lib.SSL_get_rbio(ssl), lib.BIO_CTRL_GET_KTLS_RECV, 0, ffi.NULL) > 0
+        self._after_handshake()
+        return None if self._write_through() else WANT_WRITE
+
+    def recv(self, max_bytes: int):
+        """bytes (b"" = clean EOF: close_notify or EOF without it), or a WANT."""
+        self._check_open("read")
+        if self._read_eof:
+            return b""
+        ssl = self._ssl
+        buf = _alloc_uninitialised("unsigned char[]", max_bytes)
+        while True:
+            lib.ERR_clear_error()
+            rc = lib.SSL_read_ex(ssl, buf, max_bytes, self._size)
+            if rc == 1:
+                n = self._size[0]
+                self.bytes_received += n
+                if self._outbound_held():
+                    self._write_through()   # e.g. a KeyUpdate answer; best effort
+                return ffi.buffer(buf, n)[:]
+            result = classify(ssl, rc)
+            outcome = result[0]
+            if outcome == WANT_READ or outcome == WANT_WRITE:
+                nxt = self._pump(outcome)
+                if nxt is None:
+                    continue
+                return nxt
+            if outcome == CLOSED:
+                self._read_eof = True
+                return b""
+            raise self._fail("read", result[1], result[2])
+
+    def send(self, view):
+        """int > 0 (bytes of ``view`` taken), or a WANT when nothing was taken."""
+        self._check_open("write")
+        if len(view) == 0:
+            return 0
+        taken = self._write(view, owned=False)
+        if taken is WANT_READ or taken is WANT_WRITE:
+            return taken
+        self.bytes_ssl_write += taken
+        self._write_through()
+        return taken
+
+    def send_file(self, fd: int, offset: int, count: int):
+        """Bytes of the file taken (0: the file ended early), or a WANT.
+
+        ``count`` is what remains of this transfer; the caller resumes from
+        its own offset.  kTLS TX engaged: SSL_sendfile; else pread into one
+        reusable 256 KiB buffer and SSL_write_ex (the unsent tail of a chunk
+        is kept, so a resumed call does not read the file again).
+        """
+        self._check_open("write")
+        if count <= 0:
+            return 0
+        if self._retry is not None:
+            nxt = self._finish_retry()
+            if nxt is not None:
+                return nxt
+        if self.ktls_tx:
+            return self._ssl_sendfile(fd, offset, count)
+        return self._pread_write(fd, offset, count)
+
+    def has_pending(self) -> bool:
+        """True when decrypted or buffered input waits that epoll will not announce."""
+        return bool(lib.SSL_has_pending(self._ssl)) if self._ssl is not None else False
+
+    def flush(self) -> bool:
+        """True when nothing is held back for the socket; False: arm EPOLLOUT
+        and call flush() again when writable."""
+        if self.state not in ("open", "shut", "handshaking"):
+            return True
+        if self._retry is not None:
+            if self._finish_retry() is not None:
+                return False
+        return self._write_through()
+
+    def shutdown(self):
+        """Send close_notify (once), then half-close; None when done, else a WANT."""
+        if self.state != "open":
+            return None
+        if self._retry is not None:
+            nxt = self._finish_retry()
+            if nxt is not None:
+                return nxt
+        ssl = self._ssl
+        # OpenSSL marks SENT_SHUTDOWN before the alert left: call again until
+        # SSL_shutdown says 0/1, it is what dispatches a held alert.
+        while not self._close_notify_sent:
+            lib.ERR_clear_error()
+            rc = lib.SSL_shutdown(ssl)
+            if rc >= 0:
+                self._close_notify_sent = True
+                break
+            result = classify(ssl, rc)
+            if result[0] == WANT_WRITE:
+                nxt = self._pump(WANT_WRITE)
+                if nxt is None:
+                    continue
+                return nxt
+            self._close_notify_sent = True   # peer gone or broken: nothing more to say
+        if not self._write_through():
+            return WANT_WRITE
+        self.state = "shut"
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return None
+
+    def info(self) -> dict:
+        """tls_version, cipher, alpn, sni, ktls ("tx,rx" | "tx" | "rx" | "off")."""
+        if self._info is not None:
+            return dict(self._info)
+        if self._ssl is None:
+            return {}
+        ssl = self._ssl
+        sni = lib.SSL_get_servername(ssl, lib.TLSEXT_NAMETYPE_host_name)
+        info = {"sni": ffi.string(sni).decode("utf-8", "replace") if sni != ffi.NULL else None}
+        if self.state == "handshaking":
+            return info
+        version = lib.SSL_get_version(ssl)
+        cipher = lib.SSL_get_current_cipher(ssl)
+        data = ffi.new("const unsigned char **")
+        length = ffi.new("unsigned int *")
+        lib.SSL_get0_alpn_selected(ssl, data, length)
+        parts = [p for p, on in (("tx", self.ktls_tx), ("rx", self.ktls_rx)) if on]
+        info.update({
+            "tls_version": ffi.string(version).decode() if version != ffi.NULL else None,
+            "cipher": ffi.string(lib.SSL_CIPHER_get_name(cipher)).decode()
+            if cipher != ffi.NULL else None,
+            "alpn": ffi.buffer(data[0], length[0])[:].decode("ascii", "replace")
+            if length[0] else None,
+            "ktls": ",".join(parts) or "off",
+            "session_reused": bool(lib.SSL_session_reused(ssl)),
+        })
+        self._info = info
+        return dict(info)
+
+    def release_file_buffer(self) -> None:
+        """Drop the 256 KiB pread buffer (the transfer ended or was abandoned)."""
+        if self._retry is not None and not isinstance(self._retry, bytes):
+            self._retry = bytes(self._retry)   # OpenSSL still needs those bytes
+        self._held = None
+        self._held_fd = self._held_offset = -1
+        self._file_view = None
+        self._file_buf = None
+
+    def close(self) -> None:
+        """Free the SSL object (exactly once) and close the socket. No close_notify:
+        call shutdown() first for a clean close."""
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self.release_file_buffer()
+        self._retry = None
+        if self._ssl is not None:
+            ffi.release(self._ssl)
+            self._ssl = None
+        self._close_extra()
+        self.sock.close()
+
+    def _close_extra(self) -> None:
+        pass
+
+    # -- the write engine -----------------------------------------------
+    def _write(self, data, owned: bool):
+        """SSL_write_ex as much of ``data`` as goes now -> int taken, or a WANT.
+
+        On a WANT after OpenSSL built a record, the record's plaintext becomes
+        ``self._retry`` (a copy, or a view when ``owned``: the transport's own
+        buffer) and counts as taken; flush() finishes it.
+        """
+        if self._retry is not None:
+            nxt = self._finish_retry()
+            if nxt is not None:
+                return nxt
+        ssl = self._ssl
+        n = len(data)
+        total = 0
+        written = self._size
+        with ffi.from_buffer(data) as base:
+            while total < n:
+                lib.ERR_clear_error()
+                rc = lib.SSL_write_ex(ssl, base + total, n - total, written)
+                if rc == 1:
+                    total += written[0]
+                    continue
+                result = classify(ssl, rc)
+                outcome = result[0]
+                if outcome == WANT_READ or outcome == WANT_WRITE:
+                    nxt = self._pump(outcome)
+                    if nxt is None:
+                        continue
+                    k = min(n - total, RETRY_MAX_BYTES)
+                    chunk = memoryview(data)[total:total + k]
+                    self._retry = chunk if owned else bytes(chunk)
+                    self._retry_off = 0
+                    total += k
+                    break
+                if outcome == CLOSED:
+                    raise self._fail("write", "peer closed the connection")
+                raise self._fail("write", result[1], result[2])
+        return total
+
+    def _finish_retry(self):
+        """Finish the record OpenSSL holds -> None when done, else a WANT."""
+        data = self._retry
+        ssl = self._ssl
+        n = len(data)
+        written = self._size
+        with ffi.from_buffer(data) as base:
+            while self._retry_off < n:
+                lib.ERR_clear_error()
+                rc = lib.SSL_write_ex(ssl, base + self._retry_off, n - self._retry_off, written)
+                if rc == 1:
+                    self._retry_off += written[0]
+                    continue
+                result = classify(ssl, rc)
+                outcome = result[0]
+                if outcome == WANT_READ or outcome == WANT_WRITE:
+                    nxt = self._pump(outcome)
+                    if nxt is None:
+                        continue
+                    return nxt
+                if outcome == CLOSED:
+                    raise self._fail("write", "peer closed the connection")
+                raise self._fail("write", result[1], result[2])
+        self._retry = None
+        self._retry_off = 0
+        return None
+
+    def _ssl_sendfile(self, fd: int, offset: int, count: int):
+        ssl = self._ssl
+        lib.ERR_clear_error()
+        n = lib.SSL_sendfile(ssl, fd, offset, min(count, SENDFILE_MAX_CHUNK_BYTES), 0)
+        if n >= 0:
+            self.bytes_ssl_sendfile += n
+            return n   # 0: the file ended early (shrank under us)
+        result = classify(ssl, -1)
+        if result[0] == WANT_WRITE or result[0] == WANT_READ:
+            return result[0]
+        if result[0] == CLOSED:
+            raise self._fail("sendfile", "peer closed the connection")
+        raise self._fail("sendfile", result[1], result[2])
+
+    def _pread_write(self, fd: int, offset: int, count: int):
+        if self._held is not None and self._held_fd == fd and self._held_offset == offset:
+            data = self._held
+        else:
+            if self._file_buf is None:
+                self._file_buf = bytearray(FILE_BUFFER_BYTES)
+                self._file_view = memoryview(self._file_buf)
+            want = min(count, FILE_BUFFER_BYTES)
+            got = os.preadv(fd, [self._file_view[:want]], offset)
+            if got == 0:
+                self.release_file_buffer()
+                return 0
+            self.bytes_pread += got
+            data = self._file_view[:got]
+        if len(data) > count:
+            data = data[:count]
+        taken = self._write(data, owned=True)
+        if taken is WANT_READ or taken is WANT_WRITE:
+            self._held, self._held_fd, self._held_offset = data, fd, offset
+            return taken
+        self.bytes_ssl_write += taken
+        rest = data[taken:]
+        if len(rest):
+            self._held, self._held_fd, self._held_offset = rest, fd, offset + taken
+        else:
+            self._held = None
+            self._held_fd = self._held_offset = -1
+        self._write_through()
+        if taken == count:
+            self.release_file_buffer()   # the transfer is complete
+        return taken
+
+
+class SocketTransport(_TLSTransport):
+    """OpenSSL on the socket itself (``SSL_set_fd``); with a context made with
+    ``ktls=True`` OpenSSL promotes the socket to kTLS after the handshake
+    when the kernel and cipher allow.  After ``handshake()`` returned None,
+    ``ktls_tx`` / ``ktls_rx`` say what engaged (``BIO_get_ktls_send`` /
+    ``BIO_get_ktls_recv``) and ``file_method`` is ``ssl_sendfile`` or
+    ``pread_ssl_write``.  Every record costs one syscall here."""
+
+    kind = "tls-socket"
+
+    def __init__(self, context: ServerContext, sock: socket.socket):
+        super().__init__(context, sock)
+        if not lib.SSL_set_fd(self._ssl, self.fd):
+            err = drain_errors()
+            self.close()
+            raise TLSTransportError("setup", "SSL_set_fd failed", err)
+
+    def _after_handshake(self) -> None:
+        self.file_method = "ssl_sendfile" if self.ktls_tx else "pread_ssl_write"
+
+
+class MemoryTransport(_TLSTransport):
+    """OpenSSL over a BIO pair; this transport moves ciphertext between the
+    socket and the pair itself (no kTLS ever: the SSL never sees the socket).
+    Records written by one send()/send_file() call leave in as few send
+    syscalls as the socket allows (one pread chunk = ~16 records = one send).
+    Both BIO buffers are bounded (``out_bytes``, ``in_bytes``)."""
+
+    kind = "tls-memory"
+
+    def __init__(self, context: ServerContext, sock: socket.socket, *,
+                 out_bytes: int = MEMORY_OUT_BYTES, in_bytes: int = MEMORY_IN_BYTES):
+        super().__init__(context, sock)
+        self._net = None
+        self._ptr = ffi.new("char **")
+        self._eof_in = False
+        self.socket_sends = 0
+        self.socket_recvs = 0
+        lib.SSL_clear_options(self._ssl, lib.SSL_OP_ENABLE_KTLS)
+        internal = ffi.new("BIO **")
+        network = ffi.new("BIO **")
+        lib.ERR_clear_error()
+        if not lib.BIO_new_bio_pair(internal, out_bytes, network, in_bytes):
+            err = drain_errors()
+            self.close()
+            raise TLSTransportError("setup", "BIO_new_bio_pair failed", err)
+        self._net = ffi.gc(network[0], lib.BIO_free)
+        lib.SSL_set_bio(self._ssl, internal[0], internal[0])   # the SSL owns it
+
+    def _close_extra(self) -> None:
+        if self._net is not None:
+            ffi.release(self._net)
+            self._net = None
+
+    def has_pending(self) -> bool:
+        if self._ssl is None:
+            return False
+        if lib.SSL_has_pending(self._ssl):
+            return True
+        # Ciphertext already read from the socket but not yet by OpenSSL.
+        return lib.BIO_ctrl_pending(lib.SSL_get_rbio(self._ssl)) > 0
+
+    def _outbound_held(self) -> bool:
+        return self._net is not None and lib.BIO_ctrl_pending(self._net) > 0
+
+    def _send_out(self) -> int:
+        """Send held ciphertext; -> bytes sent (stops at the first short send)."""
+        net = self._net
+        ptr = self._ptr
+        sent_total = 0
+        while True:
+            n = lib.BIO_nread0(net, ptr)
+            if n <= 0:
+                return sent_total
+            try:
+                sent = self.sock.send(ffi.buffer(ptr[0], n))
+            except (BlockingIOError, InterruptedError):
+                return sent_total
+            except OSError as exc:
+                raise self._fail("write", exc.strerror or str(exc))
+            self.socket_sends += 1
+            lib.BIO_nread(net, ptr, sent)
+            sent_total += sent
+            if sent < n:
+                return sent_total
+
+    def _write_through(self) -> bool:
+        if self._net is None:
+            return True
+        if lib.BIO_ctrl_pending(self._net) == 0:
+            return True
+        self._send_out()
+        return lib.BIO_ctrl_pending(self._net) == 0
+
+    def _fill_in(self):
+        """Read ciphertext from the socket into the pair -> bytes read, 0 at
+        EOF (the pair is then shut so OpenSSL sees it), None when the socket
+        has nothing now."""
+        if self._eof_in:
+            return 0
+        net = self._net
+        ptr = self._ptr
+        n = lib.BIO_nwrite0(net, ptr)
+        if n <= 0:
+            raise self._fail("read", "inbound TLS buffer full")
+        while True:
+            try:
+                got = self.sock.recv_into(ffi.buffer(ptr[0], n), n)
+                break
+            except BlockingIOError:
+                return None
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                raise self._fail("read", exc.strerror or str(exc))
+        self.socket_recvs += 1
+        if got == 0:
+            self._eof_in = True
+            lib.BIO_ctrl(net, lib.BIO_C_SHUTDOWN_WR, 0, ffi.NULL)
+            return 0
+        lib.BIO_nwrite(net, ptr, got)
+        return got
+
+    def _pump(self, want: str, flush_first: bool = False):
+        if want == WANT_WRITE:
+            # The pair's outbound side is full: make room on the socket.
+            return None if self._send_out() > 0 else WANT_WRITE
+        if flush_first and not self._write_through():
+            return WANT_WRITE   # the peer waits for our flight first
+        got = self._fill_in()
+        if got is None:
+            self._write_through()
+            return WANT_READ
+        return None   # new bytes (or EOF now visible): retry the SSL call
