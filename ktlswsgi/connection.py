@@ -29,7 +29,7 @@ from . import http1, reactor as rx
 from .accesslog import log_response
 from .outbound import OutboundQueue, QueueAborted
 from .transport import WANT_READ, WANT_WRITE, TransportError
-from .wsgi import (Abort, BodyTimeout, BodyTooLarge, Chunk, ClientDisconnected, End,
+from .wsgi import (Abort, BodyError, BodyTimeout, BodyTooLarge, Chunk, ClientDisconnected, End,
                    FileRange, Head, RequestBody, build_environ, run_app)
 
 log = logging.getLogger("ktlswsgi.connection")
@@ -102,6 +102,7 @@ class Connection:
         # reading
         self._read_on = rx.IN           # the event the read side waits for
         self._peer_eof = False
+        self._input_closed = False      # protocol input failed: read only to drain
         self._paused_bytes = 0          # bytes read while a request is in flight
         self._body: RequestBody | None = None
         self._body_limit_hit = False
@@ -177,6 +178,8 @@ class Connection:
     def _reading(self) -> bool:
         if self._peer_eof or self.state == CLOSED:
             return False
+        if self._input_closed:
+            return self.state == CLOSING
         if self.state in (IDLE, HEADERS, LINGER, CLOSING):
             return True
         if self.state == ACTIVE:
@@ -366,7 +369,10 @@ class Connection:
             elif kind is http1.BadRequest:
                 self.s.counters.bad_requests += 1
                 log.info("%s: %d %s", self.peer_text, ev.status, ev.reason)
-                self._reply_error(ev.status, ev.reason)
+                if self.state == ACTIVE:
+                    self._input_failed(ev)
+                else:
+                    self._reply_error(ev.status, ev.reason)
                 return
             elif kind is http1.PeerClosed:
                 if self.state in (IDLE, LINGER):
@@ -428,6 +434,21 @@ class Connection:
             self._out = None
             self._reply_canned(503, "server busy, retry later",
                                extra_headers=[(b"retry-after", b"1")])
+
+    def _input_failed(self, ev) -> None:
+        """Bad bytes while a request is in flight: its body, or what follows it.
+
+        The response in progress still goes out (the app answers a broken body
+        with the status the body error carries); then the connection closes.
+        """
+        body = self._body
+        if body is not None and not body.complete:
+            err = BodyError(ev.reason)
+            err.status = ev.status
+            body.fail(err)
+        self._body_limit_hit = True
+        self._input_closed = True
+        self._close_after_response = True
 
     def _on_body(self, data: bytes) -> None:
         if self.state == LINGER or self._body is None or self._body_limit_hit:
@@ -686,7 +707,7 @@ class Connection:
     # -- ending ------------------------------------------------------------------------------
     def close_gracefully(self) -> None:
         """Server shutdown: idle connections close now, busy ones after their response."""
-        if self.state in (IDLE, HANDSHAKE, HEADERS, LINGER):
+        if self.state in (IDLE, HANDSHAKE, HEADERS, LINGER) or (self.state == CLOSING and self._shut):
             self._close()
         elif self.state == ACTIVE:
             self._close_after_response = True

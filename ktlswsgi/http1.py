@@ -75,6 +75,7 @@ class Http1:
         self._limit_line = limit_request_line
         self._limit_fields = limit_request_fields
         self._limit_field = limit_request_field_size
+        self._limit_head = limit_request_headers_bytes
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=limit_request_headers_bytes)
         self._failed = False
@@ -139,6 +140,12 @@ class Http1:
             self._failed = True
             return BadRequest(414, f"request target over {self._limit_line} bytes")
         headers = list(event.headers)
+        # h11 checks its size limit only while a head is incomplete.
+        head_bytes = len(event.method) + len(event.target) + 12 + sum(
+            len(n) + len(v) + 4 for n, v in headers)
+        if head_bytes > self._limit_head:
+            self._failed = True
+            return BadRequest(431, f"request head over {self._limit_head} bytes")
         if len(headers) > self._limit_fields:
             self._failed = True
             return BadRequest(431, f"{len(headers)} header fields, limit {self._limit_fields}")

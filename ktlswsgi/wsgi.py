@@ -183,12 +183,15 @@ class WsgiInput(io.RawIOBase):
                 parts.append(chunk)
             self._buf = b""
             return b"".join(parts)
-        while not self._buf and not self._eof:
-            chunk = self._body.take(max(size, 65536))
+        parts, have = [self._buf], len(self._buf)
+        while have < size and not self._eof:  # like a file: short only at the end
+            chunk = self._body.take(max(size - have, 65536))
             if not chunk:
                 self._eof = True
-            self._buf += chunk
-        data, self._buf = self._buf[:size], self._buf[size:]
+            parts.append(chunk)
+            have += len(chunk)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data, self._buf = data[:size], data[size:]
         return data
 
     def readinto(self, b) -> int:
@@ -294,8 +297,6 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
             environ[key] = value
         else:
             environ["HTTP_" + key] = value
-    if "CONTENT_LENGTH" not in environ and body is not None and body.complete:
-        environ["CONTENT_LENGTH"] = str(body.received_bytes)
     environ.setdefault("CONTENT_TYPE", "")
     environ.setdefault("CONTENT_LENGTH", "")
     if isinstance(server_addr, tuple):
