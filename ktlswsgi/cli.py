@@ -189,9 +189,9 @@ def _serve(cfg: Config) -> int:
         return 1
     factory, scheme = None, "http"
     if cfg.tls:
-        from .tls_setup import TLSSetupError, transport_factory
+        from .server import TLSSetupError, tls_transport_factory
         try:
-            factory = transport_factory(cfg)
+            factory = tls_transport_factory(cfg)
         except TLSSetupError as exc:
             log.error("%s", exc)
             for s in sockets:

@@ -223,3 +223,50 @@ class Server:
             log.warning("some workers were still busy at exit")
         self.reactor.close()
         log.info("counters: %s", self.counters.summary())
+
+
+# -- TLS ------------------------------------------------------------------------------
+class TLSSetupError(Exception):
+    """TLS cannot be set up; the message is one line for the operator."""
+
+
+def tls_transport_factory(config):
+    """Build the process's SSL context once and return `sock -> transport`.
+
+    The context is built here, before any fork, so a pre-fork master shares
+    it (and its session-ticket keys) with every worker process.  `auto` picks
+    the socket transport where the kTLS probe passes (OpenSSL then promotes
+    each connection to kTLS) and the memory transport elsewhere: with no
+    kernel TLS it sends many records per syscall (see README, "Transports").
+    """
+    from .tls import ktls
+    from .tls.binding import TLSError
+    from .tls.context import ServerContext
+    from .tls.transports import MemoryTransport, SocketTransport
+
+    certfile, keyfile = config.certfile, config.keyfile
+    if not certfile:
+        from .tls.selfsigned import ensure_selfsigned
+        try:
+            certfile, keyfile = ensure_selfsigned()
+        except (OSError, TLSError) as exc:
+            raise TLSSetupError(f"TLS: cannot make a self-signed certificate: {exc}") from None
+        log.warning("TLS: no --certfile given: using a self-signed certificate for "
+                    "localhost, 127.0.0.1 and ::1 (%s). For development only.", certfile)
+    kwargs = {"min_version": config.tls_min_version, "ktls": config.ktls,
+              "alpn": ("http/1.1",)}
+    if config.ciphers:
+        kwargs["ciphers"] = config.ciphers
+    if config.tls13_ciphersuites:
+        kwargs["tls13_ciphersuites"] = config.tls13_ciphersuites
+    try:
+        context = ServerContext(certfile, keyfile, config.keyfile_password, **kwargs)
+    except TLSError as exc:
+        raise TLSSetupError(str(exc)) from None
+    probe = ktls.log_once(log)
+    choice = config.tls_transport
+    if choice == "auto":
+        choice = "socket" if probe.available and context.ktls else "memory"
+    log.info("TLS: %s transport, %s", choice, context.describe())
+    cls = SocketTransport if choice == "socket" else MemoryTransport
+    return lambda sock: cls(context, sock)
