@@ -17,7 +17,7 @@ import time
 import pytest
 
 from ktlswsgi.config import Bind, Config
-from ktlswsgi.server import Server
+from ktlswsgi.server import Server, tls_transport_factory
 
 
 class Running:
@@ -26,7 +26,7 @@ class Running:
         self.thread = thread
         addr = server.addresses[0]
         self.host, self.port = addr[0], addr[1]
-        self.url = f"http://{self.host}:{self.port}"
+        self.url = f"{'https' if server.config.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def counters(self):
@@ -46,9 +46,13 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_server(app, transport_factory=None, scheme="http", **overrides):
+def running_server(app, **overrides):
+    """A server in this process; `tls=True` (+ certfile/keyfile) serves HTTPS."""
     cfg = Config(binds=[Bind.parse("127.0.0.1:0")], **overrides).validate()
-    server = Server(cfg, app, transport_factory=transport_factory, scheme=scheme)
+    factory, scheme = None, "http"
+    if cfg.tls:
+        factory, scheme = tls_transport_factory(cfg), "https"
+    server = Server(cfg, app, transport_factory=factory, scheme=scheme)
     thread = threading.Thread(target=server.run, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     assert server.started.wait(5)
@@ -166,3 +170,29 @@ def recv_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
             break
         chunks.append(data)
     return b"".join(chunks)
+
+
+@pytest.fixture(scope="session")
+def cert_pair(tmp_path_factory):
+    """(certfile, keyfile): a self-signed pair for localhost/127.0.0.1, made by our binding."""
+    from ktlswsgi.tls.selfsigned import ensure_selfsigned
+    return ensure_selfsigned(str(tmp_path_factory.mktemp("certs")))
+
+
+@pytest.fixture
+def serve_tls(serve, cert_pair):
+    """serve_tls(app, transport="memory"|"socket", **config) -> Running over HTTPS."""
+    def start(app, transport="memory", **overrides):
+        return serve(app, tls=True, certfile=cert_pair[0], keyfile=cert_pair[1],
+                     tls_transport=transport, **overrides)
+    return start
+
+
+def tls_client_context(cert_pair, version=None):
+    import ssl
+    ctx = ssl.create_default_context(cafile=cert_pair[0])
+    if version == "1.2":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    elif version == "1.3":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx

@@ -1,0 +1,402 @@
+"""HTTPS end to end: real handshakes, both transports, files, bad clients, the CLI.
+
+On this host kTLS never engages (no CONFIG_TLS), so files take the pread +
+SSL_write path; tests/ktls proves the SSL_sendfile path in a VM.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, tls_client_context, wait_port
+
+TRANSPORTS = ["memory", "socket"]
+VERSIONS = ["1.2", "1.3"]
+
+
+def info_app(environ, start_response):
+    body = " ".join(f"{k}={environ.get(k)}" for k in
+                    ["wsgi.url_scheme", "HTTPS", "SSL_PROTOCOL", "SSL_CIPHER"]).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def file_app(directory):
+    def app(environ, start_response):
+        path = os.path.join(directory, environ["PATH_INFO"].lstrip("/"))
+        f = open(path, "rb")
+        size = os.fstat(f.fileno()).st_size
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(size))])
+        return environ["wsgi.file_wrapper"](f, 8192)
+    return app
+
+
+def make_file(directory, name: str, size: int) -> str:
+    path = os.path.join(directory, name)
+    block = hashlib.sha256(name.encode()).digest() * 2048  # 64 KiB, not compressible to a pattern
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+    return path
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_python_ssl_client_environ(serve_tls, cert_pair, transport, version):
+    srv = serve_tls(info_app, transport=transport)
+    ctx = tls_client_context(cert_pair, version)
+    conn = http.client.HTTPSConnection("localhost", srv.port, context=ctx, timeout=10)
+    for _ in range(3):  # keep-alive over one TLS connection
+        conn.request("GET", "/")
+        body = conn.getresponse().read().decode()
+        assert "wsgi.url_scheme=https HTTPS=on" in body
+        assert f"SSL_PROTOCOL=TLSv{version}" in body
+    assert re.search(r"SSL_CIPHER=\S*(AES|CHACHA)", body)
+    assert srv.counters.handshakes_ok == 1 and srv.counters.connections == 1
+    assert srv.counters.ktls_tx_connections == 0  # this host has no kernel TLS
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_alpn_selects_http11(serve_tls, cert_pair, transport):
+    srv = serve_tls(info_app, transport=transport)
+    ctx = tls_client_context(cert_pair)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == "http/1.1"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("flag", ["--tlsv1.2 --tls-max 1.2", "--tlsv1.3"])
+def test_curl(serve_tls, cert_pair, transport, flag):
+    srv = serve_tls(info_app, transport=transport)
+    out = subprocess.run(["curl", "-s", "--cacert", cert_pair[0], *flag.split(),
+                          f"https://localhost:{srv.port}/", f"https://localhost:{srv.port}/"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("wsgi.url_scheme=https") == 2
+    assert srv.counters.handshakes_ok == 1  # curl reused the connection
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+def test_openssl_s_client(serve_tls, transport, flag):
+    srv = serve_tls(info_app, transport=transport)
+    out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", flag,
+                          "-alpn", "http/1.1", "-quiet"],
+                         input=b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                         capture_output=True, timeout=20)
+    assert out.stdout.startswith(b"HTTP/1.1 200 OK"), out.stderr[-500:]
+    assert b"wsgi.url_scheme=https" in out.stdout
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("size", [0, 1, 16 * 1024, 64 * 1024, (1 << 20) + 7, (50 << 20) + 3])
+def test_file_wrapper_over_tls_sha256(serve_tls, cert_pair, tmp_path, transport, size):
+    path = make_file(str(tmp_path), f"f{size}.bin", size)
+    srv = serve_tls(file_app(str(tmp_path)), transport=transport)
+    out = subprocess.run(["curl", "-s", "--cacert", cert_pair[0],
+                          f"https://localhost:{srv.port}/f{size}.bin", "-o", str(tmp_path / "got")],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sha256_file(str(tmp_path / "got")) == sha256_file(path)
+    c = srv.counters
+    assert c.file_transfers == 1
+    assert c.bytes_pread_ssl_write == size       # the userspace file path, in big chunks
+    assert c.bytes_sendfile == 0 and c.bytes_ssl_sendfile == 0
+
+
+def test_flask_send_file_over_tls(serve_tls, cert_pair, tmp_path):
+    flask = pytest.importorskip("flask")
+    path = make_file(str(tmp_path), "flask.bin", (3 << 20) + 11)
+    app = flask.Flask(__name__)
+
+    @app.route("/f")
+    def f():
+        return flask.send_file(path)
+
+    srv = serve_tls(app)
+    out = subprocess.run(["curl", "-s", "--cacert", cert_pair[0], f"https://localhost:{srv.port}/f",
+                          "-o", str(tmp_path / "got")], capture_output=True, timeout=60)
+    assert out.returncode == 0
+    assert sha256_file(str(tmp_path / "got")) == sha256_file(path)
+    assert srv.counters.bytes_pread_ssl_write == (3 << 20) + 11
+
+
+# -- the plaintext guard -----------------------------------------------------------------
+
+class Recorder:
+    """A TCP relay that records every byte the server sends to the client."""
+
+    def __init__(self, target_port: int):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target = target_port
+        self.from_server = bytearray()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        client, _ = self.listener.accept()
+        server = socket.create_connection(("127.0.0.1", self.target))
+        def pipe(src, dst, record):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    if record is not None:
+                        record += data
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+        t = threading.Thread(target=pipe, args=(client, server, None), daemon=True)
+        t.start()
+        pipe(server, client, self.from_server)
+        t.join(5)
+
+
+def tls_records(data: bytes):
+    """Split a server->client byte stream into (content_type, version, length) records."""
+    records, i = [], 0
+    while i + 5 <= len(data):
+        ctype, version, length = struct.unpack("!BHH", data[i:i + 5])
+        records.append((ctype, version, length))
+        i += 5 + length
+    assert i == len(data), "stream does not end on a record boundary"
+    return records
+
+
+@pytest.mark.parametrize("ktls_option", [True, False], ids=["ktls-option-on", "ktls-option-off"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_plaintext_never_on_the_wire(serve_tls, cert_pair, tmp_path, transport, ktls_option):
+    marker = b"PLAINTEXT-MARKER-" * 4096  # 68 KiB of recognisable plaintext
+    (tmp_path / "m.bin").write_bytes(marker * 16)
+    srv = serve_tls(file_app(str(tmp_path)), transport=transport, ktls=ktls_option)
+    relay = Recorder(srv.port)
+    ctx = tls_client_context(cert_pair, "1.2")
+    conn = http.client.HTTPSConnection("localhost", relay.port, context=ctx, timeout=20)
+    conn.request("GET", "/m.bin", headers={"Connection": "close"})
+    body = conn.getresponse().read()
+    conn.close()
+    relay.thread.join(10)
+    assert body == marker * 16
+    wire = bytes(relay.from_server)
+    assert b"PLAINTEXT-MARKER" not in wire
+    records = tls_records(wire)
+    assert {ctype for ctype, _, _ in records} <= {20, 21, 22, 23}
+    assert all(version == 0x0303 for _, version, _ in records)
+    assert sum(n for ctype, _, n in records if ctype == 23) > len(body)  # the body left as app data
+    assert srv.counters.bytes_sendfile == 0 and srv.counters.bytes_ssl_sendfile == 0
+
+
+# -- bad clients --------------------------------------------------------------------------
+
+CLIENT_HELLO_START = bytes.fromhex("16030100c8010000c40303") + os.urandom(20)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("payload", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(300),
+                                     b"\x16\x03\x00\x00\x05hello"],
+                         ids=["plain-http", "garbage", "sslv3-record"])
+def test_bad_handshakes_close_and_server_keeps_serving(serve_tls, cert_pair, transport, payload):
+    srv = serve_tls(info_app, transport=transport)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(payload)
+        s.settimeout(5)
+        try:
+            data = s.recv(4096)
+            while data and not data.startswith(b"\x15"):  # an alert, or EOF
+                data = s.recv(4096)
+        except ConnectionResetError:
+            data = b""
+        assert not data.startswith(b"HTTP/")  # never a plaintext answer on the TLS port
+    deadline = time.monotonic() + 5
+    while srv.counters.handshakes_failed < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.counters.handshakes_failed == 1
+    conn = http.client.HTTPSConnection("localhost", srv.port,
+                                       context=tls_client_context(cert_pair), timeout=10)
+    conn.request("GET", "/")
+    assert conn.getresponse().status == 200
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_half_client_hello_times_out(serve_tls, transport):
+    srv = serve_tls(info_app, transport=transport, handshake_timeout_s=0.5)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(CLIENT_HELLO_START)
+        t0 = time.monotonic()
+        s.settimeout(5)
+        try:
+            assert s.recv(4096) == b""
+        except ConnectionResetError:
+            pass
+        assert 0.4 < time.monotonic() - t0 < 3
+    assert srv.counters.handshakes_failed == 1
+
+
+def test_handshake_cap_pauses_accept_without_losing_clients(serve_tls, cert_pair):
+    srv = serve_tls(info_app, max_handshakes=2, handshake_timeout_s=1.0)
+    idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+    try:
+        conn = http.client.HTTPSConnection("localhost", srv.port,
+                                           context=tls_client_context(cert_pair), timeout=10)
+        t0 = time.monotonic()
+        conn.request("GET", "/")  # waits in the backlog until the idle handshakes time out
+        assert conn.getresponse().status == 200
+        assert time.monotonic() - t0 > 0.5
+    finally:
+        for s in idle:
+            s.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_client_that_stops_reading_mid_download(serve_tls, cert_pair, tmp_path, transport):
+    closed = []
+
+    class Wrapped:
+        def __init__(self, f):
+            self.f = f
+
+        def __iter__(self):
+            while True:
+                chunk = self.f.read(65536)
+                if not chunk:
+                    return
+                yield chunk
+
+        def close(self):
+            closed.append(threading.current_thread().name)
+            self.f.close()
+
+    make_file(str(tmp_path), "big.bin", 50 << 20)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(50 << 20))])
+        if environ["PATH_INFO"] == "/gen":
+            return Wrapped(open(tmp_path / "big.bin", "rb"))
+        return environ["wsgi.file_wrapper"](open(tmp_path / "big.bin", "rb"))
+
+    srv = serve_tls(app, transport=transport, write_timeout_s=1.0)
+    rss0 = _rss_kib()
+    for path in ["/gen", "/file"]:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        raw.connect(("127.0.0.1", srv.port))
+        s = tls_client_context(cert_pair).wrap_socket(raw, server_hostname="localhost")
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.recv(1024)  # headers; then stop reading
+        time.sleep(2.5)
+        assert _rss_kib() - rss0 < 30 * 1024
+        srv.wait_idle(5)
+        s.close()
+    assert len(closed) == 1 and closed[0].startswith("ktlswsgi-worker")
+    deadline = time.monotonic() + 5
+    while srv.server.connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not srv.server.connections  # both closed by the write timeout
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# -- the command line -------------------------------------------------------------------------
+
+def _run_cli(*args, timeout=20):
+    return subprocess.run([sys.executable, "-m", "ktlswsgi", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_bad_certificate_paths_exit_1_with_one_line(tmp_path, cert_pair):
+    other_key = tmp_path / "other.key"
+    from ktlswsgi.tls.selfsigned import ensure_selfsigned
+    _, key2 = ensure_selfsigned(str(tmp_path / "second"))
+    other_key.write_bytes(open(key2, "rb").read())
+    cases = [
+        (["--certfile", str(tmp_path / "missing.pem")], "missing.pem"),
+        (["--certfile", cert_pair[0], "--keyfile", str(other_key)], "does not match"),
+        (["--certfile", str(other_key)], "other.key"),
+    ]
+    port = free_port()
+    for args, needle in cases:
+        r = _run_cli("ktlswsgi.demo:app", "-b", f"127.0.0.1:{port}", *args)
+        assert r.returncode == 1, r.stderr
+        errors = [l for l in r.stderr.splitlines() if "[ERROR]" in l]
+        assert len(errors) == 1 and needle in errors[0], r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_encrypted_key_without_password(tmp_path, cert_pair):
+    key = tmp_path / "enc.key"
+    subprocess.run(["openssl", "pkey", "-in", cert_pair[1], "-aes256", "-passout", "pass:x",
+                    "-out", str(key)], check=True, capture_output=True)
+    r = _run_cli("ktlswsgi.demo:app", "-b", f"127.0.0.1:{free_port()}", "--certfile", cert_pair[0],
+                 "--keyfile", str(key))
+    assert r.returncode == 1
+    assert "enc.key" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_with_generated_certificate_and_ktls_line_once(tmp_path):
+    port = free_port()
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "ktlswsgi", "ktlswsgi.demo:app", "--tls",
+                             "-b", f"127.0.0.1:{port}", "--access-logfile", "-"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc=proc)
+        out = subprocess.run(["curl", "-sk", f"https://127.0.0.1:{port}/download", "-o", "/dev/null",
+                              "-w", "%{http_code} %{size_download}"],
+                             capture_output=True, text=True, timeout=20).stdout
+        assert out == "200 4194304"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    key = next((tmp_path / "cache").rglob("*key*.pem"))
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "self-signed" in err and "development" in err
+    assert err.count("kTLS: unavailable") == 1
+    assert "kernel has no tls ULP" in err
+    assert re.search(r'"GET /download HTTP/1.1" 200 4194304 .* tls=TLSv1.3/\S+ ktls=off', err)
+    assert re.search(r"counters: .*handshakes_ok=1 .*bytes_pread_ssl_write=4194304", err)
+
+
+def test_check_ktls_explains_this_host():
+    r = _run_cli("--check-ktls", timeout=60)
+    text = r.stdout + r.stderr
+    assert r.returncode == 1
+    assert "kTLS: unavailable" in text
