@@ -31,7 +31,7 @@ def load_app(spec: str):
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         log.debug("import of %s failed", module_name, exc_info=True)
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
             raise AppLoadError(f"cannot import module {module_name!r}: no such module") from None
         raise AppLoadError(f"error importing {module_name!r}: {type(exc).__name__}: {exc}") from None
     except Exception as exc:

@@ -48,6 +48,9 @@ TRANSITIONS = {
 }
 
 _COALESCE_BYTES = 64 * 1024
+# Bytes one connection may write per reactor turn.  It also bounds how long a
+# cold file (sendfile/pread waiting on the disk) can hold the reactor.
+_WRITE_BUDGET_BYTES = 512 * 1024
 _READS_PER_EVENT = 4
 
 
@@ -561,7 +564,13 @@ class Connection:
         if not wire:
             self._last_write = time.monotonic()  # a new write phase starts now
         self._write_on = 0
+        budget = _WRITE_BUDGET_BYTES
         while self.state != CLOSED:
+            if budget <= 0:
+                # Fairness: other connections get the reactor; level-triggered
+                # EPOLLOUT brings us back as soon as the socket is writable.
+                self._write_on = rx.OUT
+                break
             out = self._out
             if out is not None and _wire_bytes(wire) < _COALESCE_BYTES:
                 # Serialize what is queued, so small pieces leave in one write.
@@ -588,6 +597,7 @@ class Connection:
                     break
                 self._last_write = time.monotonic()
                 counters.add("bytes_" + t.send_method, n)
+                budget -= n
                 if n < len(view):
                     rest = view[n:]
                     wire.appendleft((rest, counted) if counted else rest)
@@ -605,6 +615,7 @@ class Connection:
                     return
                 self._last_write = time.monotonic()
                 counters.add("bytes_" + t.file_method, n)
+                budget -= n
                 piece.offset += n
                 piece.left -= n
                 if piece.left == 0:
