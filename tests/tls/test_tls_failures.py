@@ -27,10 +27,13 @@ def client_hello(**kw) -> bytes:
 
 def raw_exchange(address, data: bytes, close_write=True) -> bytes:
     with socket.create_connection(address, timeout=5) as s:
-        if data:
-            s.sendall(data)
-        if close_write:
-            s.shutdown(socket.SHUT_WR)
+        try:   # the server may already have answered with an alert and closed
+            if data:
+                s.sendall(data)
+            if close_write:
+                s.shutdown(socket.SHUT_WR)
+        except OSError:
+            return b""
         out = b""
         try:
             while True:
