@@ -266,3 +266,19 @@ def echo_reversed(n: int):
         shutdown_all(transport, deadline)
         return data, tail
     return scenario
+
+
+def expected_ktls(transport_cls, context, tls_version: str):
+    """The kTLS engagement a connection must show (as the set of acceptable
+    ``info()["ktls"]`` values), per KTLS-FACTS.md's measured matrix: TLS 1.2
+    AES-GCM TX+RX; TLS 1.3 TX only with OpenSSL 3.0 (RX from 3.2); nothing
+    for the memory transport, a context without the option, or a host whose
+    probe says unavailable (this development host)."""
+    from ktlswsgi.tls.ktls import probe
+    from ktlswsgi.tls.transports import SocketTransport
+
+    if transport_cls is not SocketTransport or not context.ktls or not probe().available:
+        return {"off"}
+    if tls_version == "TLSv1.2":
+        return {"tx,rx"}
+    return {"tx", "tx,rx"}

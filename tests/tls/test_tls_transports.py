@@ -14,7 +14,7 @@ from ktlswsgi.tls.context import ServerContext
 from ktlswsgi.tls.transports import MemoryTransport, SocketTransport, TLSTransportError
 
 from _tlskit import (Deadline, OneConnectionServer, client_context, connect_tls, drive,
-                     echo_reversed, flush_all, recv_all_blocking, recv_exact, send_file_all,
+                     echo_reversed, expected_ktls, flush_all, recv_all_blocking, recv_exact, send_file_all,
                      sha256, shutdown_all)
 
 TRANSPORTS = [SocketTransport, MemoryTransport]
@@ -48,7 +48,7 @@ def test_handshake_echo_and_close_notify(server_context, certs, transport_cls, v
     assert "GCM" in info["cipher"]            # server preference: AES-GCM first
     assert info["alpn"] == "http/1.1"
     assert info["sni"] == "localhost"
-    assert info["ktls"] == "off"              # no tls ULP on this host / BIO pair
+    assert info["ktls"] in expected_ktls(transport_cls, server_context, info["tls_version"])
 
 
 @pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
@@ -105,7 +105,7 @@ def test_attributes_before_and_after_handshake(server_context, certs, transport_
 
     def scenario(t, deadline):
         seen.update(kind=t.kind, send=t.send_method, file=t.file_method,
-                    tx=t.ktls_tx, rx=t.ktls_rx, fd=t.fd)
+                    tx=t.ktls_tx, rx=t.ktls_rx, fd=t.fd, version=t.info()["tls_version"])
         shutdown_all(t, deadline)
 
     srv = OneConnectionServer(server_context, transport_cls, scenario)
@@ -115,9 +115,11 @@ def test_attributes_before_and_after_handshake(server_context, certs, transport_
     assert srv.error is None, srv.error
     assert seen["kind"] == ("tls-socket" if transport_cls is SocketTransport else "tls-memory")
     assert seen["send"] == "ssl_write"
-    # No kTLS on this host: the file pump must not use SSL_sendfile.
-    assert (seen["tx"], seen["rx"]) == (False, False)
-    assert seen["file"] == "pread_ssl_write"
+    expected = expected_ktls(transport_cls, server_context, seen["version"])
+    shown = ",".join(p for p, on in (("tx", seen["tx"]), ("rx", seen["rx"])) if on) or "off"
+    assert shown in expected
+    # SSL_sendfile exactly when OpenSSL says kTLS TX is on; else pread + SSL_write.
+    assert seen["file"] == ("ssl_sendfile" if seen["tx"] else "pread_ssl_write")
 
 
 def test_recv_before_handshake_is_an_error(server_context):
@@ -136,11 +138,19 @@ def test_recv_before_handshake_is_an_error(server_context):
         b.close()
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+FILE_CASES = [(SocketTransport, "plain_context"), (MemoryTransport, "server_context"),
+              (SocketTransport, "server_context")]
+FILE_IDS = ["socket-context-without-ktls", "memory", "socket-ktls-context"]
+
+
+@pytest.mark.parametrize("transport_cls,context_name", FILE_CASES, ids=FILE_IDS)
 @pytest.mark.parametrize("size", [0, 1, 64 * 1024 + 3, 5 * 1024 * 1024 + 7],
                          ids=["0B", "1B", "64KiB+3", "5MiB+7"])
-def test_send_file_pread_fallback_is_sha256_identical(server_context, certs, tmp_path,
-                                                      transport_cls, size):
+def test_send_file_is_sha256_identical(request, certs, tmp_path, transport_cls,
+                                       context_name, size):
+    """pread + SSL_write wherever kTLS TX is off (always on this host), and
+    SSL_sendfile where it engaged (the socket transport on a kTLS host)."""
+    context = request.getfixturevalue(context_name)
     path = tmp_path / "payload.bin"
     payload = os.urandom(size)
     path.write_bytes(payload)
@@ -151,10 +161,12 @@ def test_send_file_pread_fallback_is_sha256_identical(server_context, certs, tmp
             sent = send_file_all(t, f.fileno(), size, deadline)
         state["buffer_released"] = t._file_buf is None
         state["pread"] = t.bytes_pread
+        state["ssl_sendfile"] = t.bytes_ssl_sendfile
+        state["tx"] = t.ktls_tx
         shutdown_all(t, deadline)
         return sent
 
-    srv = OneConnectionServer(server_context, transport_cls, scenario)
+    srv = OneConnectionServer(context, transport_cls, scenario)
     with connect_tls(srv.address, client_context(certs.cert)) as c:
         got = recv_all_blocking(c)
     srv.join()
@@ -162,7 +174,10 @@ def test_send_file_pread_fallback_is_sha256_identical(server_context, certs, tmp
     assert srv.result == size
     assert sha256(got) == sha256(payload)
     assert state["buffer_released"]           # released when the transfer ended
-    assert state["pread"] == size             # each byte read from the file once
+    if state["tx"]:
+        assert (state["ssl_sendfile"], state["pread"]) == (size, 0)
+    else:
+        assert (state["ssl_sendfile"], state["pread"]) == (0, size)   # each byte read once
 
 
 @pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
