@@ -1,0 +1,93 @@
+"""The load client: h2load --h1 pinned to the client core, and its output parsed."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+
+from . import proc
+
+CLIENT_CORE = "1"
+
+
+def have_h2load() -> bool:
+    return shutil.which("h2load") is not None
+
+
+def _taskset(core: str, argv: list[str]) -> list[str]:
+    if shutil.which("taskset"):
+        return ["taskset", "-c", core] + argv
+    return argv
+
+
+def h2load_argv(url: str, duration: float, connections: int, threads: int = 1) -> list[str]:
+    return _taskset(CLIENT_CORE, [
+        "h2load", "--h1", "-c", str(connections), "-t", str(threads),
+        "-D", "%ds" % max(1, round(duration)), url])
+
+
+_FINISHED = re.compile(r"finished in ([\d.]+)(ms|s), ([\d.]+) req/s")
+_REQS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                   r"(\d+) failed, (\d+) errored, (\d+) timeout")
+_CODES = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+_TRAFFIC = re.compile(r"traffic: .*?\((\d+)\) total, .*?\((\d+)\) headers.*?, .*?\((\d+)\) data")
+
+
+def parse_h2load(text: str) -> dict:
+    out: dict = {}
+    m = _FINISHED.search(text)
+    if m:
+        secs = float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
+        out["h2load_seconds"] = secs
+        out["h2load_req_s"] = float(m.group(3))
+    m = _REQS.search(text)
+    if m:
+        (out["total"], out["started"], out["done"], out["succeeded"], out["failed"],
+         out["errored"], out["timeout"]) = map(int, m.groups())
+    m = _CODES.search(text)
+    if m:
+        out["s2xx"], out["s3xx"], out["s4xx"], out["s5xx"] = map(int, m.groups())
+    m = _TRAFFIC.search(text)
+    if m:
+        out["bytes_total"], out["bytes_headers"], out["bytes_data"] = map(int, m.groups())
+    for key, label in (("tls_protocol", "TLS Protocol"), ("tls_cipher", "Cipher")):
+        m = re.search(r"^%s: (\S+)" % label, text, re.M)
+        if m:
+            out[key] = m.group(1)
+    return out
+
+
+def run_h2load(url: str, duration: float, connections: int, server_pid: int | None,
+               timeout_extra: float = 30.0) -> dict:
+    """One bounded h2load run; server CPU is measured over exactly this run."""
+    argv = h2load_argv(url, duration, connections)
+    cpu0 = proc.tree_cpu_seconds(server_pid) if server_pid else None
+    ccpu0 = proc.children_cpu_seconds()
+    busy0 = proc.system_busy_seconds()
+    t0 = time.monotonic()
+    try:
+        cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            timeout=duration + timeout_extra, text=True, errors="replace")
+        text, rc = cp.stdout, cp.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or ""
+        text = out.decode(errors="replace") if isinstance(out, bytes) else out
+        return {"error": "h2load timed out after %.0fs" % (duration + timeout_extra),
+                "h2load_tail": text[-800:]}
+    wall = time.monotonic() - t0
+    busy = proc.system_busy_seconds() - busy0
+    cpu1 = proc.tree_cpu_seconds(server_pid) if server_pid else None
+    res = parse_h2load(text)
+    res["wall_seconds"] = wall
+    res["client_cpu_seconds"] = proc.children_cpu_seconds() - ccpu0
+    if cpu0 is not None:
+        res["server_cpu_seconds"] = cpu1 - cpu0
+        # CPU that neither the server tree nor the client used: other work on the
+        # host during the run (in cores; a noisy neighbour shows here).
+        res["other_cpu_cores"] = max(0.0, busy - res["server_cpu_seconds"]
+                                     - res["client_cpu_seconds"]) / wall
+    if rc != 0 or "succeeded" not in res:
+        res["error"] = "h2load exit %d" % rc
+        res["h2load_tail"] = text[-800:]
+    return res

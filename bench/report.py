@@ -1,0 +1,317 @@
+"""Results -> <tag>.json, <tag>.md (tables with ratios to ktlswsgi), <tag>.png (bars)."""
+from __future__ import annotations
+
+import json
+import os
+
+SCHEME_TITLE = {"http": "Plain HTTP", "https": "TLS (HTTPS)"}
+CASE_TITLE = {"tiny": "tiny dynamic", "16k_dynamic": "16 KiB dynamic", "file_1b": "1 B file",
+              "file_16k": "16 KiB file", "file_64k": "64 KiB file", "file_1m": "1 MiB file"}
+
+
+NOISY_CORES = 0.3   # other work on the host during a run, in cores: flag it
+
+
+def reference_label(scheme: str) -> str:
+    return "ktlswsgi/socket" if scheme == "https" else "ktlswsgi"
+
+
+def _ref_app(app: str) -> str:
+    return "raw" if app == "static" else app
+
+
+def fmt(x, digits=3) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 10000:
+        return "%.1fk" % (x / 1000)
+    if abs(x) >= 100:
+        return "%.0f" % x
+    return ("%%.%dg" % digits) % x
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def add_ratios(results: dict) -> None:
+    """Each ok run gets ratio_req_s / ratio_req_per_cpu_s against ktlswsgi (same scheme,
+    same app; nginx against the raw app)."""
+    ref = {}
+    for r in results["runs"]:
+        if r.get("status") == "ok" and r["server"] == reference_label(r["scheme"]):
+            ref[(r["scheme"], r["app"], r["case"])] = r
+    for r in results["runs"]:
+        b = ref.get((r["scheme"], _ref_app(r["app"]), r["case"]))
+        if r.get("status") == "ok" and b:
+            r["ratio_req_s"] = ratio(r.get("req_s"), b.get("req_s"))
+            r["ratio_req_per_cpu_s"] = ratio(r.get("req_per_cpu_s"), b.get("req_per_cpu_s"))
+
+
+def _groups(results):
+    """[(scheme, [(server, app)])] in run order."""
+    out = {}
+    for r in results["runs"]:
+        key = (r["server"], r["app"])
+        lst = out.setdefault(r["scheme"], [])
+        if key not in lst:
+            lst.append(key)
+    return list(out.items())
+
+
+def _cases(results):
+    seen = []
+    for r in results["runs"]:
+        if r["case"] not in seen:
+            seen.append(r["case"])
+    order = [c[0] for c in results.get("cases", [])]
+    return sorted(seen, key=lambda c: order.index(c) if c in order else 99)
+
+
+def _find(results, scheme, server, app, case):
+    for r in results["runs"]:
+        if (r["scheme"], r["server"], r["app"], r["case"]) == (scheme, server, app, case):
+            return r
+    return None
+
+
+def _cell(r, key, rkey):
+    if r is None:
+        return ""
+    if r.get("status") != "ok":
+        return "*%s*" % r.get("status")
+    v = fmt(r.get(key))
+    rv = r.get(rkey)
+    if rv is not None and r["server"] != reference_label(r["scheme"]):
+        v += " (×%.2f)" % rv
+    if (r.get("other_cpu_cores") or 0) > NOISY_CORES:
+        v += " †"
+    return v
+
+
+def _la(v):
+    return "/".join("%.2f" % x for x in v) if v else "?"
+
+
+def markdown(results: dict) -> str:
+    m = results["meta"]
+    L = []
+    L.append("# ktlswsgi benchmark — %s" % m.get("date", "?"))
+    L.append("")
+    L.append("Host: kernel %s, %s × %s, `tcp_available_ulp` = `%s`, %s, Python %s. "
+             "Server pinned to core %s, client (h2load --h1, locust, idle client) to core %s. "
+             "h2load `-c %s -D %ss` after %ss warm-up; %s worker threads per server. "
+             "Harness time %.0f s." % (
+                 m.get("kernel"), m.get("cpus"), m.get("cpu"), m.get("tcp_available_ulp"),
+                 m.get("openssl"), m.get("python"), m["pinning"]["server_core"],
+                 m["pinning"]["client_core"], m["settings"].get("connections"),
+                 m["settings"].get("duration"), m["settings"].get("warmup"),
+                 m.get("threads"), m.get("harness_seconds", 0)))
+    L.append("")
+    L.append("Versions: " + ", ".join("%s `%s`" % kv for kv in m.get("versions", {}).items()))
+    probes = {s.get("telemetry", {}).get("ktls_probe") for s in results["servers"]} - {None}
+    if probes:
+        L.append("")
+        L.append("ktlswsgi kTLS probe: `%s`" % "; ".join(sorted(probes)))
+    if m.get("interrupted"):
+        L.append("")
+        L.append("**Interrupted: partial results.**")
+    L.append("")
+    L.append("Columns: **req/s** = 2xx responses per wall second; **MB/s** = response body "
+             "bytes per wall second; **srv CPU** = utime+stime of the server's whole process "
+             "tree over the run ÷ wall time (100%% = the one pinned core); **req/CPU-s** = 2xx "
+             "responses per second of server CPU — on big files the client core saturates "
+             "first, so this is the column that compares servers; **(×r)** = ratio to "
+             "ktlswsgi in the same scheme and app (`ktlswsgi/socket` for TLS; nginx against the "
+             "raw app): above 1 the peer is faster / cheaper; **fail** = h2load failed + "
+             "errored + timeout; **non-2xx** = 3xx+4xx+5xx; **cli CPU** = h2load's CPU ÷ wall; "
+             "**other CPU** = CPU used on the host by neither server nor client during the "
+             "run, in cores (other jobs on a shared machine; cells marked † had more than "
+             "%.1f). Load average at start %s, at end %s." % (
+                 NOISY_CORES, _la(m.get("loadavg_start")), _la(m.get("loadavg_end"))))
+    add_ratios(results)
+    cases = _cases(results)
+    for scheme, servers in _groups(results):
+        for key, rkey, title in (("req_per_cpu_s", "ratio_req_per_cpu_s",
+                                  "requests per server-CPU-second"),
+                                 ("req_s", "ratio_req_s", "wall requests per second")):
+            L.append("")
+            L.append("## %s — %s (ratio to ktlswsgi)" % (SCHEME_TITLE.get(scheme, scheme), title))
+            L.append("")
+            L.append("| server | app | " + " | ".join(CASE_TITLE.get(c, c) for c in cases) + " |")
+            L.append("| --- | --- | " + " | ".join("---:" for _ in cases) + " |")
+            for server, app in servers:
+                cells = [_cell(_find(results, scheme, server, app, c), key, rkey) for c in cases]
+                L.append("| %s | %s | %s |" % (server, app, " | ".join(cells)))
+    L.append("")
+    L.append("## All runs")
+    L.append("")
+    L.append("| scheme | case | server | app | req/s | MB/s | srv CPU | req/CPU-s | ×req/s | "
+             "×req/CPU-s | fail | non-2xx | cli CPU | other CPU | TLS |")
+    L.append("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: | --- |")
+    for r in sorted(results["runs"], key=lambda r: (r["scheme"], cases.index(r["case"])
+                                                    if r["case"] in cases else 99)):
+        if r.get("status") != "ok":
+            continue
+        L.append("| %s | %s | %s | %s | %s | %s | %.0f%% | %s | %s | %s | %d | %d | %.0f%% "
+                 "| %.2f | %s |"
+                 % (r["scheme"], r["case"], r["server"], r["app"], fmt(r.get("req_s")),
+                    fmt(r.get("mb_s")), 100 * (r.get("server_cpu_util") or 0),
+                    fmt(r.get("req_per_cpu_s")), fmt(r.get("ratio_req_s")),
+                    fmt(r.get("ratio_req_per_cpu_s")), r.get("failures", 0),
+                    r.get("non2xx", 0), 100 * (r.get("client_cpu_util") or 0),
+                    r.get("other_cpu_cores") or 0,
+                    " ".join(x for x in (r.get("tls_protocol"), r.get("tls_cipher")) if x)))
+    bad = [r for r in results["runs"] if r.get("status") != "ok"]
+    if bad:
+        L.append("")
+        L.append("## Not measured (unsupported, failed, unavailable)")
+        L.append("")
+        L.append("| scheme | server | app | cases | status | reason |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        merged = {}
+        for r in bad:
+            k = (r["scheme"], r["server"], r["app"], r["status"], r.get("reason", ""))
+            merged.setdefault(k, []).append(r["case"])
+        for (scheme, server, app, status, reason), cs in merged.items():
+            reason = " ".join(str(reason).split())[:300].replace("|", "\\|")
+            L.append("| %s | %s | %s | %s | %s | %s |" % (scheme, server, app, ", ".join(cs),
+                                                          status, reason))
+    if results.get("idle"):
+        L.append("")
+        L.append("## Memory with idle TLS keep-alive connections")
+        L.append("")
+        L.append("Each connection: TLS handshake, one `GET /tiny`, then idle. RSS/PSS summed "
+                 "over the server's process tree, before and 2 s after the last one opened; "
+                 "per-connection = (after − before) ÷ connections still alive. PSS shares "
+                 "forked pages fairly between processes.")
+        L.append("")
+        L.append("| server | wanted | opened | alive | RSS before MiB | RSS after MiB | "
+                 "KiB/conn (RSS) | PSS after MiB | open time s | launch | cap / errors |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+        for e in results["idle"]:
+            if e.get("status") != "ok":
+                L.append("| %s | %s | | | | | | | | %s | %s: %s |" % (
+                    e["server"], e.get("n"), e.get("launch", ""), e.get("status"),
+                    str(e.get("reason", ""))[:200].replace("|", "\\|")))
+                continue
+            L.append("| %s | %d | %s | %s | %.1f | %.1f | %s | %.1f | %s | %s | %s |" % (
+                e["server"], e["n"], e.get("opened"), e.get("alive"),
+                e["rss_before_kib"] / 1024, e["rss_after_kib"] / 1024,
+                fmt(e.get("rss_per_conn_kib")), e["pss_after_kib"] / 1024,
+                e.get("open_seconds"), e.get("launch", ""),
+                str(e.get("cap", "")).replace("|", "\\|")))
+    if results.get("locust"):
+        L.append("")
+        L.append("## Locust: mixed Flask workload (bench/locustfile.py)")
+        L.append("")
+        L.append("Pages, JSON API, tiny responses and 16 KiB / 64 KiB / 1 MiB downloads "
+                 "(weights 10:6:4:3:2:1), FastHttpUser, headless, client on core 1. "
+                 "Locust itself (one Python core) is usually the limit on wall req/s; "
+                 "req/CPU-s compares the servers.")
+        L.append("")
+        L.append("| server | users | seconds | requests | failures | req/s | median ms | p95 ms | "
+                 "p99 ms | srv CPU | req/CPU-s |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for e in results["locust"]:
+            if e.get("status") != "ok":
+                L.append("| %s | %s | %s | | | | | | | | %s: %s |" % (
+                    e["server"], e.get("users"), e.get("seconds"), e.get("status"),
+                    str(e.get("reason", ""))[:200].replace("|", "\\|")))
+                continue
+            L.append("| %s (%s) | %d | %d | %d | %d | %s | %s | %s | %s | %.0f%% | %s |" % (
+                e["server"], e["scheme"], e["users"], e["seconds"], e["requests"],
+                e["failures"], fmt(e["req_s"]), fmt(e["median_ms"]), fmt(e["p95_ms"]),
+                fmt(e["p99_ms"]), 100 * e["server_cpu_util"], fmt(e.get("req_per_cpu_s"))))
+    tel = [s for s in results["servers"] if s.get("telemetry", {}).get("counters")]
+    if tel:
+        L.append("")
+        L.append("## ktlswsgi counters at shutdown (which data path carried the bytes)")
+        L.append("")
+        keys = ["connections", "requests", "ktls_tx_connections", "ktls_rx_connections",
+                "bytes_sendfile", "bytes_ssl_sendfile", "bytes_pread_ssl_write",
+                "bytes_ssl_write", "bytes_send", "aborted_connections", "responses_503"]
+        L.append("| server | scheme | app | " + " | ".join(keys) + " |")
+        L.append("| --- | --- | --- | " + " | ".join("---:" for _ in keys) + " |")
+        for s in tel:
+            c = s["telemetry"]["counters"]
+            L.append("| %s | %s | %s | %s |" % (s["server"], s["scheme"], s["app"],
+                                                " | ".join(str(c.get(k, "")) for k in keys)))
+    L.append("")
+    return "\n".join(L)
+
+
+def plot(results: dict, path: str) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    add_ratios(results)
+    cases = _cases(results)
+    panels = []
+    for scheme, servers in _groups(results):
+        for app in ("raw", "flask"):
+            sv = [(s, a) for s, a in servers if a == app or (app == "raw" and a == "static")]
+            if any(_find(results, scheme, s, a, c) and
+                   _find(results, scheme, s, a, c).get("status") == "ok"
+                   for s, a in sv for c in cases):
+                panels.append((scheme, app, sv))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 2, figsize=(16, 3.6 * len(panels)), squeeze=False)
+    for row, (scheme, app, sv) in enumerate(panels):
+        for col, (key, title) in enumerate((("req_s", "wall req/s"),
+                                            ("req_per_cpu_s", "req per server-CPU-second"))):
+            ax = axes[row][col]
+            width = 0.8 / max(1, len(sv))
+            for i, (server, a) in enumerate(sv):
+                vals = []
+                for c in cases:
+                    r = _find(results, scheme, server, a, c)
+                    vals.append(r.get(key) or 0 if r and r.get("status") == "ok" else 0)
+                xs = [j + i * width - 0.4 + width / 2 for j in range(len(cases))]
+                ax.bar(xs, vals, width, label=server if a != "static" else "nginx (static)")
+            ax.set_xticks(range(len(cases)))
+            ax.set_xticklabels([CASE_TITLE.get(c, c) for c in cases], fontsize=8)
+            ax.set_yscale("log")
+            ax.set_title("%s, %s app — %s (log scale)" % (SCHEME_TITLE.get(scheme, scheme),
+                                                          app, title), fontsize=10)
+            ax.grid(axis="y", alpha=0.3, which="both")
+            if col == 1:
+                ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_all(results: dict, out_dir: str, tag: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    add_ratios(results)
+    paths = []
+    jp = os.path.join(out_dir, tag + ".json")
+    with open(jp, "w") as f:
+        json.dump(results, f, indent=1, sort_keys=False, default=str)
+    paths.append(jp)
+    mp = os.path.join(out_dir, tag + ".md")
+    try:
+        text = markdown(results)
+    except Exception as e:  # noqa: BLE001 - the JSON is written already
+        import traceback
+        text = "# report failed\n\n```\n%s\n```\n" % traceback.format_exc()
+        print("markdown failed: %s" % e)
+    with open(mp, "w") as f:
+        f.write(text)
+    paths.append(mp)
+    try:
+        pp = plot(results, os.path.join(out_dir, tag + ".png"))
+        if pp:
+            paths.append(pp)
+    except Exception as e:  # noqa: BLE001 - a broken plot must not lose the results
+        print("plot failed: %s" % e)
+    return paths
