@@ -482,6 +482,10 @@ class _TLSTransport:
         return taken
 
 
+KEY_UPDATE_REASON = ("TLS 1.3 KeyUpdate requested by the peer on a kernel-TLS "
+                     "connection: OpenSSL cannot rekey kTLS TX (openssl#16307); closing")
+
+
 class SocketTransport(_TLSTransport):
     """OpenSSL on the socket itself (``SSL_set_fd``); with a context made with
     ``ktls=True`` OpenSSL promotes the socket to kTLS after the handshake
@@ -499,8 +503,24 @@ class SocketTransport(_TLSTransport):
             self.close()
             raise TLSTransportError("setup", "SSL_set_fd failed", err)
 
+    _key_update_flag = None
+
     def _after_handshake(self) -> None:
         self.file_method = "ssl_sendfile" if self.ktls_tx else "pread_ssl_write"
+        if self.ktls_tx and lib.SSL_version(self._ssl) >= lib.TLS1_3_VERSION:
+            # The kernel would go on encrypting with the old key after we
+            # answer a KeyUpdate: the client then sees bad_record_mac.
+            self._key_update_flag = ffi.new("int *")
+            lib.Ktlswsgi_watch_key_update(self._ssl, self._key_update_flag)
+
+    def recv(self, max_bytes: int):
+        result = super().recv(max_bytes)
+        flag = self._key_update_flag
+        if flag is not None and flag[0]:
+            # Nothing more may be written with the stale kernel key, not
+            # even close_notify: the caller closes the socket.
+            raise self._fail("read", KEY_UPDATE_REASON)
+        return result
 
 
 class MemoryTransport(_TLSTransport):
@@ -611,6 +631,9 @@ class MemoryTransport(_TLSTransport):
             return None if self._send_out() > 0 else WANT_WRITE
         if flush_first and not self._write_through():
             return WANT_WRITE   # the peer waits for our flight first
+        if self._eof_in:
+            # OpenSSL was shown the EOF and still wants input: never spin.
+            raise self._fail("read", "peer closed the connection")
         got = self._fill_in()
         if got is None:
             self._write_through()

@@ -111,6 +111,7 @@ int SSL_get_error(const SSL *, int);
 int SSL_has_pending(const SSL *);
 int SSL_pending(const SSL *);
 const char *SSL_get_version(const SSL *);
+int SSL_version(const SSL *);
 const SSL_CIPHER *SSL_get_current_cipher(const SSL *);
 const char *SSL_CIPHER_get_name(const SSL_CIPHER *);
 void SSL_get0_alpn_selected(const SSL *, const unsigned char **, unsigned int *);
@@ -122,6 +123,7 @@ int Ktlswsgi_password_cb(char *, int, int, void *);
 int Ktlswsgi_alpn_select_cb(SSL *, const unsigned char **, unsigned char *,
                             const unsigned char *, unsigned int, void *);
 void Ktlswsgi_CTX_set_alpn_select(SSL_CTX *, Ktlswsgi_alpn *);
+void Ktlswsgi_watch_key_update(SSL *, int *);
 """
 
 CUSTOMIZATIONS = """
@@ -198,5 +200,26 @@ int Ktlswsgi_alpn_select_cb(SSL *ssl, const unsigned char **out,
 void Ktlswsgi_CTX_set_alpn_select(SSL_CTX *ctx, Ktlswsgi_alpn *alpn)
 {
     SSL_CTX_set_alpn_select_cb(ctx, Ktlswsgi_alpn_select_cb, alpn);
+}
+
+/* Sets *flag to 1 when the peer sends a TLS 1.3 KeyUpdate asking us to
+   update our sending key (handshake type 24, request_update = 1).  OpenSSL
+   3.0 does not rekey kernel TLS TX (openssl#16307): the transport must stop
+   writing on such a connection. */
+static void Ktlswsgi_msg_cb(int write_p, int version, int content_type,
+                            const void *buf, size_t len, SSL *ssl, void *arg)
+{
+    const unsigned char *msg = (const unsigned char *)buf;
+    int *flag = (int *)arg;
+    if (flag == NULL || write_p || content_type != SSL3_RT_HANDSHAKE || len < 5)
+        return;
+    if (msg[0] == SSL3_MT_KEY_UPDATE && msg[4] == SSL_KEY_UPDATE_REQUESTED)
+        *flag = 1;
+}
+
+void Ktlswsgi_watch_key_update(SSL *ssl, int *flag)
+{
+    SSL_set_msg_callback_arg(ssl, flag);
+    SSL_set_msg_callback(ssl, flag != NULL ? Ktlswsgi_msg_cb : NULL);
 }
 """
