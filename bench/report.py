@@ -244,6 +244,12 @@ def markdown(results: dict) -> str:
     return "\n".join(L)
 
 
+COLOURS = {"ktlswsgi": "tab:blue", "ktlswsgi/socket": "tab:blue",
+           "ktlswsgi/memory": "tab:cyan", "ktlswsgi/auto": "tab:blue",
+           "gunicorn": "tab:orange", "granian": "tab:green", "uwsgi": "tab:red",
+           "nginx": "tab:purple"}
+
+
 def plot(results: dict, path: str) -> str | None:
     try:
         import matplotlib
@@ -275,7 +281,12 @@ def plot(results: dict, path: str) -> str | None:
                     r = _find(results, scheme, server, a, c)
                     vals.append(r.get(key) or 0 if r and r.get("status") == "ok" else 0)
                 xs = [j + i * width - 0.4 + width / 2 for j in range(len(cases))]
-                ax.bar(xs, vals, width, label=server if a != "static" else "nginx (static)")
+                ax.bar(xs, vals, width, color=COLOURS.get(server, "grey"),
+                       label=server if a != "static" else "nginx (static)")
+                for x, v in zip(xs, vals):
+                    if not v:
+                        ax.text(x, 0.02, "n/a", rotation=90, fontsize=6, ha="center",
+                                va="bottom", transform=ax.get_xaxis_transform())
             ax.set_xticks(range(len(cases)))
             ax.set_xticklabels([CASE_TITLE.get(c, c) for c in cases], fontsize=8)
             ax.set_yscale("log")
