@@ -50,6 +50,20 @@ class OutboundQueue:
         if wake:
             self._wake()
 
+    def put_many(self, items, nbytes: int = 0) -> None:
+        """Append several items at once (one lock, at most one wake-up)."""
+        with self._cond:
+            if self._bytes > self._high:
+                self._cond.wait_for(lambda: self.aborted or self._bytes <= self._low)
+            if self.aborted:
+                raise QueueAborted(self.abort_reason)
+            self._items.extend(items)
+            self._bytes += nbytes
+            wake = self._reactor_idle
+            self._reactor_idle = False
+        if wake:
+            self._wake()
+
     # -- consumer side (the reactor) -----------------------------------------
     def pop(self):
         """The next item, or None (then the next put wakes the reactor)."""

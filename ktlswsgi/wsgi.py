@@ -421,9 +421,25 @@ class Responder:
                 return
         self.body_bytes += len(data)
         if not self.headers_sent:
-            head = self._head()
-            self._out.put(head)
-        self._out.put(Chunk(data), len(data))
+            self._out.put_many((self._head(), Chunk(data)), len(data))
+        else:
+            self._out.put(Chunk(data), len(data))
+
+    def write_whole(self, data) -> None:
+        """The whole body at once (a one-item list): head, body and end in one hand-over."""
+        cl = self._content_length
+        if cl is not None and len(data) != cl:
+            self.write(data)  # the general path logs and enforces the mismatch
+            self.finish()
+            return
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"body chunks must be bytes, got {type(data).__name__}")
+        head = self._head()
+        self.body_bytes = len(data)
+        if data:
+            self._out.put_many((head, Chunk(data), End(self.status_code, len(data))), len(data))
+        else:
+            self._out.put_many((head, End(self.status_code, 0)))
 
     def send_file(self, fd: int, offset: int, available: int, closer) -> bool:
         """Queue a file range; True when the reactor now owns `closer`."""
@@ -477,6 +493,8 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
             fd, offset, available = file_range
             closer_handed_over = responder.send_file(fd, offset, available, result)
             responder.finish()
+        elif type(result) is list and len(result) <= 1:
+            responder.write_whole(result[0] if result else b"")
         else:
             for chunk in result:
                 responder.write(chunk)

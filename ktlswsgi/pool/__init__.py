@@ -77,7 +77,6 @@ class WorkerPool:
             finally:
                 with self._cond:
                     self._busy -= 1
-                    self._cond.notify_all()
 
     def shutdown(self, timeout_s: float) -> bool:
         """Stop taking requests, run what is queued, wait for the threads.
