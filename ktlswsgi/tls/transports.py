@@ -43,6 +43,8 @@ FILE_BUFFER_BYTES = 256 * 1024
 # Bound on one SSL_sendfile call: the disk wait of a cold file is bounded by
 # what one call may read (nginx's sendfile_max_chunk default).
 SENDFILE_MAX_CHUNK_BYTES = 2 * 1024 * 1024
+# kTLS TX: at most this much of a mutable caller buffer is copied per send().
+KTLS_COPY_MAX_BYTES = 256 * 1024
 
 # Memory transport BIO pair: ciphertext out (one pread chunk of records plus
 # their headers and tags fits, so one send syscall carries ~16 records) and
@@ -344,8 +346,8 @@ class _TLSTransport:
 
     def release_file_buffer(self) -> None:
         """Drop the 256 KiB pread buffer (the transfer ended or was abandoned)."""
-        if self._retry is not None and not isinstance(self._retry, bytes):
-            self._retry = bytes(self._retry)   # OpenSSL still needs those bytes
+        # A pending retry keeps its view of the old buffer, and with it the
+        # buffer (OpenSSL may point into it); nothing writes that buffer again.
         self._held = None
         self._held_fd = self._held_offset = -1
         self._file_view = None
@@ -372,14 +374,28 @@ class _TLSTransport:
     def _write(self, data, owned: bool):
         """SSL_write_ex as much of ``data`` as goes now -> int taken, or a WANT.
 
-        On a WANT after OpenSSL built a record, the record's plaintext becomes
-        ``self._retry`` (a copy, or a view when ``owned``: the transport's own
-        buffer) and counts as taken; flush() finishes it.
+        On a WANT after OpenSSL built a record, that record's plaintext
+        becomes ``self._retry`` and counts as taken; flush() finishes it.
+        ``self._retry`` is always memory that stays alive and unchanged until
+        then: a view of ``data`` when it is pinned (the transport's own
+        buffer, or read-only bytes it keeps a reference to), else a copy.
+
+        kTLS TX: OpenSSL 3.0 does not copy the plaintext of a record into its
+        own buffer; a pending write keeps pointing into the caller's memory
+        and is retried FROM THERE whatever pointer the retry passes.  So on a
+        kTLS socket a mutable caller buffer is copied before SSL_write
+        (measured in the kTLS VM: without this, a caller that reuses its
+        buffer after send() put the new bytes on the wire).
         """
         if self._retry is not None:
             nxt = self._finish_retry()
             if nxt is not None:
                 return nxt
+        pinned = owned
+        if not owned and self.ktls_tx:
+            view = memoryview(data)
+            data = view if view.readonly else bytes(view[:KTLS_COPY_MAX_BYTES])
+            pinned = True
         ssl = self._ssl
         n = len(data)
         total = 0
@@ -399,7 +415,7 @@ class _TLSTransport:
                         continue
                     k = min(n - total, RETRY_MAX_BYTES)
                     chunk = memoryview(data)[total:total + k]
-                    self._retry = chunk if owned else bytes(chunk)
+                    self._retry = chunk if pinned else bytes(chunk)
                     self._retry_off = 0
                     total += k
                     break

@@ -149,6 +149,8 @@ def client_context(cafile=None, minimum=None, maximum=None, alpn=None):
 
 def connect_tls(address, ctx, server_hostname="localhost", timeout_s=TIMEOUT_S):
     raw = socket.create_connection(address, timeout=timeout_s)
+    # No Nagle: small writes leave at once (tests time what arrives together).
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return ctx.wrap_socket(raw, server_hostname=server_hostname)
 
 

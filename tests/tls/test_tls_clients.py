@@ -97,12 +97,20 @@ def test_tls13_key_update_from_the_client(certs, server_context, transport_cls):
             time.sleep(0.05)
         time.sleep(0.2)
         for line in (b"ping\n", b"K\n", b"ping\n"):
-            proc.stdin.write(line)
-            proc.stdin.flush()
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+            except BrokenPipeError:   # s_client is gone: the server closed
+                break
             time.sleep(0.2)
         srv.join()
         time.sleep(0.1)
-        out, err = proc.communicate(b"", timeout=10)
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.stdin = None
+        out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
