@@ -117,7 +117,22 @@ def host_meta(args) -> dict:
                     "taskset": bool(shutil.which("taskset"))},
         "threads": peers.THREADS,
         "loadavg_start": os.getloadavg(),
+        "git": _git_state(),
     }
+
+
+def _git_state() -> dict:
+    """The commit measured, and whether ktlswsgi/ had uncommitted edits (the bench runs
+    the working tree)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=peers.REPO_ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, timeout=15).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "ktlswsgi").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "subject": git("log", "-1", "--format=%s"), "ktlswsgi_dirty_files": dirty}
 
 
 def _row(peer: peers.Peer, case: str, **kw) -> dict:

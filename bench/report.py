@@ -111,6 +111,13 @@ def markdown(results: dict) -> str:
                  m.get("threads"), m.get("harness_seconds", 0)))
     L.append("")
     L.append("Versions: " + ", ".join("%s `%s`" % kv for kv in m.get("versions", {}).items()))
+    g = m.get("git") or {}
+    if g:
+        L.append("")
+        L.append("ktlswsgi measured at commit `%s` (%s)%s." % (
+            g.get("commit"), g.get("subject"),
+            "; uncommitted edits in: " + ", ".join(g["ktlswsgi_dirty_files"])
+            if g.get("ktlswsgi_dirty_files") else ", clean tree"))
     probes = {s.get("telemetry", {}).get("ktls_probe") for s in results["servers"]} - {None}
     if probes:
         L.append("")
