@@ -34,6 +34,16 @@ def test_probe_says_unavailable_with_the_reason():
     assert result.autoloaded is False
 
 
+@pytest.mark.skipif("tls" not in ULPS and not ktls.probe().available,
+                    reason="this kernel has no tls ULP")
+def test_probe_says_available_where_the_kernel_has_tls():
+    result = ktls.probe()
+    assert result.available is True and result.kernel_tls is True
+    assert result.reason.startswith("kTLS: available (kernel tls ULP, ")
+    assert result.reason.endswith(" with KTLS)")
+    assert ("loaded by this probe" in result.reason) is result.autoloaded
+
+
 def test_probe_is_memoized():
     assert ktls.probe() is ktls.probe()
 
