@@ -332,6 +332,20 @@ class Connection:
                 return
             if len(data) < self.cfg.recv_bytes and not t.has_pending():
                 return
+        if t.has_pending() and self._reading():
+            # Out of turns with data already inside TLS: epoll will not
+            # announce it, so come back on the next reactor turn.
+            self.s.reactor.call_soon(self._continue_read)
+
+    def _continue_read(self) -> None:
+        if self.state == CLOSED or not self._reading():
+            return
+        try:
+            self._do_read()
+        except (TransportError, OSError) as exc:
+            self._abort(f"{type(exc).__name__}: {exc}")
+        if self.state != CLOSED:
+            self._update()
 
     def _on_peer_eof(self) -> None:
         if self.state in (IDLE, CLOSING, LINGER):

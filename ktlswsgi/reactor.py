@@ -75,6 +75,10 @@ class Reactor:
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
+    def call_soon(self, callback) -> None:
+        """Run `callback` on the next turn (reactor thread only)."""
+        self._calls.append(callback)
+
     # -- from any thread ----------------------------------------------------
     def call_soon_threadsafe(self, callback) -> None:
         self._calls.append(callback)

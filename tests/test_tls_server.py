@@ -400,3 +400,23 @@ def test_check_ktls_explains_this_host():
     text = r.stdout + r.stderr
     assert r.returncode == 1
     assert "kTLS: unavailable" in text
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_large_upload_over_tls_never_stalls(serve_tls, cert_pair, transport):
+    """Records already inside TLS are read without waiting for epoll."""
+    def echo(environ, start_response):
+        data = environ["wsgi.input"].read()
+        digest = hashlib.sha256(data).hexdigest().encode()
+        start_response("200 OK", [("Content-Length", str(len(digest)))])
+        return [digest]
+
+    srv = serve_tls(echo, transport=transport, read_timeout_s=3)
+    payload = os.urandom(8 << 20)
+    conn = http.client.HTTPSConnection("localhost", srv.port,
+                                       context=tls_client_context(cert_pair), timeout=20)
+    t0 = time.monotonic()
+    conn.request("POST", "/", body=payload)
+    r = conn.getresponse()
+    assert r.status == 200 and r.read().decode() == hashlib.sha256(payload).hexdigest()
+    assert time.monotonic() - t0 < 3
