@@ -44,7 +44,8 @@ done
 
 # 9p over virtio: read-only, loose caching (the host tree is read-only to us
 # and a run is short; this makes Python's many stat()s cheap under TCG).
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /newroot \
+P9_OPTS=$(cat /job/9p_opts 2>/dev/null)
+mount -t 9p -o "trans=virtio,version=9p2000.L,ro,${P9_OPTS:-msize=512000,cache=loose}" host /newroot \
     || fail "mount-9p-host-root"
 [ -x /newroot/bin/sh ] || fail "host-root-has-no-/bin/sh"
 
@@ -55,10 +56,26 @@ mount -t devtmpfs devtmpfs $R/dev || fail "mount-dev"
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
+# Keep the host's /tmp reachable (read-only) before hiding it under a tmpfs.
+mkdir -p /hosttmp
+mount -o bind $R/tmp /hosttmp || fail "bind-host-tmp"
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fail "mount-tmp"
 for d in /run /var/tmp; do
     [ -d $R$d ] && mount -t tmpfs -o mode=1777 tmpfs $R$d
 done
+mkdir -p $R/run/ktls-vm/host-tmp
+mount -o bind /hosttmp $R/run/ktls-vm/host-tmp
+# A working directory under the host's /tmp (a CI checkout, say) stays
+# visible at its own path, read-only, on top of the guest's tmpfs.
+JOB_CWD=$(cat /job/cwd 2>/dev/null)
+case "$JOB_CWD" in
+    /tmp/?*)
+        top=${JOB_CWD#/tmp/}; top=${top%%/*}
+        if [ -d "/hosttmp/$top" ]; then
+            mkdir -p "$R/tmp/$top"
+            mount -o bind "/hosttmp/$top" "$R/tmp/$top" || fail "bind-/tmp/$top"
+        fi ;;
+esac
 
 ip link set lo up || fail "loopback-up"
 hostname ktls-vm

@@ -242,7 +242,13 @@ PYBIN=
 if [ -n "$HOSTPY" ]; then
     PYBIN=$(dirname "$("$HOSTPY" -c 'import sys; print(sys.executable)' 2>/dev/null || echo "$HOSTPY")")
 fi
-GUEST_PATH="${PYBIN:+$PYBIN:}/root/.pyenv/shims:/root/.pyenv/bin:$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+GUEST_PATH=
+IFS=: read -r -a host_path <<<"$PATH"
+for d in ${PYBIN:+"$PYBIN"} /root/.pyenv/shims /root/.pyenv/bin ${host_path[@]+"${host_path[@]}"} \
+         /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+    [ -n "$d" ] || continue
+    case ":$GUEST_PATH:" in *":$d:"*) ;; *) GUEST_PATH=${GUEST_PATH:+$GUEST_PATH:}$d ;; esac
+done
 if [ -t 1 ] && [ -n "${TERM:-}" ]; then GUEST_TERM=$TERM; else GUEST_TERM=dumb; fi
 
 mkdir -p "$RUN/job/job"
@@ -270,12 +276,14 @@ mkdir -p "$RUN/job/job"
         echo "export ${kv%%=*}=$(sq "${kv#*=}")"
     done
     echo "unset KTLS_VM_MODE"
-    echo "cd $(sq "$PWD") || exit 125"
+    echo "cd $(sq "$PWD") || { echo '$ME: the working directory does not exist in the guest' >&2; exit 125; }"
     printf 'exec'
     for a in "$@"; do printf ' %s' "$(sq "$a")"; done
     echo
 } > "$RUN/job/job/job.sh"
 printf '%s\n' "$NONCE" > "$RUN/job/job/nonce"
+printf '%s\n' "$PWD" > "$RUN/job/job/cwd"
+[ -n "${KTLSWSGI_VM_9P_OPTS:-}" ] && printf '%s\n' "$KTLSWSGI_VM_9P_OPTS" > "$RUN/job/job/9p_opts"
 (cd "$RUN/job" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) | gzip -1 > "$RUN/job.cpio.gz"
 # The kernel unpacks concatenated (compressed) cpio archives in order.
 cat "$INITRAMFS" "$RUN/job.cpio.gz" > "$RUN/initrd"
@@ -283,8 +291,9 @@ cat "$INITRAMFS" "$RUN/job.cpio.gz" > "$RUN/initrd"
 # ------------------------------------------------------------------- 5. boot
 APPEND="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off"
 [ "$BLACKLIST_TLS" = 1 ] && APPEND="$APPEND module_blacklist=tls"
+[ -n "${KTLSWSGI_VM_APPEND:-}" ] && APPEND="$APPEND $KTLSWSGI_VM_APPEND"
 QEMU=(qemu-system-x86_64
-    -accel tcg,thread=multi -cpu max -smp "$SMP" -m "$MEMORY"
+    -accel tcg,thread=multi -cpu "${KTLSWSGI_VM_CPU:-max}" -smp "$SMP" -m "$MEMORY"
     -nographic -monitor none -serial stdio -no-reboot -nic none
     -kernel "$KERNEL" -initrd "$RUN/initrd" -append "$APPEND"
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap)
