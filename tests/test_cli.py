@@ -1,0 +1,289 @@
+"""The command line as an operator meets it: `python -m ktlswsgi ...` in a subprocess.
+
+Exit codes and the one-line errors for bad APP strings and busy ports, the
+bundled demo app with curl, the access log, SIGTERM, and every kind of --bind
+(IPv4, IPv6, unix socket, several at once).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+import ktlswsgi
+from conftest import free_port
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def cli_env() -> dict:
+    return dict(os.environ, PYTHONPATH=TESTS_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def run_cli(*args, cwd=None, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run `python -m ktlswsgi ARGS` to completion (a server that starts is a failure here)."""
+    try:
+        return subprocess.run([sys.executable, "-m", "ktlswsgi", *args], cwd=cwd or TESTS_DIR,
+                              env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"ktlswsgi {' '.join(args)} did not exit within {timeout}s "
+                             f"(stderr: {exc.stderr!r})") from None
+
+
+def error_lines(stderr: str) -> list:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def curl(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    r = subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
+                       capture_output=True, timeout=timeout + 10)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def stop(proc, timeout: float = 10.0):
+    """SIGTERM; returns (exit code, seconds to exit, stdout, stderr)."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"no exit {timeout}s after SIGTERM; stderr: {err}")
+    return proc.returncode, time.monotonic() - started, out, err
+
+
+def private_tmpdir(tmp_path) -> dict:
+    """TMPDIR for a subprocess, so its temporary files are seen (and cleaned) here."""
+    d = tmp_path / "tmpdir"
+    d.mkdir(exist_ok=True)
+    return {"TMPDIR": str(d)}
+
+
+def ipv6_loopback_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def free_port6() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.bind(("::1", 0))
+        return s.getsockname()[1]
+
+
+# -- --version, --help -----------------------------------------------------------------------------
+def test_version_prints_the_package_version_and_exits_0():
+    r = run_cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"ktlswsgi {ktlswsgi.__version__}"
+
+
+def test_help_lists_the_flags_and_exits_0():
+    r = run_cli("--help")
+    assert r.returncode == 0, r.stderr
+    for flag in ("--bind", "--threads", "--keep-alive", "--write-timeout", "--access-logfile",
+                 "--log-level", "--max-body", "--version", "module:callable"):
+        assert flag in r.stdout, flag
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("ktlswsgi")
+    if exe is None:
+        pytest.skip("the ktlswsgi console script is not on PATH (package not installed here)")
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and r.stdout.strip() == f"ktlswsgi {ktlswsgi.__version__}"
+
+
+# -- bad APP strings: one clear line, no traceback ----------------------------------------------------
+BAD_APPS = [
+    pytest.param("nocolon", ["'nocolon'", "module:callable"], id="no-colon"),
+    pytest.param("nosuchmodule_xyz:app", ["'nosuchmodule_xyz'", "no such module"], id="no-such-module"),
+    pytest.param("apps.cli_apps:missing_attr", ["'apps.cli_apps'", "'missing_attr'"], id="missing-attr"),
+    pytest.param("apps.cli_apps:not_callable", ["not callable"], id="not-callable"),
+    pytest.param("apps.cli_import_error:app",
+                 ["'apps.cli_import_error'", "ktlswsgi_missing_dependency_xyz"], id="missing-dependency"),
+    pytest.param("apps.cli_raises_importerror:app",
+                 ["'apps.cli_raises_importerror'", "ImportError", "missing native library"],
+                 id="module-raises-importerror"),
+    pytest.param("apps.cli_prefix_dep:app", ["'apps.cli_prefix'"], id="missing-dependency-name-is-a-prefix"),
+    pytest.param("apps.cli_apps:broken_factory()", ["broken_factory", "factory cannot build the app"],
+                 id="factory-raises"),
+]
+
+
+@pytest.mark.parametrize("spec,expected", BAD_APPS)
+def test_bad_app_exits_nonzero_with_one_clear_line(spec, expected):
+    r = run_cli("-b", f"127.0.0.1:{free_port()}", spec)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    for text in expected:
+        assert text in lines[0], (text, lines[0])
+    assert r.stdout == ""
+
+
+def test_bad_app_with_debug_log_level_shows_the_traceback():
+    r = run_cli("-b", f"127.0.0.1:{free_port()}", "--log-level", "debug", "apps.cli_import_error:app")
+    assert r.returncode != 0
+    assert "Traceback" in r.stderr, r.stderr
+    assert "ktlswsgi_missing_dependency_xyz" in r.stderr
+
+
+def test_missing_app_argument_exits_nonzero():
+    r = run_cli("-b", f"127.0.0.1:{free_port()}")
+    assert r.returncode != 0
+    assert "APP" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_factory_app_is_called_and_served(ktlswsgi_cli):
+    proc = ktlswsgi_cli("apps.cli_apps:make_app()")
+    r = curl(f"http://127.0.0.1:{proc.port}/")
+    assert r.stdout == b"made by a factory\n"
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+
+
+# -- the demo --------------------------------------------------------------------------------------
+ACCESS_LINE = re.compile(
+    r'^(?P<peer>\S+) - - \[[^\]]+\] "(?P<method>[A-Z]+) (?P<target>\S+) HTTP/1\.[01]" '
+    r'(?P<status>\d{3}) (?P<size>\d+) "(?P<referer>[^"]*)" "(?P<ua>[^"]*)" (?P<secs>\d+\.\d+)$')
+
+
+def test_demo_serves_page_and_download_logs_each_request_and_stops_on_sigterm(ktlswsgi_cli, tmp_path):
+    proc = ktlswsgi_cli("ktlswsgi.demo:app", "--access-logfile", "-", env=private_tmpdir(tmp_path))
+    base = f"http://127.0.0.1:{proc.port}"
+
+    page = curl("-D", "-", "-w", "\n%{http_code} %{size_download}", base + "/")
+    head, _, rest = page.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"content-type: text/html" in head.lower()
+    html, _, tail = rest.rpartition(b"\n")
+    assert b"Hello from ktlswsgi" in html
+    page_status, page_size = tail.split()
+    assert page_status == b"200"
+
+    download = curl(base + "/download")
+    expected = hashlib.sha256(bytes(range(256)) * 4096 * 4).hexdigest()
+    assert len(download.stdout) == 4 * 1024 * 1024
+    assert hashlib.sha256(download.stdout).hexdigest() == expected
+
+    code, took, _, err = stop(proc)
+    assert code == 0, err
+    assert took < 5, took
+    access = [m for m in map(ACCESS_LINE.match, err.splitlines()) if m]
+    assert len(access) == 2, err
+    assert (access[0]["method"], access[0]["target"], access[0]["status"], access[0]["size"]) == \
+        ("GET", "/", "200", page_size.decode())
+    assert (access[1]["method"], access[1]["target"], access[1]["status"], access[1]["size"]) == \
+        ("GET", "/download", "200", str(4 * 1024 * 1024))
+    for m in access:
+        assert m["peer"] == "127.0.0.1"
+        assert m["ua"].startswith("curl/")
+
+
+def test_without_access_logfile_nothing_is_logged_per_request(ktlswsgi_cli, tmp_path):
+    proc = ktlswsgi_cli("ktlswsgi.demo:app", env=private_tmpdir(tmp_path))
+    curl(f"http://127.0.0.1:{proc.port}/")
+    code, _, _, err = stop(proc)
+    assert code == 0
+    assert not any(ACCESS_LINE.match(line) for line in err.splitlines()), err
+
+
+def test_demo_leaves_no_temporary_file_behind(ktlswsgi_cli, tmp_path):
+    env = private_tmpdir(tmp_path)
+    proc = ktlswsgi_cli("ktlswsgi.demo:app", env=env)
+    assert len(curl(f"http://127.0.0.1:{proc.port}/download").stdout) == 4 * 1024 * 1024
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+    left = os.listdir(env["TMPDIR"])
+    assert left == [], f"the demo left {left} (4 MiB each) in its temporary directory"
+
+
+# -- binds ----------------------------------------------------------------------------------------
+def test_ipv6_loopback_bind_serves_beside_ipv4(ktlswsgi_cli):
+    if not ipv6_loopback_available():
+        pytest.skip("IPv6 loopback (::1) is not available on this host")
+    port6 = free_port6()
+    proc = ktlswsgi_cli("apps.cli_apps:app", "-b", f"[::1]:{port6}")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("::1", port6), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "nothing listening on [::1]"
+            time.sleep(0.05)
+    assert curl("-g", f"http://[::1]:{port6}/").stdout == b"hello from apps.cli_apps\n"
+    assert curl(f"http://127.0.0.1:{proc.port}/").stdout == b"hello from apps.cli_apps\n"
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+
+
+def test_unix_socket_bind_serves_and_is_removed_on_exit(ktlswsgi_cli):
+    d = tempfile.mkdtemp(prefix="ktlswsgi-test-", dir="/tmp")
+    path = os.path.join(d, "s.sock")
+    try:
+        proc = ktlswsgi_cli("apps.cli_apps:app", "-b", f"unix:{path}")
+        r = curl("--unix-socket", path, "http://localhost/")
+        assert r.stdout == b"hello from apps.cli_apps\n"
+        assert curl(f"http://127.0.0.1:{proc.port}/").stdout == b"hello from apps.cli_apps\n"
+        code, _, _, err = stop(proc)
+        assert code == 0, err
+        assert not os.path.exists(path), "unix socket left behind after a clean exit"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_two_tcp_binds_both_serve(ktlswsgi_cli):
+    second = free_port()
+    proc = ktlswsgi_cli("apps.cli_apps:app", "-b", f"127.0.0.1:{second}")
+    for port in (proc.port, second):
+        assert curl(f"http://127.0.0.1:{port}/").stdout == b"hello from apps.cli_apps\n"
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+
+
+def test_port_in_use_exits_1_with_one_line_naming_the_address():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run_cli("-b", f"127.0.0.1:{port}", "apps.cli_apps:app")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert "in use" in lines[0].lower()
+
+
+def test_second_bind_in_use_releases_the_first_and_exits_1():
+    first = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run_cli("-b", f"127.0.0.1:{first}", "-b", f"127.0.0.1:{port}", "apps.cli_apps:app")
+    assert r.returncode == 1
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], r.stderr
+    # The first address was released: it can be bound again at once.
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", first))
