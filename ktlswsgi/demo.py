@@ -1,29 +1,41 @@
 """A small demo app: a dynamic page, an upload echo and a file download.
 
 `ktlswsgi ktlswsgi.demo:app` serves it.  `/download` streams a 4 MiB file made
-at first use through `wsgi.file_wrapper`, so it takes the server's file path
+at first use (removed at exit) through `wsgi.file_wrapper`, so it takes the server's file path
 (sendfile, SSL_sendfile or pread + SSL_write).
 """
 from __future__ import annotations
 
+import atexit
 import html
 import os
 import tempfile
+import threading
 
 _FILE_SIZE = 4 * 1024 * 1024
 _file_path = None
+_file_lock = threading.Lock()
 
 
 def _demo_file() -> str:
     global _file_path
-    if _file_path is None or not os.path.exists(_file_path):
-        fd, path = tempfile.mkstemp(prefix="ktlswsgi-demo-", suffix=".bin")
-        with os.fdopen(fd, "wb") as f:
-            block = bytes(range(256)) * 4096
-            for _ in range(_FILE_SIZE // len(block)):
-                f.write(block)
-        _file_path = path
-    return _file_path
+    with _file_lock:
+        if _file_path is None or not os.path.exists(_file_path):
+            fd, path = tempfile.mkstemp(prefix="ktlswsgi-demo-", suffix=".bin")
+            with os.fdopen(fd, "wb") as f:
+                block = bytes(range(256)) * 4096
+                for _ in range(_FILE_SIZE // len(block)):
+                    f.write(block)
+            atexit.register(_remove, path)
+            _file_path = path
+        return _file_path
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def app(environ, start_response):

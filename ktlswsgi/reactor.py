@@ -51,6 +51,7 @@ class Reactor:
         self._wake_pending = False
         self._wake_lock = threading.Lock()
         self._running = False
+        self._closed = False
         self.thread: threading.Thread | None = None
         self._epoll.register(self._wake_fd, IN)
 
@@ -81,15 +82,16 @@ class Reactor:
 
     # -- from any thread ----------------------------------------------------
     def call_soon_threadsafe(self, callback) -> None:
+        """Run `callback` on the reactor thread soon; a no-op once closed."""
         self._calls.append(callback)
         with self._wake_lock:
-            if self._wake_pending:
+            if self._wake_pending or self._closed:
                 return
             self._wake_pending = True
-        try:
-            os.eventfd_write(self._wake_fd, 1)
-        except BlockingIOError:
-            pass
+            try:
+                os.eventfd_write(self._wake_fd, 1)
+            except BlockingIOError:
+                pass
 
     def in_reactor_thread(self) -> bool:
         return threading.current_thread() is self.thread
@@ -167,5 +169,7 @@ class Reactor:
                 log.exception("reactor: unhandled error in a timer")
 
     def close(self) -> None:
+        with self._wake_lock:
+            self._closed = True
+            os.close(self._wake_fd)
         self._epoll.close()
-        os.close(self._wake_fd)
