@@ -20,7 +20,7 @@ import time
 import pytest
 
 import ktlswsgi
-from conftest import free_port
+from support import free_port
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from apps import raw_files
-from conftest import read_response, recv_until_closed, response_reader
+from support import read_response, recv_until_closed, response_reader
 from ktlswsgi.filewrapper import FileWrapper
 
 KiB = 1024

@@ -11,7 +11,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from conftest import read_response, recv_until_closed, response_reader
+from support import read_response, recv_until_closed, response_reader
 
 
 def echo_app(environ, start_response):

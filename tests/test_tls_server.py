@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import free_port, tls_client_context, wait_port
+from support import free_port, tls_client_context, wait_port
 
 TRANSPORTS = ["memory", "socket"]
 VERSIONS = ["1.2", "1.3"]
