@@ -234,7 +234,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM HUP
 
-sq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+sq() { local q="'\\''"; printf "'%s'" "${1//\'/$q}"; }   # POSIX single-quoting
 
 NONCE=$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')
 HOSTPY=$(command -v python3 || true)
