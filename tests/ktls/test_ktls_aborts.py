@@ -73,9 +73,11 @@ def test_client_reset_mid_sendfile_frees_worker_and_connection(serve_tls, cert_p
     path = make_file(str(tmp_path), "big.bin", BIG)
     del ktls_apps.opened[:]
     srv = serve_tls(ktls_apps.app, transport="socket", write_timeout_s=60)
-    client, _ = _start_download(srv, cert_pair, path)
+    client, r = _start_download(srv, cert_pair, path)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client.sock.close()                         # RST, not FIN
+    r.close()                                   # the response's reader holds the fd open
+    client.close()                              # RST, not FIN
+    assert client.sock.fileno() == -1
     wait_no_connections(srv, 20)                # long before the 60 s write timeout
     srv.wait_idle(10)
     wait_until(lambda: ktls_apps.opened and all(f.closed for f in ktls_apps.opened), 10,

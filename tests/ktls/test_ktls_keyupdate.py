@@ -9,6 +9,7 @@ import threading
 import time
 
 from _ktlskit import Client, file_url, only_connection, wait_until
+from test_tls_server import Recorder, tls_records
 import ktls_apps
 
 TITLE = "TLS 1.3 KeyUpdate from the client on a kTLS TX connection"
@@ -57,13 +58,15 @@ class SClient:
 def test_client_key_update_on_ktls_tx(serve_tls, cert_pair, ktls_files, caplog, ktls_report):
     caplog.set_level(logging.DEBUG, logger="ktlswsgi")
     srv = serve_tls(ktls_apps.app, transport="socket", tls_min_version="1.3")
-    s = SClient(srv.port, cert_pair[0])
+    relay = Recorder(srv.port)                   # what the server sends after the KeyUpdate
+    s = SClient(relay.port, cert_pair[0])
     try:
         wait_until(lambda: srv.counters.handshakes_ok == 1, 60, "the s_client handshake")
         assert s.send(REQUEST)
         wait_until(lambda: s.responses() == 1, 30, "the first response")
         conn = only_connection(srv)
         assert conn.transport.ktls_tx and conn.tls_info["tls_version"] == "TLSv1.3"
+        sent_before = len(relay.from_server)
         t0 = time.monotonic()
         assert s.send(b"K\n")                    # KeyUpdate, update_requested
         time.sleep(1.0)
@@ -75,10 +78,12 @@ def test_client_key_update_on_ktls_tx(serve_tls, cert_pair, ktls_files, caplog, 
         elapsed = time.monotonic() - t0
     finally:
         out = s.finish()
+    relay.thread.join(10)
+    after = tls_records(bytes(relay.from_server)[sent_before:])
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if "KeyUpdate" in r.getMessage()]
     tail = [line for line in out.decode("latin-1").splitlines()
             if "KeyUpdate" in line or "KEYUPDATE" in line or "alert" in line.lower()
-            or "closed" in line or "errno" in line]
+            or "closed" in line or "errno" in line or "eof" in line]
 
     # And the server goes on serving, over kTLS.
     path, sha = ktls_files.get(64 << 10)
@@ -88,8 +93,9 @@ def test_client_key_update_on_ktls_tx(serve_tls, cert_pair, ktls_files, caplog, 
     finally:
         client.close()
 
-    ktls_report.note(TITLE, "outcome: %s (%.1fs after 'K'); second request answered: %s"
-                     % (outcome, elapsed, s.responses() == 2))
+    ktls_report.note(TITLE, "outcome: %s (%.1fs after 'K'); second request answered: %s; "
+                     "TLS records the server sent after the KeyUpdate: %d"
+                     % (outcome, elapsed, s.responses() == 2, len(after)))
     for level, msg in lines:
         ktls_report.note(TITLE, "server log [%s]: %s" % (level, msg))
     for line in tail[-8:]:
@@ -99,6 +105,8 @@ def test_client_key_update_on_ktls_tx(serve_tls, cert_pair, ktls_files, caplog, 
 
     assert b"KEYUPDATE" in out                   # s_client took 'K' as its command
     assert b"bad_record_mac" not in out          # never a record under a stale key
+    # (s_client answers the server's bare close with its own "fatal decode_error" alert
+    # and "unexpected eof while reading": the client's side, not a server record.)
     assert r.status == 200 and r.sha256 == sha
     if outcome == "closed by the server":
         assert lines, "the connection closed without any log line about the KeyUpdate"
@@ -107,5 +115,6 @@ def test_client_key_update_on_ktls_tx(serve_tls, cert_pair, ktls_files, caplog, 
                          "default --log-level info: %r" % lines)
         assert any("KeyUpdate requested" in m and "closing" in m for m in visible), visible
         assert not srv.server.connections
+        assert after == [], "records sent after the KeyUpdate (stale kernel key): %r" % after
     else:
         assert s.responses() == 2

@@ -55,8 +55,10 @@ def sendfile_spy(monkeypatch):
     return calls
 
 
-# Sized for TCG (kernel AES emulated, ~3 MB/s end to end): a few seconds per case.
-SLOW_FILE = 3 * MiB + 5
+# Larger than what the server's socket takes at once (loopback's 64 KiB MSS
+# autotunes SO_SNDBUF to ~2.5 MiB, tcp_wmem caps it at 4 MiB), so SSL_sendfile
+# must meet EAGAIN; small enough for TCG (~3 MB/s end to end).
+SLOW_FILE = 8 * MiB + 5
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
@@ -87,8 +89,8 @@ def test_keep_alive_mixes_ssl_write_and_ssl_sendfile(serve_tls, cert_pair, ktls_
     srv = serve_tls(ktls_apps.app, transport="socket")
     files = [ktls_files.get(s) for s in (64 << 10, 0, MiB + 7, 1, 16 << 10)]
     dyn = [5, 100000, 0, 300000, 17]
-    client = Client(srv.port, cert_pair, version)
     stat = TlsStat()
+    client = Client(srv.port, cert_pair, version)
     try:
         for (path, sha), n in zip(files, dyn):
             r = client.get(file_url(path), keep_body=False)
