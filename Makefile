@@ -15,7 +15,23 @@ unit: deps
 	$(PYTHON) -m pytest -q
 
 ktls-smoke:
-	bash deploy/ktls-vm/run.sh -- $(PYTHON) -m pytest -p no:cacheprovider -q tests/ktls
+	@# The kTLS suite in a QEMU VM with Debian's kTLS kernel (deploy/ktls-vm): first
+	@# the normal boot (tests/ktls, and tests/tls which asserts the VM's answers too),
+	@# then a boot with tls.ko blacklisted for tests/ktls/test_fallback.py. Both always
+	@# run; the target fails if either does. The two VM timeouts add up to under 10 min.
+	@start=$$(date +%s); \
+	bash deploy/ktls-vm/run.sh --timeout 430 -- \
+	    env KTLSWSGI_IN_VM=1 KTLSWSGI_EXPECT_KTLS=available \
+	    $(PYTHON) -m pytest -p no:cacheprovider -q -rfEs \
+	    tests/ktls --ignore=tests/ktls/test_fallback.py tests/tls; ktls=$$?; \
+	echo "ktls-smoke: kTLS boot exit $$ktls after $$(( $$(date +%s) - start ))s"; \
+	bash deploy/ktls-vm/run.sh --blacklist-tls --timeout 160 -- \
+	    env KTLSWSGI_IN_VM=1 KTLSWSGI_EXPECT_KTLS=unavailable \
+	    $(PYTHON) -m pytest -p no:cacheprovider -q -rfEs tests/ktls/test_fallback.py; \
+	fallback=$$?; \
+	echo "ktls-smoke: kTLS boot exit $$ktls, fallback boot (tls blacklisted) exit $$fallback," \
+	    "$$(( $$(date +%s) - start ))s in all"; \
+	[ $$ktls = 0 ] && [ $$fallback = 0 ]
 
 demo: deps
 	ktlswsgi ktlswsgi.demo:app
