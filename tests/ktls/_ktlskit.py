@@ -210,6 +210,15 @@ class Client:
         self.sock.close()
 
 
+def fetch(port: int, cert_pair, path: str, version=None, *, client_kw=None, **kw) -> Response:
+    """One GET on a new connection (closed afterwards)."""
+    client = Client(port, cert_pair, version, **(client_kw or {}))
+    try:
+        return client.get(path, **kw)
+    finally:
+        client.close()
+
+
 def file_url(path: str) -> str:
     return "/file?path=" + path
 

@@ -6,7 +6,7 @@ really unavailable.  The probe must say so, the server must log the
 userspace TLS (pread + SSL_write), never putting plaintext on the wire."""
 import pytest
 
-from _ktlskit import (PROBE, CliServer, Client, counters_line, file_url, kernel_view, marker_file,
+from _ktlskit import (PROBE, CliServer, Client, counters_line, fetch, file_url, kernel_view, marker_file,
                       only_connection, wait_no_connections)
 from ktlswsgi.tls import ktls
 from test_tls_server import Recorder, tls_records
@@ -56,11 +56,7 @@ def test_cli_logs_unavailable_once_and_serves(cert_pair, ktls_files, ktls_report
     server = CliServer(cert_pair, "--tls-transport", "socket")
     try:
         for version in ("1.2", "1.3"):
-            client = Client(server.port, cert_pair, version)
-            try:
-                r = client.get(file_url(path))
-            finally:
-                client.close()
+            r = fetch(server.port, cert_pair, file_url(path), version)
             assert r.status == 200 and r.length == size and r.sha256 == sha
     finally:
         rc, err = server.stop()

@@ -8,7 +8,7 @@ import socket
 import ssl
 import struct
 
-from _ktlskit import Client, file_url, only_connection, wait_no_connections, wait_until
+from _ktlskit import Client, fetch, file_url, only_connection, wait_no_connections, wait_until
 from test_tls_server import make_file
 import ktls_apps
 
@@ -33,11 +33,7 @@ def _start_download(srv, cert_pair, path):
 
 def _still_serving(srv, cert_pair, ktls_files):
     path, sha = ktls_files.get(64 << 10)
-    client = Client(srv.port, cert_pair, "1.2")
-    try:
-        r = client.get(file_url(path))
-    finally:
-        client.close()
+    r = fetch(srv.port, cert_pair, file_url(path), "1.2")
     assert r.status == 200 and r.sha256 == sha
 
 

@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from _ktlskit import Client, file_url, only_connection, wait_until
+from _ktlskit import fetch, file_url, only_connection, wait_until
 from test_tls_server import Recorder, tls_records
 import ktls_apps
 
@@ -87,11 +87,7 @@ def test_client_key_update_on_ktls_tx(serve_tls, cert_pair, ktls_files, caplog, 
 
     # And the server goes on serving, over kTLS.
     path, sha = ktls_files.get(64 << 10)
-    client = Client(srv.port, cert_pair, "1.3")
-    try:
-        r = client.get(file_url(path))
-    finally:
-        client.close()
+    r = fetch(srv.port, cert_pair, file_url(path), "1.3")
 
     ktls_report.note(TITLE, "outcome: %s (%.1fs after 'K'); second request answered: %s; "
                      "TLS records the server sent after the KeyUpdate: %d"

@@ -5,7 +5,7 @@ and the client's sha256 matches, for every size; also through a slow reader
 SSL_sendfile responses, and for Flask send_file / Django FileResponse."""
 import pytest
 
-from _ktlskit import Client, TlsStat, file_url, only_connection, wait_no_connections
+from _ktlskit import Client, TlsStat, fetch, file_url, only_connection, wait_no_connections
 from ktlswsgi.tls.transports import SENDFILE_MAX_CHUNK_BYTES, SocketTransport
 from ktlswsgi.transport import WANT_READ, WANT_WRITE
 import ktls_apps
@@ -29,11 +29,8 @@ def _check_sendfile_only(srv, *sizes):
 def test_file_wrapper_uses_ssl_sendfile(serve_tls, cert_pair, ktls_files, version, size):
     path, sha = ktls_files.get(size)
     srv = serve_tls(ktls_apps.app, transport="socket")
-    client = Client(srv.port, cert_pair, version, timeout=60)
-    try:
-        r = client.get(file_url(path), headers={"Connection": "close"})
-    finally:
-        client.close()
+    r = fetch(srv.port, cert_pair, file_url(path), version, headers={"Connection": "close"},
+              client_kw={"timeout": 60})
     assert r.status == 200 and int(r.headers["content-length"]) == size
     assert r.length == size and r.sha256 == sha
     wait_no_connections(srv)
@@ -63,7 +60,7 @@ SLOW_FILE = 8 * MiB + 5
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_slow_reader_eagain_and_partial_sends(serve_tls, cert_pair, ktls_files, sendfile_spy,
-                                              version):
+                                              ktls_report, version):
     path, sha = ktls_files.get(SLOW_FILE)
     srv = serve_tls(ktls_apps.app, transport="socket", write_timeout_s=20)
     client = Client(srv.port, cert_pair, version, rcvbuf=8192, timeout=30)
@@ -81,8 +78,9 @@ def test_slow_reader_eagain_and_partial_sends(serve_tls, cert_pair, ktls_files, 
     # when the socket was full at the call, as WANT_WRITE.
     short = [(asked, res) for asked, res in sendfile_spy if isinstance(res, int) and 0 < res < asked]
     wants = [res for _, res in sendfile_spy if res in (WANT_WRITE, WANT_READ)]
-    print("SSL_sendfile calls: %d, short: %d, WANT_WRITE: %d"
-          % (len(sendfile_spy), len(short), len(wants)))
+    ktls_report.note("slow reader (SO_RCVBUF 8 KiB, 4 KiB reads, 1 ms apart)",
+                     "TLSv%s %d B: %d SSL_sendfile calls, %d short counts, %d WANT_WRITE, sha256 ok"
+                     % (version, SLOW_FILE, len(sendfile_spy), len(short), len(wants)))
     assert len(short) + len(wants) >= 3, "the reader never held the server back: %r" % sendfile_spy
     assert sum(res for _, res in sendfile_spy if isinstance(res, int)) == SLOW_FILE
 
