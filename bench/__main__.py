@@ -530,6 +530,10 @@ def main(argv=None) -> int:
         results["meta"]["harness_seconds"] = round(time.monotonic() - t_start, 1)
         results["meta"]["loadavg_end"] = os.getloadavg()
         paths = report.write_all(results, args.out, tag)
+        default_out = os.path.abspath(args.out) == os.path.join(HERE, "results")
+        if default_out and not args.quick and not results["meta"].get("interrupted"):
+            if report.update_readme(results, os.path.join(HERE, "README.md"), tag):
+                paths.append(os.path.join(HERE, "README.md"))
         for p in paths:
             log("wrote %s" % p)
         shutil.rmtree(workdir, ignore_errors=True)

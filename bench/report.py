@@ -193,23 +193,27 @@ def markdown(results: dict) -> str:
         L.append("")
         L.append("Each connection: TLS handshake, one `GET /tiny`, then idle. RSS/PSS summed "
                  "over the server's process tree, before and 2 s after the last one opened; "
-                 "per-connection = (after − before) ÷ connections still alive. PSS shares "
-                 "forked pages fairly between processes.")
+                 "per-connection = (after − before) ÷ connections still alive (alive < opened: "
+                 "the server closed some while they sat idle). PSS shares forked pages fairly "
+                 "between processes. Srv CPU s to open = the server's CPU for all the "
+                 "handshakes and first requests (the client opens 200 at a time).")
         L.append("")
         L.append("| server | wanted | opened | alive | RSS before MiB | RSS after MiB | "
-                 "KiB/conn (RSS) | PSS after MiB | open time s | launch | cap / errors |")
-        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+                 "KiB/conn (RSS) | PSS after MiB | open time s | srv CPU s to open | launch "
+                 "| cap / errors |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- "
+                 "| --- |")
         for e in results["idle"]:
             if e.get("status") != "ok":
-                L.append("| %s | %s | | | | | | | | %s | %s: %s |" % (
+                L.append("| %s | %s | | | | | | | | | %s | %s: %s |" % (
                     e["server"], e.get("n"), e.get("launch", ""), e.get("status"),
                     str(e.get("reason", ""))[:200].replace("|", "\\|")))
                 continue
-            L.append("| %s | %d | %s | %s | %.1f | %.1f | %s | %.1f | %s | %s | %s |" % (
+            L.append("| %s | %d | %s | %s | %.1f | %.1f | %s | %.1f | %s | %s | %s | %s |" % (
                 e["server"], e["n"], e.get("opened"), e.get("alive"),
                 e["rss_before_kib"] / 1024, e["rss_after_kib"] / 1024,
                 fmt(e.get("rss_per_conn_kib")), e["pss_after_kib"] / 1024,
-                e.get("open_seconds"), e.get("launch", ""),
+                e.get("open_seconds"), fmt(e.get("server_cpu_seconds")), e.get("launch", ""),
                 str(e.get("cap", "")).replace("|", "\\|")))
     if results.get("locust"):
         L.append("")
@@ -333,3 +337,42 @@ def write_all(results: dict, out_dir: str, tag: str) -> list[str]:
     except Exception as e:  # noqa: BLE001 - a broken plot must not lose the results
         print("plot failed: %s" % e)
     return paths
+
+
+def summary_markdown(results: dict, tag: str) -> str:
+    """A short block for bench/README.md: the ratio matrices, idle memory, locust."""
+    full = markdown(results)
+    keep, on = [], False
+    for line in full.splitlines():
+        if line.startswith("## "):
+            on = ("requests per server-CPU-second" in line or "Memory with idle" in line
+                  or "Locust" in line)
+            if on:
+                keep.append("#" + line)   # one level down inside the README
+            continue
+        if on and (line.startswith("|") or not line.strip()):
+            keep.append(line)
+    m = results["meta"]
+    head = ("Run `%s` (%s, %s s per case, harness %.0f s; full tables: "
+            "[results/%s.md](results/%s.md), chart: [results/%s.png](results/%s.png)). "
+            "Cells: requests per server-CPU-second (×ratio to ktlswsgi; above 1 = the peer "
+            "needs less CPU per request); † = other jobs used more than %.1f cores during that "
+            "run." % (tag, m.get("date"), m["settings"].get("duration"),
+                      m.get("harness_seconds", 0), tag, tag, tag, tag, NOISY_CORES))
+    return head + "\n\n" + "\n".join(keep).strip() + "\n"
+
+
+def update_readme(results: dict, readme: str, tag: str) -> bool:
+    """Replace what follows the <!-- LATEST --> marker in bench/README.md."""
+    marker = "<!-- LATEST -->"
+    try:
+        with open(readme) as f:
+            text = f.read()
+    except OSError:
+        return False
+    if marker not in text:
+        return False
+    text = text.split(marker)[0] + marker + "\n\n" + summary_markdown(results, tag)
+    with open(readme, "w") as f:
+        f.write(text)
+    return True
