@@ -434,7 +434,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run (~2 min): 1 s runs, raw app, 3 cases, 1000 idle conns")
+                    help="smoke run (~2 min): 1 s runs, raw app, tiny + 1 MiB file, 500 idle conns")
     ap.add_argument("--duration", type=float, default=5, help="seconds per measured run")
     ap.add_argument("--warmup", type=float, default=1, help="unmeasured seconds before each")
     ap.add_argument("--connections", "-c", type=int, default=16, help="h2load -c")
@@ -462,11 +462,11 @@ def parse_args(argv=None):
         if args.apps == "raw,flask":
             args.apps = "raw"
         if args.cases == ",".join(CASE_NAMES):
-            args.cases = "tiny,16k_dynamic,file_1m"
-        args.idle_n = min(args.idle_n, 1000)
-        args.locust_seconds = min(args.locust_seconds, 10)
+            args.cases = "tiny,file_1m"
+        args.idle_n = min(args.idle_n, 500)
+        args.locust_seconds = min(args.locust_seconds, 8)
         args.locust_users = min(args.locust_users, 16)
-        args.quiet_wait = min(args.quiet_wait, 3)
+        args.quiet_wait = 0
     for key in ("peers", "schemes", "apps", "transports", "cases"):
         setattr(args, key, [x.strip() for x in getattr(args, key).split(",") if x.strip()])
     bad = [c for c in args.cases if c not in CASE_NAMES]
