@@ -139,12 +139,14 @@ class Reactor:
         return max(0.0, min(1.0, timers[0][0] - time.monotonic()))
 
     def _drain_wake(self) -> None:
+        # Read and clear together: clearing first would let a worker's write
+        # be consumed here and leave the flag stuck, silencing later wake-ups.
         with self._wake_lock:
+            try:
+                os.eventfd_read(self._wake_fd)
+            except BlockingIOError:
+                pass
             self._wake_pending = False
-        try:
-            os.eventfd_read(self._wake_fd)
-        except BlockingIOError:
-            pass
 
     def _run_calls(self) -> None:
         calls = self._calls

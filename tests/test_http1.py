@@ -532,3 +532,28 @@ def test_close_called_once_when_client_disconnects_mid_stream(serve):
     srv.wait_idle(10)
     assert len(closed) == 1 and closed[0].startswith("ktlswsgi-worker")
     assert len(produced) < 200
+
+
+def test_no_lost_wake_up_after_a_burst(serve):
+    """After concurrent load, a lone client's responses are not left waiting for a timer."""
+    srv = serve(hello_app)
+
+    def hammer():
+        conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+        for _ in range(150):
+            conn.request("GET", "/b")
+            conn.getresponse().read()
+
+    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+    slowest = 0.0
+    for _ in range(30):
+        t0 = time.monotonic()
+        conn.request("GET", "/lone")
+        assert conn.getresponse().read() == b"hello /lone"
+        slowest = max(slowest, time.monotonic() - t0)
+    assert slowest < 0.5, f"a lone request took {slowest:.2f}s (the reactor missed a wake-up)"

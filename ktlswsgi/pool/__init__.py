@@ -3,32 +3,35 @@
 Owns: the threads, the bounded job queue, and graceful drain.  Knows nothing of
 HTTP, WSGI or sockets: a job is a callable.
 
-Two queues:
-  - requests (bounded by `queue_size`): `submit()` returns False when full,
-    and the caller answers 503;
+Jobs travel through one `queue.SimpleQueue` (C-implemented: a hand-over costs
+no Python-level condition variable).  Two kinds:
+  - requests: `submit()` refuses (returns False) once `queue_size` requests
+    are waiting, and the caller answers 503;
   - clean-ups (the app iterable's `close()` after the reactor finished a file
-    transfer, and similar): always accepted, served first.  They are bounded by
-    the connection count, since each connection has at most one outstanding.
+    transfer, and similar): `submit_cleanup()` always accepts them.  They are
+    bounded by the connection count: each connection has at most one pending.
 """
 from __future__ import annotations
 
-import collections
 import logging
+import queue
 import threading
 import time
 
 log = logging.getLogger("ktlswsgi.pool")
+
+_STOP = None
 
 
 class WorkerPool:
     def __init__(self, threads: int, queue_size: int, name: str = "ktlswsgi-worker"):
         self._threads_n = threads
         self._queue_size = queue_size
-        self._jobs: collections.deque = collections.deque()
-        self._cleanups: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._stopping = False
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._waiting = 0      # request jobs queued, not yet started
         self._busy = 0
+        self._stopping = False
         self._threads: list[threading.Thread] = []
         self._name = name
 
@@ -44,38 +47,39 @@ class WorkerPool:
 
     @property
     def queued(self) -> int:
-        return len(self._jobs)
+        return self._waiting
 
     def submit(self, job) -> bool:
         """Queue a request job; False when the queue is full or stopping."""
-        with self._cond:
-            if self._stopping or len(self._jobs) >= self._queue_size:
+        with self._lock:
+            if self._stopping or self._waiting >= self._queue_size:
                 return False
-            self._jobs.append(job)
-            self._cond.notify()
+            self._waiting += 1
+        self._jobs.put((job, True))
         return True
 
     def submit_cleanup(self, job) -> None:
         """Queue a clean-up job (app code that must run, e.g. close())."""
-        with self._cond:
-            self._cleanups.append(job)
-            self._cond.notify()
+        self._jobs.put((job, False))
 
     def _work(self) -> None:
+        jobs = self._jobs
+        lock = self._lock
         while True:
-            with self._cond:
-                while not self._cleanups and not self._jobs:
-                    if self._stopping:
-                        return
-                    self._cond.wait()
-                job = self._cleanups.popleft() if self._cleanups else self._jobs.popleft()
+            item = jobs.get()
+            if item is _STOP:
+                return
+            job, is_request = item
+            with lock:
+                if is_request:
+                    self._waiting -= 1
                 self._busy += 1
             try:
                 job()
             except BaseException:
                 log.exception("worker: job raised")
             finally:
-                with self._cond:
+                with lock:
                     self._busy -= 1
 
     def shutdown(self, timeout_s: float) -> bool:
@@ -84,9 +88,10 @@ class WorkerPool:
         Returns True when every thread finished within `timeout_s`.
         """
         deadline = time.monotonic() + timeout_s
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
+        for _ in self._threads:
+            self._jobs.put(_STOP)  # after every queued job: they still run
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
