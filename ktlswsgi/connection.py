@@ -158,7 +158,7 @@ class Connection:
                 elif ev & rx.ERR and not self._write_on:
                     self._abort("socket error or hang-up")
         except (TransportError, OSError) as exc:
-            self._abort(f"{type(exc).__name__}: {exc}")
+            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
         if self.state != CLOSED:
             self._update()
 
@@ -343,7 +343,7 @@ class Connection:
         try:
             self._do_read()
         except (TransportError, OSError) as exc:
-            self._abort(f"{type(exc).__name__}: {exc}")
+            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
         if self.state != CLOSED:
             self._update()
 
@@ -506,7 +506,7 @@ class Connection:
             self._process()
             self._do_read()  # TLS may hold decrypted records epoll will not announce
         except (TransportError, OSError) as exc:
-            self._abort(f"{type(exc).__name__}: {exc}")
+            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
         if self.state != CLOSED:
             self._update()
 
@@ -521,7 +521,7 @@ class Connection:
         try:
             self._kick()
         except (TransportError, OSError) as exc:
-            self._abort(f"{type(exc).__name__}: {exc}")
+            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
         if self.state != CLOSED:
             self._update()
 
@@ -749,10 +749,11 @@ class Connection:
         if self._peer_eof:
             self._close()
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: str, notable: bool = False) -> None:
         if self.state == CLOSED:
             return
-        log.debug("%s: aborting connection (%s) in state %s", self.peer_text, reason, self.state)
+        log.log(logging.INFO if notable else logging.DEBUG,
+                "%s: aborting connection (%s) in state %s", self.peer_text, reason, self.state)
         self.s.counters.aborted_connections += 1
         self._close()
 

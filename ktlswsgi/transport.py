@@ -27,7 +27,13 @@ WANT_WRITE = "want_write"
 
 
 class TransportError(Exception):
-    """The connection is unusable; close it."""
+    """The connection is unusable; close it.
+
+    `notable` marks a cause the operator should see at the default log level
+    (most causes, such as a client reset, are routine and logged at debug).
+    """
+
+    notable = False
 
 
 class PlainTransport:

@@ -535,7 +535,9 @@ class SocketTransport(_TLSTransport):
         if flag is not None and flag[0]:
             # Nothing more may be written with the stale kernel key, not
             # even close_notify: the caller closes the socket.
-            raise self._fail("read", KEY_UPDATE_REASON)
+            err = self._fail("read", KEY_UPDATE_REASON)
+            err.notable = True
+            raise err
         return result
 
 
