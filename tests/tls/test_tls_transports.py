@@ -1,8 +1,11 @@
 """Both TLS transports over real loopback sockets with Python's ssl client:
 handshake, ALPN, SNI, echo, clean EOF, send_file (pread fallback), and the
 write-retry contract under a stalled reader."""
+import fcntl
 import os
 import socket
+import struct
+import termios
 import ssl
 import threading
 import time
@@ -270,6 +273,11 @@ def test_memory_transport_batches_records_per_send(server_context, certs, tmp_pa
     assert stats["sends"] < records / 2, stats
 
 
+def _socket_bytes_waiting(fd: int) -> int:
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return struct.unpack("i", buf)[0]
+
+
 @pytest.mark.parametrize("transport_cls,first_read", [(SocketTransport, 10), (MemoryTransport, 10),
                                                      (MemoryTransport, 1000)],
                          ids=["socket-partial-record", "memory-partial-record",
@@ -283,6 +291,11 @@ def test_has_pending_reports_buffered_input(server_context, certs, transport_cls
 
     def scenario(t, deadline):
         assert arrived.wait(5)
+        # Both records must be in the socket buffer before the first read (a
+        # slow machine, such as the TCG VM, may still be delivering them).
+        while _socket_bytes_waiting(t.fd) < 2 * 1000:
+            deadline.left()  # raises once the test's deadline passes
+            time.sleep(0.01)
         first = drive(t, lambda: t.recv(first_read), deadline)
         pending = t.has_pending()
         rest = recv_exact(t, 2 * 1000 - len(first), deadline)
