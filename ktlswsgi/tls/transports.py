@@ -142,7 +142,7 @@ class _TLSTransport:
         self._close_notify_sent = False
         self._retry = None        # plaintext of a record OpenSSL holds for retry
         self._retry_off = 0
-        self._file_buf = None     # bytearray, lazily, FILE_BUFFER_BYTES
+        self._file_buf = None     # bytearray, lazily, up to FILE_BUFFER_BYTES
         self._file_view = None
         self._held = None         # unsent tail of the last pread chunk
         self._held_fd = -1
@@ -470,9 +470,11 @@ class _TLSTransport:
             data = self._held
         else:
             if self._file_buf is None:
-                self._file_buf = bytearray(FILE_BUFFER_BYTES)
+                # Sized to the transfer (count is what is left of it): a small
+                # file must not pay for mapping and zeroing 256 KiB.
+                self._file_buf = bytearray(min(FILE_BUFFER_BYTES, max(count, 4096)))
                 self._file_view = memoryview(self._file_buf)
-            want = min(count, FILE_BUFFER_BYTES)
+            want = min(count, len(self._file_buf))
             got = os.preadv(fd, [self._file_view[:want]], offset)
             if got == 0:
                 self.release_file_buffer()
