@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from . import http1, reactor as rx
 from .accesslog import log_response
-from .outbound import OutboundQueue, QueueAborted
+from .outbound import OutboundQueue
 from .transport import WANT_READ, WANT_WRITE, TransportError
 from .wsgi import (Abort, BodyError, BodyTimeout, BodyTooLarge, Chunk, ClientDisconnected, End,
                    FileRange, Head, RequestBody, build_environ, run_app)

@@ -337,7 +337,7 @@ def test_oversized_chunked_body_413(serve):
     s = srv.connect()
     chunk = b"%x\r\n%s\r\n" % (4000, b"c" * 4000)
     s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 5 + b"0\r\n\r\n")
-    status, data = int(recv_until_closed(s).split(b" ", 2)[1]), None
+    status = int(recv_until_closed(s).split(b" ", 2)[1])
     assert status == 413
 
 
