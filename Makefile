@@ -36,5 +36,7 @@ ktls-smoke:
 demo: deps
 	ktlswsgi ktlswsgi.demo:app
 
+# Installs the peers (bench/install.sh), then runs them all side by side.
 bench:
+	bash bench/install.sh
 	$(PYTHON) -m bench
