@@ -396,16 +396,30 @@ class _TLSTransport:
             view = memoryview(data)
             data = view if view.readonly else bytes(view[:KTLS_COPY_MAX_BYTES])
             pinned = True
+        total, want = self._write_loop(data, 0)
+        if want is not None:
+            k = min(len(data) - total, RETRY_MAX_BYTES)
+            chunk = memoryview(data)[total:total + k]
+            self._retry = chunk if pinned else bytes(chunk)
+            self._retry_off = 0
+            total += k
+        return total
+
+    def _write_loop(self, data, off: int):
+        """SSL_write_ex `data` from `off` until done or blocked.
+
+        -> (new offset, None) when all is written, or (offset, WANT) when the
+        socket blocks; fatal conditions raise.
+        """
         ssl = self._ssl
         n = len(data)
-        total = 0
         written = self._size
         with ffi.from_buffer(data) as base:
-            while total < n:
+            while off < n:
                 lib.ERR_clear_error()
-                rc = lib.SSL_write_ex(ssl, base + total, n - total, written)
+                rc = lib.SSL_write_ex(ssl, base + off, n - off, written)
                 if rc == 1:
-                    total += written[0]
+                    off += written[0]
                     continue
                 result = classify(ssl, rc)
                 outcome = result[0]
@@ -413,40 +427,17 @@ class _TLSTransport:
                     nxt = self._pump(outcome)
                     if nxt is None:
                         continue
-                    k = min(n - total, RETRY_MAX_BYTES)
-                    chunk = memoryview(data)[total:total + k]
-                    self._retry = chunk if pinned else bytes(chunk)
-                    self._retry_off = 0
-                    total += k
-                    break
+                    return off, nxt
                 if outcome == CLOSED:
                     raise self._fail("write", "peer closed the connection")
                 raise self._fail("write", result[1], result[2])
-        return total
+        return off, None
 
     def _finish_retry(self):
         """Finish the record OpenSSL holds -> None when done, else a WANT."""
-        data = self._retry
-        ssl = self._ssl
-        n = len(data)
-        written = self._size
-        with ffi.from_buffer(data) as base:
-            while self._retry_off < n:
-                lib.ERR_clear_error()
-                rc = lib.SSL_write_ex(ssl, base + self._retry_off, n - self._retry_off, written)
-                if rc == 1:
-                    self._retry_off += written[0]
-                    continue
-                result = classify(ssl, rc)
-                outcome = result[0]
-                if outcome == WANT_READ or outcome == WANT_WRITE:
-                    nxt = self._pump(outcome)
-                    if nxt is None:
-                        continue
-                    return nxt
-                if outcome == CLOSED:
-                    raise self._fail("write", "peer closed the connection")
-                raise self._fail("write", result[1], result[2])
+        self._retry_off, want = self._write_loop(self._retry, self._retry_off)
+        if want is not None:
+            return want
         self._retry = None
         self._retry_off = 0
         return None
