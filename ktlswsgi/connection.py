@@ -30,7 +30,7 @@ from .accesslog import log_response
 from .outbound import OutboundQueue
 from .transport import WANT_READ, WANT_WRITE, TransportError
 from .wsgi import (Abort, BodyError, BodyTimeout, BodyTooLarge, Chunk, ClientDisconnected, End,
-                   FileRange, Head, RequestBody, build_environ, run_app)
+                   FileRange, Head, RequestBody, build_environ, close_iterable, run_app)
 
 log = logging.getLogger("ktlswsgi.connection")
 
@@ -695,9 +695,8 @@ class Connection:
         release = getattr(self.transport, "release_file_buffer", None)
         if release is not None:
             release()
-        close = getattr(closer, "close", None)
-        if close is not None:
-            self.s.pool.submit_cleanup(_guarded(close))
+        if getattr(closer, "close", None) is not None:
+            self.s.pool.submit_cleanup(lambda: close_iterable(closer))
 
     def _response_done(self, done: _Done) -> None:
         req = self._request
@@ -779,15 +778,6 @@ class Connection:
         except OSError:
             pass
         self.s.on_closed(self)
-
-
-def _guarded(close):
-    def run():
-        try:
-            close()
-        except Exception:
-            logging.getLogger("ktlswsgi.error").exception("error in the app iterable's close()")
-    return run
 
 
 def _wire_bytes(wire) -> int:

@@ -466,7 +466,8 @@ class ShortBody(Exception):
     pass
 
 
-def _close_once(result) -> None:
+def close_iterable(result) -> None:
+    """Call the app iterable's close(), if any, logging (not raising) its errors."""
     close = getattr(result, "close", None)
     if close is not None:
         try:
@@ -511,7 +512,7 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
         _fail(out, responder, environ, 500, "Internal Server Error", exc)
     finally:
         if result is not None and not closer_handed_over:
-            _close_once(result)
+            close_iterable(result)
 
 
 def _fail(out, responder: Responder, environ: dict, status: int, text: str, exc) -> None:

@@ -192,22 +192,16 @@ def django_app():
 FRAMEWORKS = {"flask": flask_app, "django": django_app}
 
 
-@pytest.mark.parametrize("size,client", SIZES + [pytest.param(50 * MiB, "curl", id="50MiB-curl")])
-def test_flask_send_file_takes_the_sendfile_path_with_identical_body(serve, tmp_path, size, client):
-    srv = serve(flask_app())
-    path, digest = make_file(tmp_path, size)
-    before = srv.counters.snapshot()
-    status, headers, got, got_digest = fetch(client, srv, f"/file?path={path}", tmp_path)
-    assert status == 200
-    assert int(headers["content-length"]) == size
-    assert got == size
-    assert got_digest == digest
-    assert_fast_path(srv, before, size)
-
-
-@pytest.mark.parametrize("size,client", SIZES + [pytest.param(50 * MiB, "httpx", id="50MiB-httpx")])
-def test_django_file_response_takes_the_sendfile_path_with_identical_body(serve, tmp_path, size, client):
-    srv = serve(django_app())
+@pytest.mark.parametrize("framework,size,client", [
+    *[pytest.param("flask", *p.values, id=f"flask-{p.id}") for p in SIZES],
+    pytest.param("flask", 50 * MiB, "curl", id="flask-50MiB-curl"),
+    *[pytest.param("django", *p.values, id=f"django-{p.id}") for p in SIZES],
+    pytest.param("django", 50 * MiB, "httpx", id="django-50MiB-httpx"),
+])
+def test_framework_file_response_takes_the_sendfile_path_with_identical_body(
+        serve, tmp_path, framework, size, client):
+    """Flask send_file and Django FileResponse both reach the sendfile fast path."""
+    srv = serve(FRAMEWORKS[framework]())
     path, digest = make_file(tmp_path, size)
     before = srv.counters.snapshot()
     status, headers, got, got_digest = fetch(client, srv, f"/file?path={path}", tmp_path)
