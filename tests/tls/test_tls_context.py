@@ -1,4 +1,6 @@
 """ServerContext: configuration, options, and one-line errors."""
+import re
+
 import pytest
 
 from ktlswsgi.tls.binding import HAS_KTLS, TLSError, ffi, lib
@@ -78,7 +80,12 @@ def test_encrypted_key_with_wrong_password(certs):
     with pytest.raises(TLSConfigError) as exc:
         ServerContext(certs.cert, certs.encrypted_key, password="wrong")
     text = one_line(exc)
-    assert "wrong password" in text and "bad decrypt" in text
+    # OpenSSL's own reason follows in parentheses. Which one depends on the
+    # garbage the wrong key produces: usually the padding check fails ("bad
+    # decrypt"), but about 1 time in 256 the padding happens to look valid and
+    # the DER parser fails instead ("unsupported", an ASN.1 reason, ...).
+    assert certs.encrypted_key in text
+    assert re.search(r"wrong password \([^)]+\)", text), text
 
 
 def test_encrypted_key_with_password(certs):
