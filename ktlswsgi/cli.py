@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed dev certificate if no --certfile)")
     g.add_argument("--certfile", help="PEM certificate chain (implies --tls)")
     g.add_argument("--keyfile", help="PEM private key (default: in --certfile)")
+    g.add_argument("--keyfile-password-file", metavar="FILE",
+                   help="file whose first line is the password of an encrypted key "
+                        "(a file keeps it out of ps and shell history)")
     g.add_argument("--ciphers", help="TLS 1.2 cipher list (OpenSSL syntax)")
     g.add_argument("--tls13-ciphersuites", help="TLS 1.3 suites (OpenSSL syntax)")
     g.add_argument("--tls-min-version", choices=["1.2", "1.3"], default=d.tls_min_version)
@@ -95,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
     g.add_argument("--chdir", help="change to this directory before loading the app")
     return p
+
+
+def _read_password(path: str | None) -> str | None:
+    """The first line of `path`, without its line ending (as nginx's ssl_password_file)."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+    except OSError as exc:
+        raise ConfigError(f"--keyfile-password-file {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--keyfile-password-file {path!r}: not UTF-8 text") from None
+    password = line.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"--keyfile-password-file {path!r}: the first line is empty")
+    return password
 
 
 def config_from_args(args) -> Config:
@@ -114,6 +134,7 @@ def config_from_args(args) -> Config:
         high_water_bytes=args.high_water, low_water_bytes=max(1, args.high_water // 4),
         access_logfile=args.access_logfile, log_level=args.log_level, chdir=args.chdir,
         tls=bool(args.tls or args.certfile), certfile=args.certfile, keyfile=args.keyfile,
+        keyfile_password=_read_password(args.keyfile_password_file),
         ciphers=args.ciphers, tls13_ciphersuites=args.tls13_ciphersuites,
         tls_min_version=args.tls_min_version, tls_transport=args.tls_transport,
         ktls=not args.no_ktls,

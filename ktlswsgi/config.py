@@ -129,6 +129,8 @@ class Config:
             raise ConfigError(f"tls_min_version {self.tls_min_version!r}: use 1.2 or 1.3")
         if self.keyfile and not self.certfile:
             raise ConfigError("--keyfile needs --certfile")
+        if self.keyfile_password is not None and not self.certfile:
+            raise ConfigError("--keyfile-password-file needs --certfile")
         if self.chdir and not os.path.isdir(self.chdir):
             raise ConfigError(f"--chdir {self.chdir!r}: not a directory")
         return self

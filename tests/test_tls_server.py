@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import random
 import re
 import socket
 import struct
@@ -234,8 +235,12 @@ def test_plaintext_never_on_the_wire(serve_tls, cert_pair, tmp_path, transport, 
 CLIENT_HELLO_START = bytes.fromhex("16030100c8010000c40303") + os.urandom(20)
 
 
+# Garbage that no TLS record header can start with (0x00 is no content type).
+GARBAGE = b"\x00" + random.Random(300).randbytes(299)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("payload", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(300),
+@pytest.mark.parametrize("payload", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", GARBAGE,
                                      b"\x16\x03\x00\x00\x05hello"],
                          ids=["plain-http", "garbage", "sslv3-record"])
 def test_bad_handshakes_close_and_server_keeps_serving(serve_tls, cert_pair, transport, payload):
@@ -371,14 +376,63 @@ def test_bad_certificate_paths_exit_1_with_one_line(tmp_path, cert_pair):
         assert "Traceback" not in r.stderr
 
 
-def test_encrypted_key_without_password(tmp_path, cert_pair):
+def _encrypted_key(tmp_path, cert_pair, password="correct horse"):
     key = tmp_path / "enc.key"
-    subprocess.run(["openssl", "pkey", "-in", cert_pair[1], "-aes256", "-passout", "pass:x",
-                    "-out", str(key)], check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", cert_pair[1], "-aes256", "-passout",
+                    "pass:" + password, "-out", str(key)], check=True, capture_output=True)
+    return key
+
+
+def test_encrypted_key_without_password_exits_1(tmp_path, cert_pair):
+    key = _encrypted_key(tmp_path, cert_pair)
     r = _run_cli("ktlswsgi.demo:app", "-b", f"127.0.0.1:{free_port()}", "--certfile", cert_pair[0],
                  "--keyfile", str(key))
     assert r.returncode == 1
-    assert "enc.key" in r.stderr and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "enc.key" in errors[0] and "no password" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("wrong\n", "wrong password"),
+    ("\n", "first line is empty"),
+    (None, "No such file"),
+], ids=["wrong", "empty", "missing"])
+def test_bad_keyfile_password_file_exits_1_with_one_line(tmp_path, cert_pair, content, needle):
+    key = _encrypted_key(tmp_path, cert_pair)
+    pwfile = tmp_path / "pw"
+    if content is not None:
+        pwfile.write_text(content)
+    r = _run_cli("ktlswsgi.demo:app", "-b", f"127.0.0.1:{free_port()}", "--certfile", cert_pair[0],
+                 "--keyfile", str(key), "--keyfile-password-file", str(pwfile))
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "[ERROR]" in line or " error: " in line]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_encrypted_key_with_password_file_serves_https(tmp_path, cert_pair):
+    password = "correct horse battery"
+    key = _encrypted_key(tmp_path, cert_pair, password)
+    pwfile = tmp_path / "pw"
+    pwfile.write_text(password + "\r\n")    # a CRLF line ending is not part of the password
+    pwfile.chmod(0o600)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ktlswsgi", "ktlswsgi.demo:app", "-b",
+                             f"127.0.0.1:{port}", "--certfile", cert_pair[0], "--keyfile", str(key),
+                             "--keyfile-password-file", str(pwfile)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc=proc)
+        out = subprocess.run(["curl", "-sS", "--cacert", cert_pair[0], "--resolve",
+                              f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/",
+                              "-o", "/dev/null", "-w", "%{http_code}"],
+                             capture_output=True, text=True, timeout=20)
+        assert out.stdout == "200", out.stderr
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert password not in err
 
 
 def test_demo_with_generated_certificate_and_ktls_line_once(tmp_path):
