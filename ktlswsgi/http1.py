@@ -2,9 +2,14 @@
 
 Owns: the HTTP/1 wire rules h11 leaves to the server — the request-line limit
 (414, checked before h11 sees a whole line), header count and per-field limits
-(431), the head-size limit (h11's `max_incomplete_event_size`, 431), keep-alive
+(431), the head-size limit (h11's `max_incomplete_event_size`, 431), the
+request-smuggling and framing rules of RFC 9112 that h11 is lenient about
+(`_head_verdict`, `_framing_verdict`; the table is in the README), keep-alive
 and 100-continue decisions.  Sans-I/O: no sockets, no clocks, no threads; it is
 used by the reactor thread only.
+
+Reasons given with `BadRequest` never contain request bytes: they are logged,
+and a header line may carry a cookie or a credential.
 
 Response bodies go through `send_with_data_passthrough`, so file ranges and
 large chunks are framed without being copied: a `FileBody` placeholder stands
@@ -12,6 +17,7 @@ for a file range and is replaced by the transport's file pump.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import h11
@@ -25,6 +31,20 @@ REASONS = {
     431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
     501: b"Not Implemented", 503: b"Service Unavailable", 505: b"HTTP Version Not Supported",
 }
+
+# In a request head: a line that starts with SP/HTAB (obs-fold, RFC 9112 5.2),
+# or a control character other than HTAB, CR and LF (RFC 9110 5.5).  h11
+# unfolds the first and accepts most of the second.
+_BAD_HEAD = re.compile(rb"\n[ \t]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; empty is allowed.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+# h11 puts the offending bytes in some messages: cut them off before logging.
+_RAW_IN_REASON = re.compile(r":? *(?:bytearray\(|b'|b\").*$", re.S)
+
+
+def safe_reason(message: str) -> str:
+    """h11's error text without the request bytes it may quote."""
+    return _RAW_IN_REASON.sub("", message).strip() or "malformed request"
 
 
 @dataclass
@@ -79,11 +99,47 @@ class Http1:
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=limit_request_headers_bytes)
         self._failed = False
+        # The raw bytes of the request head being received, kept until its
+        # end is seen, for the checks h11 cannot make on parsed headers.
+        self._scanning = True
+        self._head_buf = bytearray()
+        self._head = b""              # the last complete raw head
+        self._head_error: BadRequest | None = None
 
     # -- input -------------------------------------------------------------
     def receive(self, data: bytes) -> None:
         """Feed bytes from the peer; b"" means the peer closed its side."""
+        if self._scanning and data:
+            if not self._head_buf:
+                # RFC 9112 2.2: empty lines before a request line are ignored
+                # (h11 would answer them with 400).
+                data = data.lstrip(b"\r\n")
+                if not data:
+                    return
+            self._scan(data)
         self._h11.receive_data(data)
+
+    def _scan(self, data: bytes) -> None:
+        buf = self._head_buf
+        start = max(0, len(buf) - 3)
+        buf += data
+        while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # empty lines before a request
+            del buf[:2 if buf[:1] == b"\r" else 1]
+            start = 0
+        end = buf.find(b"\n\r\n", start)
+        end = end + 3 if end >= 0 else -1
+        lf = buf.find(b"\n\n", start)
+        if lf >= 0 and (end < 0 or lf + 2 < end):
+            end = lf + 2
+        if end < 0:
+            if len(buf) > self._limit_head + self._limit_line:
+                self._scanning = False   # h11 answers 431/414 on its own
+                self._head_buf = bytearray()
+            return
+        self._head = bytes(buf[:end])
+        self._scanning = False
+        self._head_buf = bytearray()
+        self._head_error = _head_verdict(self._head)
 
     @property
     def awaiting_request(self) -> bool:
@@ -99,6 +155,9 @@ class Http1:
         if self._failed:
             return PAUSED
         conn = self._h11
+        if self._head_error is not None and conn.their_state is h11.IDLE:
+            self._failed = True
+            return self._head_error
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -106,9 +165,13 @@ class Http1:
             status = exc.error_status_hint
             if status == 400 and conn.their_state is h11.IDLE and self._line_too_long():
                 return BadRequest(414, f"request line over {self._limit_line} bytes")
-            reason = str(exc) or "malformed request"
+            reason = safe_reason(str(exc))
             if status == 431:
                 reason = "request head too large"
+            elif status == 501 and self._head:
+                # h11 refuses every Transfer-Encoding but "chunked" with 501;
+                # RFC 9112 6.3 wants 400 when the final coding is not chunked.
+                return _framing_verdict(self._head) or BadRequest(501, reason)
             return BadRequest(status, reason)
         if event is NEED_DATA:
             if conn.their_state is h11.IDLE and self._line_too_long():
@@ -140,6 +203,10 @@ class Http1:
             self._failed = True
             return BadRequest(414, f"request target over {self._limit_line} bytes")
         headers = list(event.headers)
+        bad = _request_verdict(event, headers)
+        if bad is not None:
+            self._failed = True
+            return bad
         # h11 checks its size limit only while a head is incomplete.
         head_bytes = len(event.method) + len(event.target) + 12 + sum(
             len(n) + len(v) + 4 for n, v in headers)
@@ -210,3 +277,71 @@ class Http1:
 
     def start_next_cycle(self) -> None:
         self._h11.start_next_cycle()
+        self._scanning = True
+        self._head = b""
+        self._head_error = None
+        pipelined = self._h11.trailing_data[0]
+        self._head_buf = bytearray()
+        if pipelined:
+            self._scan(pipelined)
+
+
+def _head_verdict(head: bytes) -> BadRequest | None:
+    """Checks on the raw head that parsed headers no longer show."""
+    m = _BAD_HEAD.search(head)
+    if m is None:
+        return None
+    if m.group()[:1] == b"\n":
+        return BadRequest(400, "obsolete line folding in the request head")
+    return BadRequest(400, "control character in the request head")
+
+
+def _framing_verdict(head: bytes) -> BadRequest | None:
+    """RFC 9112 6.1/6.3 for a Transfer-Encoding h11 refused."""
+    codings = []
+    for line in head.split(b"\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"transfer-encoding":
+            codings.extend(c.strip().lower() for c in value.split(b","))
+    codings = [c for c in codings if c]
+    if not codings:
+        return None
+    if codings[-1] != b"chunked":
+        return BadRequest(400, "Transfer-Encoding whose final coding is not chunked")
+    if codings.count(b"chunked") > 1:
+        return BadRequest(400, "chunked applied more than once")
+    return BadRequest(501, "unsupported transfer coding")
+
+
+def _request_verdict(event: h11.Request, headers: list) -> BadRequest | None:
+    """RFC 9112 rules on a parsed request that h11 does not enforce."""
+    version = event.http_version
+    if version[:1] != b"1":
+        return BadRequest(505, "HTTP version not supported")
+    has_te = has_cl = False
+    host = None
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            has_te = True
+        elif name == b"content-length":
+            has_cl = True
+        elif name == b"host":
+            host = value
+    if has_te:
+        if has_cl:
+            # 6.3: a proxy in front may have framed it by Content-Length.
+            return BadRequest(400, "both Transfer-Encoding and Content-Length")
+        if version == b"1.0":
+            return BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if host is not None and not _HOST.fullmatch(host):
+        return BadRequest(400, "invalid Host header")
+    target = event.target
+    if event.method == b"CONNECT":
+        return BadRequest(501, "CONNECT is not supported")
+    if target[:1] != b"/":
+        if target == b"*":
+            if event.method != b"OPTIONS":
+                return BadRequest(400, "asterisk-form target outside OPTIONS")
+        elif not target.lower().startswith((b"http://", b"https://")):
+            return BadRequest(400, "request target is not origin-form or absolute-form")
+    return None
