@@ -5,7 +5,11 @@ QueueHandler), so the reactor never waits on a log file.
 
 Format: ``remote - - [time] "request line" status bytes "referer" "user-agent"
 request_time_s`` followed by ``tls=VERSION/CIPHER ktls=tx,rx|tx|off`` on TLS
-connections.
+connections, and `` aborted`` when the connection ended before the response
+did.  request_time_s runs from the complete request head to the last byte
+handed to the kernel (not to the app's return: a file is sent after that);
+`bytes` counts body bytes sent.  Header values other than Referer and
+User-Agent (the combined format's) are never written.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def _quote(value: bytes | str | None) -> str:
 
 
 def log_response(peer: str, request, status: int, body_bytes: int, started: float,
-                 tls_info: dict | None) -> None:
+                 tls_info: dict | None, aborted: bool = False) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     referer = ua = None
@@ -41,4 +45,6 @@ def log_response(peer: str, request, status: int, body_bytes: int, started: floa
     if tls_info:
         text += (f" tls={tls_info.get('tls_version', '-')}/{tls_info.get('cipher', '-')}"
                  f" ktls={tls_info.get('ktls', 'off')}")
+    if aborted:
+        text += " aborted"
     access_log.info(text)

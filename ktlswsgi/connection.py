@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import http1, reactor as rx
 from .accesslog import log_response
+from .httpdate import standard_headers
 from .outbound import OutboundQueue
 from .transport import WANT_READ, WANT_WRITE, TransportError
 from .wsgi import (Abort, BodyError, BodyTimeout, BodyTooLarge, Chunk, ClientDisconnected, End,
@@ -117,6 +118,8 @@ class Connection:
         self._last_write = now
         self._request = None
         self._request_started = now
+        self._resp_status = 0           # status of the head serialized, 0 before
+        self._resp_bytes = 0            # body bytes handed to the transport
         self._close_after_response = False
         self._linger_bytes = 0
         self._pumping = False
@@ -401,6 +404,8 @@ class Connection:
         self._first_request = False
         self._request = req
         self._request_started = time.monotonic()
+        self._resp_status = 0
+        self._resp_bytes = 0
         self._close_after_response = False
         self._paused_bytes = 0
         self._linger_bytes = 0
@@ -529,7 +534,8 @@ class Connection:
     def _reply_error(self, status: int, text: str) -> None:
         """Answer a broken request and close (nothing else can be trusted)."""
         if self.http.can_respond():
-            self._wire.append(memoryview(self.http.simple_response(status, text, close=True)))
+            self._wire.append(memoryview(self.http.simple_response(
+                status, text, close=True, extra_headers=standard_headers())))
         self._to(CLOSING)
         self._kick()
 
@@ -545,7 +551,9 @@ class Connection:
             waiting = self.http.they_are_waiting_for_100_continue
             close = waiting or length is None or length > self.cfg.linger_bytes
         self._body_limit_hit = True
-        data = self.http.simple_response(status, text, close=close, extra_headers=list(extra_headers))
+        data = self.http.simple_response(status, text, close=close,
+                                         extra_headers=standard_headers() + list(extra_headers))
+        self._resp_status = status
         self._close_after_response = close
         self._wire.append(memoryview(data))
         self._wire.append(_Done(status, len(text) + 1))
@@ -595,8 +603,10 @@ class Connection:
                     try:
                         self._serialize(item)
                     except Exception as exc:  # h11 refused the response: a server bug
-                        log.error("%s: cannot frame the response: %s", self.peer_text, exc)
-                        self._abort("response framing error")
+                        # Not the message: h11 quotes the refused header value.
+                        log.error("%s: cannot frame the response (%s)", self.peer_text,
+                                  type(exc).__name__)
+                        self._abort("response framing error", unsent_status=500)
                         return
             if not wire:
                 break
@@ -615,8 +625,10 @@ class Connection:
                 if n < len(view):
                     rest = view[n:]
                     wire.appendleft((rest, counted) if counted else rest)
-                elif counted and out is not None:
-                    out.sent(counted)
+                elif counted:
+                    self._resp_bytes += counted
+                    if out is not None:
+                        out.sent(counted)
             elif kind is _FileSend:
                 n = t.send_file(piece.fd, piece.offset, piece.left)
                 if n is WANT_WRITE or n is WANT_READ:
@@ -625,11 +637,12 @@ class Connection:
                 if n == 0:
                     log.error("%s: file ended %d bytes early (truncated while sent?): "
                               "aborting the connection", self.peer_text, piece.left)
-                    self._abort("file shrank during transfer")
+                    self._abort("file shrank during transfer", unsent_status=500)
                     return
                 self._last_write = time.monotonic()
                 counters.add("bytes_" + t.file_method, n)
                 budget -= n
+                self._resp_bytes += n
                 piece.offset += n
                 piece.left -= n
                 if piece.left == 0:
@@ -641,7 +654,7 @@ class Connection:
             elif kind is Abort:
                 wire.popleft()
                 log.info("%s: response aborted: %s", self.peer_text, piece.reason)
-                self._abort(piece.reason)
+                self._abort(piece.reason, unsent_status=500)
                 return
         if self.state == CLOSED:
             return
@@ -665,6 +678,7 @@ class Connection:
         elif kind is Head:
             close = item.close or self._close_after_response or self._must_close_after()
             self._close_after_response = close
+            self._resp_status = item.status
             wire.append(memoryview(http.response_head(item.status, item.headers, item.reason, close)))
         elif kind is FileRange:
             self.s.counters.file_transfers += 1
@@ -704,6 +718,7 @@ class Connection:
             log_response(self.peer_text, req, done.status, done.body_bytes,
                          self._request_started, self.tls_info)
         self._request = None
+        self._resp_status = 0
         if self._close_after_response or not self._can_keep_alive():
             self._out = None
             self._to(CLOSING)
@@ -748,17 +763,26 @@ class Connection:
         if self._peer_eof:
             self._close()
 
-    def _abort(self, reason: str, notable: bool = False) -> None:
+    def _abort(self, reason: str, notable: bool = False, unsent_status: int = 499) -> None:
+        """Close at once.  A request in flight still gets its access-log line:
+        with its response's status if the head went out, else `unsent_status`
+        (499, nginx's "client closed request", unless the server gave up)."""
         if self.state == CLOSED:
             return
         log.log(logging.INFO if notable else logging.DEBUG,
                 "%s: aborting connection (%s) in state %s", self.peer_text, reason, self.state)
         self.s.counters.aborted_connections += 1
-        self._close()
+        self._close(unsent_status)
 
-    def _close(self) -> None:
+    def _close(self, unsent_status: int = 499) -> None:
         if self.state == CLOSED:
             return
+        req = self._request
+        if req is not None:  # every request that reached the app gets its line
+            self._request = None
+            log_response(self.peer_text, req, self._resp_status or unsent_status,
+                         self._resp_bytes, self._request_started, self.tls_info,
+                         aborted=True)
         self.state = CLOSED
         if self._timer is not None:
             self._timer.cancel()

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 import threading
 from urllib.parse import unquote_to_bytes
 
 from .filewrapper import FileWrapper
+from .httpdate import SERVER, date_value
 from .outbound import QueueAborted
 
 log = logging.getLogger("ktlswsgi.wsgi")
@@ -325,14 +327,41 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
 
 
 # -- running the app -------------------------------------------------------------
-def _check_header(name: str, value: str) -> None:
-    if not isinstance(name, str) or not isinstance(value, str):
-        raise TypeError(f"header {name!r}: {value!r}: names and values must be str")
-    for ch in "\r\n\0":
-        if ch in name or ch in value:
-            raise ValueError(f"header {name!r} contains a control character")
-    if ":" in name or " " in name or not name:
-        raise ValueError(f"invalid header name {name!r}")
+class HeaderError(ValueError):
+    """The app gave a response head that cannot go on the wire (answered with 500).
+
+    The message names the header, never its value: values are often secrets
+    (Set-Cookie, Authorization) and the message is logged.
+    """
+
+
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# What a field value may not hold once its surrounding SP/HTAB are stripped:
+# control characters other than HTAB (CR, LF and NUL among them), and any
+# character beyond latin-1 (PEP 3333: header strings are latin-1).
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+
+
+def _name_for_log(name) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_header(name, value) -> str:
+    """The value to send (RFC 9110 5.5: surrounding whitespace is not part of it)."""
+    if not isinstance(name, str):
+        raise HeaderError(f"header name {_name_for_log(name)} is not a str")
+    if not _TOKEN.fullmatch(name):
+        raise HeaderError(f"header name {_name_for_log(name)} is not an HTTP token")
+    if not isinstance(value, str):
+        raise HeaderError(f"header {name!r}: the value is a {type(value).__name__}, not a str")
+    value = value.strip(" \t")
+    m = _BAD_VALUE.search(value)
+    if m is not None:
+        what = ("CR, LF or NUL" if m.group() in "\r\n\0" else
+                "a control character" if m.group() <= "\x7f" else "a non-latin-1 character")
+        raise HeaderError(f"header {name!r}: the value holds {what}")
+    return value
 
 
 _HOP_BY_HOP = {"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"}
@@ -366,17 +395,18 @@ class Responder:
         if not isinstance(status, str):
             raise TypeError(f"status must be str, got {type(status).__name__}")
         code_s, _, reason = status.partition(" ")
-        if len(code_s) != 3 or not code_s.isdigit() or not reason:
-            raise ValueError(f"invalid status {status!r}")
+        if len(code_s) != 3 or not code_s.isdigit() or not reason or _BAD_VALUE.search(reason):
+            raise HeaderError(f"invalid status line {status[:40]!r}")
         if not isinstance(headers, list):
             raise TypeError("headers must be a list")
         encoded = []
         content_length = None
+        has_date = has_server = False
         for item in headers:
             if not isinstance(item, tuple) or len(item) != 2:
-                raise TypeError(f"header {item!r} must be a (name, value) tuple")
+                raise HeaderError("a response header is not a (name, value) tuple")
             name, value = item
-            _check_header(name, value)
+            value = _check_header(name, value)
             lower = name.lower()
             if lower in _HOP_BY_HOP:
                 log.debug("dropped hop-by-hop header %r set by the app", name)
@@ -387,8 +417,16 @@ class Responder:
                     if content_length < 0:
                         raise ValueError
                 except ValueError:
-                    raise ValueError(f"invalid Content-Length {value!r}") from None
+                    raise HeaderError("invalid Content-Length") from None
+            elif lower == "date":
+                has_date = True
+            elif lower == "server":
+                has_server = True
             encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+        if not has_date:
+            encoded.append((b"Date", date_value()))
+        if not has_server:
+            encoded.append((b"Server", SERVER))
         self._status = (int(code_s), reason.encode("latin-1"))
         self.status_code = int(code_s)
         self._headers = encoded
@@ -508,6 +546,10 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
         _abort(out, str(exc))
     except BodyError as exc:
         _fail(out, responder, environ, exc.status, str(exc) or type(exc).__name__, exc)
+    except HeaderError as exc:
+        error_log.error("%s %s: %s: 500", environ["REQUEST_METHOD"],
+                        environ["PATH_INFO"], exc)
+        _fail(out, responder, environ, 500, "Internal Server Error", None)
     except Exception as exc:
         _fail(out, responder, environ, 500, "Internal Server Error", exc)
     finally:
@@ -517,7 +559,9 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
 
 def _fail(out, responder: Responder, environ: dict, status: int, text: str, exc) -> None:
     where = f"{environ['REQUEST_METHOD']} {environ.get('RAW_URI', '')}"
-    if status == 500:
+    if exc is None:
+        pass  # the caller logged it
+    elif status == 500:
         error_log.error("error handling %s", where, exc_info=exc)
     else:
         error_log.info("%s: %d %s", where, status, text)
@@ -527,7 +571,8 @@ def _fail(out, responder: Responder, environ: dict, status: int, text: str, exc)
         return
     body = (text + "\n").encode()
     head = Head(status, b"", [(b"content-type", b"text/plain; charset=utf-8"),
-                              (b"content-length", str(len(body)).encode())], True)
+                              (b"content-length", str(len(body)).encode()),
+                              (b"Date", date_value()), (b"Server", SERVER)], True)
     try:
         out.put(head)
         if not responder._head_only:
