@@ -20,6 +20,7 @@ tickets, both shared as above.
 from __future__ import annotations
 
 import os
+import re
 
 from .binding import HAS_KTLS, TLSConfigError, drain_errors, ffi, lib
 
@@ -58,6 +59,17 @@ def _pick_reason(entries) -> str:
 def _fail(message: str, entries, reason: str | None = None) -> TLSConfigError:
     reason = reason if reason is not None else _pick_reason(entries)
     return TLSConfigError("TLS: %s: %s" % (message, reason), entries, reason)
+
+
+def _has_pem_private_key(path) -> bool:
+    """Whether ``path`` holds a PEM private key block (any kind, encrypted or
+    not); True when it cannot be read, so OpenSSL's reason stands."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError:
+        return True
+    return re.search(rb"^-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", text, re.MULTILINE) is not None
 
 
 def alpn_wire(protocols) -> bytes:
@@ -178,6 +190,12 @@ class ServerContext:
                     reason = "the password is too long"
                 elif pw.called:
                     reason = "wrong password (%s)" % _pick_reason(entries)
+                elif not _has_pem_private_key(self.keyfile):
+                    # OpenSSL 3's decoders say only "unsupported" for a PEM
+                    # without a key (a certificate alone, or junk).
+                    reason = "no private key found in it"
+                    if self.keyfile == self.certfile:
+                        reason += " (give --keyfile, or put the key in the PEM)"
                 else:
                     reason = self._file_reason(self.keyfile, entries, "private key")
                     if reason == "key values mismatch":

@@ -4,21 +4,29 @@ libcrypto binding (no ``openssl`` command, no extra dependency).
 Owns: key and certificate generation (EC P-256, SANs DNS:localhost,
 IP:127.0.0.1, IP:::1, about one year), the per-user cache
 ($XDG_CACHE_HOME or ~/.cache, then ktlswsgi/selfsigned/; directory 0700,
-key 0600), reuse of a cached pair until it is near expiry.  It is for
-development only: the caller prints that warning.
+key 0600), reuse of a cached pair until it is near expiry, the fallback when
+that cache cannot be written (a fresh pair in a private temporary directory,
+removed once loaded), and which listening addresses the certificate does not
+cover.  It is for development only: the caller prints that warning.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import ipaddress
 import os
+import shutil
+import socket
 import tempfile
 import time
+from dataclasses import dataclass
 
 from .binding import TLSError, drain_errors, errors_from_queue, ffi, lib
 
 VALIDITY_DAYS = 365
 RENEW_BEFORE_DAYS = 7
 SUBJECT_ALT_NAME = "DNS:localhost,IP:127.0.0.1,IP:::1"
+COVERED_NAMES = "localhost, 127.0.0.1 and ::1"   # SUBJECT_ALT_NAME, for messages
 CERT_NAME = "localhost-cert.pem"
 KEY_NAME = "localhost-key.pem"
 
@@ -146,7 +154,15 @@ def ensure_selfsigned(cache_dir: str | None = None):
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     cert_path = os.path.join(cache_dir, CERT_NAME)
     key_path = os.path.join(cache_dir, KEY_NAME)
-    with open(os.path.join(cache_dir, ".lock"), "a") as lock:
+    try:
+        lock = open(os.path.join(cache_dir, ".lock"), "a")
+    except OSError:
+        # A read-only cache (say, an image built with the pair in it) still
+        # serves a pair that needs no renewal.
+        if _usable(cert_path, key_path):
+            return cert_path, key_path
+        raise
+    with lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         if not _usable(cert_path, key_path):
             cert_pem, key_pem = generate_pem()
@@ -155,4 +171,77 @@ def ensure_selfsigned(cache_dir: str | None = None):
     return cert_path, key_path
 
 
-__all__ = ["ensure_selfsigned", "generate_pem", "default_cache_dir", "TLSError"]
+@dataclass(frozen=True)
+class DevelopmentPair:
+    """The files of the development pair, and whether they are cached.
+
+    ``cache_error`` is None for the cached pair; otherwise it says why
+    ``cache_dir`` could not be written, and the pair is a fresh one whose
+    files vanish when the ``development_pair`` block ends.
+    """
+
+    certfile: str
+    keyfile: str
+    cache_dir: str
+    cache_error: str | None = None
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.strerror and exc.filename:
+        return "%s: %r" % (exc.strerror, exc.filename)
+    return exc.strerror or str(exc)
+
+
+@contextlib.contextmanager
+def development_pair(cache_dir: str | None = None):
+    """Yield a ``DevelopmentPair``; load the files inside the ``with`` block.
+
+    The cached pair (``ensure_selfsigned``) when the cache directory can be
+    written.  When it cannot (a container with a read-only root, ``HOME=/``
+    and no XDG_CACHE_HOME; a cache path under a file), a fresh pair goes to a
+    private directory (0700, under ``tempfile.gettempdir()``) that is removed
+    when the block ends: the SSL context holds the certificate and key in
+    memory once loaded, so the key stays on disk only while it is read.
+    Raises ``TLSError`` if no pair can be made, ``OSError`` if neither the
+    cache nor a temporary directory can be written.
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    try:
+        cert_path, key_path = ensure_selfsigned(cache_dir)
+    except OSError as exc:
+        cache_error = _os_reason(exc)
+    else:
+        yield DevelopmentPair(cert_path, key_path, cache_dir)
+        return
+    cert_pem, key_pem = generate_pem()
+    tmp_dir = tempfile.mkdtemp(prefix="ktlswsgi-selfsigned-")   # mode 0700
+    try:
+        key_path = os.path.join(tmp_dir, KEY_NAME)
+        cert_path = os.path.join(tmp_dir, CERT_NAME)
+        _write_private(key_path, key_pem, 0o600)
+        _write_private(cert_path, cert_pem, 0o644)
+        yield DevelopmentPair(cert_path, key_path, cache_dir, cache_error)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _is_loopback(host: str) -> bool:
+    # Resolved as bind_sockets does (the first answer is the address bound).
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        address = ipaddress.ip_address(infos[0][4][0].partition("%")[0])
+    except (OSError, IndexError, ValueError):
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)   # ::ffff:127.0.0.1
+    return (mapped or address).is_loopback
+
+
+def uncovered_binds(binds) -> list:
+    """The TCP binds (``config.Bind``) clients may reach by a name or address
+    the certificate does not hold: every non-loopback address (0.0.0.0, ::, a
+    LAN address).  Unix sockets and loopback addresses are covered."""
+    return [b for b in binds if b.family != "unix" and not _is_loopback(b.host)]
+
+
+__all__ = ["ensure_selfsigned", "development_pair", "DevelopmentPair", "generate_pem",
+           "default_cache_dir", "uncovered_binds", "COVERED_NAMES", "TLSError"]

@@ -61,6 +61,26 @@ def test_junk_certfile_says_no_pem(certs):
     assert certs.junk in text and "no start line" in text
 
 
+def test_certfile_without_a_key_says_so(certs):
+    with pytest.raises(TLSConfigError) as exc:
+        ServerContext(certs.cert)     # the key was to be in the same PEM
+    text = one_line(exc)
+    assert text == ("TLS: cannot load keyfile %r: no private key found in it "
+                    "(give --keyfile, or put the key in the PEM)" % certs.cert)
+
+
+@pytest.mark.parametrize("content", ["certificate", "junk", "empty"])
+def test_keyfile_without_a_key_says_so(certs, tmp_path, content):
+    path = str(tmp_path / "key.pem")
+    with open(path, "wb") as f:
+        f.write({"certificate": open(certs.cert, "rb").read(),
+                 "junk": b"this is not PEM\n", "empty": b""}[content])
+    with pytest.raises(TLSConfigError) as exc:
+        ServerContext(certs.cert, path)
+    text = one_line(exc)
+    assert text == "TLS: cannot load keyfile %r: no private key found in it" % path
+
+
 def test_key_not_matching_the_cert(certs):
     with pytest.raises(TLSConfigError) as exc:
         ServerContext(certs.cert, certs.other_key)
