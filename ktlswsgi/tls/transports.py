@@ -9,7 +9,7 @@ between the socket and the BIO pair.
 Must not: block, sleep or wait (every call does what the socket allows now
 and says what it waits for); know HTTP; ever hand plaintext to the socket.
 The only gate for ``SSL_sendfile`` is ``BIO_get_ktls_send`` on the SSL's
-write BIO, read once after the handshake (KTLS-FACTS.md: a raw sendfile on a
+write BIO, read once after the handshake (docs/ktls-facts.md: a raw sendfile on a
 socket whose kTLS TX did not engage puts the file on the wire in clear).
 An ``SSL`` object is used by one thread only (the reactor's).
 

@@ -28,7 +28,7 @@ HOW_TO_RUN = "the kTLS suite runs in a VM with a kTLS kernel: make ktls-smoke"
 
 _m = re.match(r"OpenSSL (\d+)\.(\d+)", openssl_version_text())
 OPENSSL = (int(_m.group(1)), int(_m.group(2))) if _m else (0, 0)
-# kTLS RX for TLS 1.3 arrived in OpenSSL 3.2 (KTLS-FACTS.md); 3.0 does TX only.
+# kTLS RX for TLS 1.3 arrived in OpenSSL 3.2 (docs/ktls-facts.md); 3.0 does TX only.
 TLS13_RX = OPENSSL >= (3, 2)
 
 
@@ -89,7 +89,7 @@ class TlsStat:
         return {k: now.get(k, 0) - self.before.get(k, 0) for k in self.KEYS}
 
 
-# Kernel modules kTLS needs for a cipher besides tls.ko (KTLS-FACTS.md); any
+# Kernel modules kTLS needs for a cipher besides tls.ko (docs/ktls-facts.md); any
 # one of each alternative set will do.
 CIPHER_MODULES = {
     "AES-GCM": [("tls",), ("gcm",), ("aesni_intel", "aes_generic"),

@@ -2,7 +2,7 @@
 telemetry (transport.ktls_tx/rx, counters), /proc/net/tls_stat deltas, and
 the kernel's view of the server's socket (getsockopt SOL_TLS, 4 bytes).
 
-Expected (KTLS-FACTS.md): TLS 1.2 AES-128-GCM, AES-256-GCM and
+Expected (docs/ktls-facts.md): TLS 1.2 AES-128-GCM, AES-256-GCM and
 CHACHA20-POLY1305 -> TX and RX; TLS 1.3 (all three suites) -> TX, and RX only
 from OpenSSL 3.2.  A cipher left in userspace because a kernel module is
 missing fails here with the missing module named.  The measured matrix is

@@ -272,7 +272,7 @@ def echo_reversed(n: int):
 
 def expected_ktls(transport_cls, context, tls_version: str):
     """The kTLS engagement a connection must show (as the set of acceptable
-    ``info()["ktls"]`` values), per KTLS-FACTS.md's measured matrix: TLS 1.2
+    ``info()["ktls"]`` values), per docs/ktls-facts.md's measured matrix: TLS 1.2
     AES-GCM TX+RX; TLS 1.3 TX only with OpenSSL 3.0 (RX from 3.2); nothing
     for the memory transport, a context without the option, or a host whose
     probe says unavailable (this development host)."""
