@@ -1,21 +1,21 @@
-"""The command line: flags -> one Config, logging set-up, then the server.
+"""The command line: flags -> one Config, logging set-up (`logs.py`), then the server.
 
 Owns: flag names (gunicorn's where gunicorn has the flag), help texts, and the
-exit codes: 0 after a clean shutdown, 1 for a setting, bind, certificate or
-app-loading error (one line on stderr; a traceback only with --log-level debug).
+exit codes: 0 after a clean shutdown, 1 for a bad flag or flag value, a
+setting, bind, certificate or app-loading error (one line on stderr; a
+traceback only with --log-level debug).
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
-import queue
 import sys
 
 from . import __version__
 from .app import AppLoadError, load_app
 from .config import Bind, Config, ConfigError
+from .logs import setup_logging
 
 log = logging.getLogger("ktlswsgi")
 
@@ -32,9 +32,22 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1048576, 64k, 100m)")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as one line and exit status 1 (the README's
+    "bad input exits 1"), instead of the whole usage and status 2."""
+
+    def error(self, message: str):
+        unknown = "unrecognized arguments: "
+        if message.startswith(unknown):
+            words = message[len(unknown):]
+            message = ("unrecognized argument " if len(words.split()) == 1
+                       else "unrecognized arguments ") + words
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Config()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="ktlswsgi",
         description="A WSGI server whose TLS can run in the Linux kernel (kTLS).")
     p.add_argument("app", nargs="?", help="the WSGI app: 'module:callable' or 'module:factory()'")
@@ -44,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HOST:PORT, [IPv6]:PORT or unix:PATH; repeatable (default 127.0.0.1:8000)")
     g.add_argument("--backlog", type=int, default=d.backlog, help="listen() backlog (default %(default)s)")
     g.add_argument("--max-connections", type=int, default=d.max_connections,
-                   help="open connections per process; accept pauses above (default %(default)s)")
+                   help="open connections; accept pauses above (default %(default)s)")
     g = p.add_argument_group("workers")
     g.add_argument("--threads", type=int, default=d.threads, help="worker pool threads (default %(default)s)")
     g.add_argument("--queue-size", type=int, default=d.queue_size,
@@ -142,35 +155,6 @@ def config_from_args(args) -> Config:
     return cfg.validate()
 
 
-def setup_logging(cfg: Config):
-    """Error log on stderr; access log through a queue so the reactor never waits."""
-    level = getattr(logging, cfg.log_level.upper())
-    root = logging.getLogger("ktlswsgi")
-    root.setLevel(level)
-    root.propagate = False
-    fmt = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(fmt)
-    q: queue.SimpleQueue = queue.SimpleQueue()
-    targets = [handler]
-    access = logging.getLogger("ktlswsgi.access")
-    access.propagate = False
-    if cfg.access_logfile:
-        target = (logging.StreamHandler(sys.stderr) if cfg.access_logfile == "-"
-                  else logging.FileHandler(cfg.access_logfile))
-        target.setFormatter(logging.Formatter("%(message)s"))
-        access.setLevel(logging.INFO)
-        access.addHandler(logging.handlers.QueueHandler(q))
-        listener = logging.handlers.QueueListener(q, target, respect_handler_level=False)
-    else:
-        access.setLevel(logging.CRITICAL + 1)
-        listener = None
-    root.handlers[:] = targets
-    if listener:
-        listener.start()
-    return listener
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -185,8 +169,8 @@ def main(argv=None) -> int:
             from .tls.selftest import run_check
             return run_check()
         if not cfg.app:
-            parser.print_usage(sys.stderr)
-            print("ktlswsgi: error: the APP argument is required", file=sys.stderr)
+            print("ktlswsgi: error: the APP argument is required (see ktlswsgi --help)",
+                  file=sys.stderr)
             return 1
         return _serve(cfg)
     finally:

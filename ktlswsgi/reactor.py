@@ -1,9 +1,16 @@
 """The event loop: epoll readiness, a timer heap, and cross-thread wake-ups.
 
-Owns: registration of file descriptors with their callbacks, timers, and the
-thread-safe call queue that worker threads use to hand work to the reactor.
-Knows no protocol.  Never blocks except in epoll_wait, never sleeps, never
-calls application code.
+Owns: registration of file descriptors with their callbacks, timers, the
+thread-safe call queue that worker threads use to hand work to the reactor,
+and signal handlers (which only record the signal; its callback runs on the
+reactor's next turn).  Knows no protocol.  Never blocks except in epoll_wait,
+never sleeps, never calls application code.
+
+Wake-ups take no lock.  A Python signal handler runs on the main thread (the
+reactor's) between two bytecodes, also while the reactor is inside one of its
+own methods: any lock the reactor can hold, a handler that takes it deadlocks
+on.  So a wake-up is a deque append plus, at most once per batch (the
+`_wake_pending` flag), an eventfd write.
 
 epoll is used level-triggered: a callback that stops short (a bounded read, a
 paused connection) is simply called again while the condition holds, and a
@@ -17,6 +24,7 @@ import itertools
 import logging
 import os
 import select
+import signal
 import threading
 import time
 
@@ -49,7 +57,9 @@ class Reactor:
         self._calls: collections.deque = collections.deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_pending = False
-        self._wake_lock = threading.Lock()
+        self._signals: collections.deque = collections.deque()   # signal numbers not yet handled
+        self._signal_callbacks: dict[int, object] = {}
+        self._signal_previous: dict[int, object] = {}          # handlers to restore on close()
         self._running = False
         self._closed = False
         self.thread: threading.Thread | None = None
@@ -82,16 +92,39 @@ class Reactor:
 
     # -- from any thread ----------------------------------------------------
     def call_soon_threadsafe(self, callback) -> None:
-        """Run `callback` on the reactor thread soon; a no-op once closed."""
+        """Run `callback` on the reactor thread soon; a no-op once closed.
+
+        One eventfd write per batch: once a wake-up is pending, later calls
+        only append (the reactor runs every queued call after it drains the
+        eventfd).  Two threads may both see the flag clear and both write:
+        a spare wake-up, never a lost one.
+        """
         self._calls.append(callback)
-        with self._wake_lock:
-            if self._wake_pending or self._closed:
-                return
-            self._wake_pending = True
-            try:
-                os.eventfd_write(self._wake_fd, 1)
-            except BlockingIOError:
-                pass
+        if self._wake_pending or self._closed:
+            return
+        self._wake_pending = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass  # EAGAIN: the counter is full, so already readable; EBADF: closed
+
+    # -- signals (main thread only: Python runs signal handlers there) --------
+    def add_signal_handler(self, sig: int, callback) -> None:
+        """Run `callback()` on the reactor thread on the turn after `sig` arrives."""
+        self._signal_callbacks[sig] = callback
+        previous = signal.signal(sig, self._on_signal)
+        self._signal_previous.setdefault(sig, previous)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        # Only record and wake: this may run inside any reactor method.  The
+        # write is unconditional (signals are rare), so it can never depend
+        # on a flag the interrupted code is about to change.
+        self._signals.append(signum)
+        if not self._closed:
+            self._wake()
 
     def in_reactor_thread(self) -> bool:
         return threading.current_thread() is self.thread
@@ -119,6 +152,8 @@ class Reactor:
                 handler = handlers.get(fd)
                 if handler is not None:
                     self._dispatch(handler, ev)
+            if self._signals:
+                self._run_signals()
             self._run_calls()
             self._run_timers()
 
@@ -129,7 +164,7 @@ class Reactor:
             log.exception("reactor: unhandled error in an event handler")
 
     def _next_timeout(self) -> float:
-        if self._calls:
+        if self._calls or self._signals:
             return 0
         timers = self._timers
         while timers and timers[0][2].cancelled:
@@ -139,14 +174,27 @@ class Reactor:
         return max(0.0, min(1.0, timers[0][0] - time.monotonic()))
 
     def _drain_wake(self) -> None:
-        # Read and clear together: clearing first would let a worker's write
-        # be consumed here and leave the flag stuck, silencing later wake-ups.
-        with self._wake_lock:
+        # Read, THEN clear.  Clearing first would let a worker set the flag
+        # and write, this read consume that write, and the flag stay set with
+        # nothing left to wake us: every later wake-up silenced.  In this
+        # order a call appended while the flag is still set runs this turn
+        # (`_run_calls` comes after), and one appended after the clear writes.
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+        self._wake_pending = False
+
+    def _run_signals(self) -> None:
+        signals = self._signals
+        for _ in range(len(signals)):
+            callback = self._signal_callbacks.get(signals.popleft())
+            if callback is None:
+                continue
             try:
-                os.eventfd_read(self._wake_fd)
-            except BlockingIOError:
-                pass
-            self._wake_pending = False
+                callback()
+            except Exception:
+                log.exception("reactor: unhandled error in a signal callback")
 
     def _run_calls(self) -> None:
         calls = self._calls
@@ -171,7 +219,16 @@ class Reactor:
                 log.exception("reactor: unhandled error in a timer")
 
     def close(self) -> None:
-        with self._wake_lock:
-            self._closed = True
-            os.close(self._wake_fd)
+        # Restore the handlers first: a signal from now on must not touch the
+        # eventfd.  Then mark closed before closing it, so that threads still
+        # running stop writing.  (A thread already past that check could
+        # still write once, to a reused fd number: the server shuts its pool
+        # down before close(), so only a worker stuck past the shutdown
+        # timeout could, as the process exits.)
+        for sig, previous in self._signal_previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._signal_previous.clear()
+        self._closed = True
+        self._wake_pending = True
+        os.close(self._wake_fd)
         self._epoll.close()

@@ -2,8 +2,10 @@
 
 Owns: binding (TCP v4/v6 and unix sockets), the accept loop with its bounds
 (`--max-connections`, concurrent TLS handshakes), choosing each connection's
-transport, graceful shutdown (SIGTERM/SIGINT: stop accepting, let in-flight
-requests finish for `--graceful-timeout`, then close), and the counters line
+transport, what each signal means (gunicorn's meanings; README "Signals"),
+graceful shutdown (SIGTERM: stop accepting, let in-flight requests finish for
+`--graceful-timeout`, then close), quick shutdown (SIGINT, SIGQUIT, a second
+SIGTERM: stop accepting, abort every connection), and the counters line
 logged at exit.  The reactor runs on the thread that calls `run()`.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import stat
 import threading
 
+from . import logs
 from .connection import Connection, Shared
 from .pool import WorkerPool
 from .reactor import IN, Reactor
@@ -25,6 +28,10 @@ from .transport import PlainTransport
 log = logging.getLogger("ktlswsgi.server")
 
 _ACCEPTS_PER_EVENT = 64
+
+# After a quick stop, how long exit waits for workers still inside the app
+# (their connections are already gone; gunicorn's quick stop waits 0.1 s).
+_QUICK_STOP_WORKER_WAIT_S = 1.0
 
 
 def bind_sockets(config) -> list:
@@ -88,6 +95,7 @@ class Server:
         self._tls = transport_factory is not None
         self._paused = False
         self._stopping = False
+        self._quick = False            # a quick stop: connections aborted, short exit
         self.shared = Shared(config=config, reactor=self.reactor, pool=self.pool, app=app,
                              counters=self.counters, scheme=scheme, multiprocess=False,
                              on_closed=self._on_closed,
@@ -168,8 +176,7 @@ class Server:
         self.pool.start()
         self._listen()
         if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.reactor.call_soon_threadsafe(self._begin_shutdown))
+            self._install_signals()
         for addr in self.config.binds:
             log.info("listening on %s://%s", "https" if self._tls else "http", addr)
         self.started.set()
@@ -182,21 +189,68 @@ class Server:
         """Begin a graceful shutdown (from any thread)."""
         self.reactor.call_soon_threadsafe(self._begin_shutdown)
 
+    # -- signals: the reactor records them and runs these on its next turn -------------
+    def _install_signals(self) -> None:
+        """gunicorn's meanings; a signal it gives the master that needs one says so."""
+        on = self.reactor.add_signal_handler
+        on(signal.SIGTERM, self._on_term)
+        on(signal.SIGINT, lambda: self._quick_stop("SIGINT"))
+        on(signal.SIGQUIT, lambda: self._quick_stop("SIGQUIT"))
+        on(signal.SIGUSR1, self._on_usr1)
+        on(signal.SIGHUP, self._on_hup)
+        for sig, what in ((signal.SIGUSR2, "re-exec a new binary"),
+                          (signal.SIGTTIN, "add a worker"),
+                          (signal.SIGTTOU, "remove a worker")):
+            on(sig, lambda name=sig.name, what=what: log.info(
+                "%s ignored in single-process mode (gunicorn's master would %s)", name, what))
+        # gunicorn ignores WINCH unless daemonized; terminals send it on resize.
+        on(signal.SIGWINCH, lambda: log.debug("SIGWINCH ignored (not daemonized)"))
+
+    def _on_term(self) -> None:
+        if self._stopping:
+            self._quick_stop("SIGTERM during a graceful stop")
+        else:
+            self._begin_shutdown()
+
+    def _on_usr1(self) -> None:
+        log.info("SIGUSR1: reopened log files%s", _paths_note(logs.reopen_files()))
+
+    def _on_hup(self) -> None:
+        paths = logs.reopen_files()
+        log.info("SIGHUP: reload needs the pre-fork master (not yet available); "
+                 "reopened log files%s, still serving", _paths_note(paths))
+
+    # -- shutdown -----------------------------------------------------------------------
+    def _stop_accepting(self) -> None:
+        self._stopping = True
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                self.reactor.remove(sock.fileno())
+                sock.close()
+
     def _begin_shutdown(self) -> None:
         if self._stopping:
             return
         log.info("shutting down: %d connections open, graceful timeout %.0fs",
                  len(self.connections), self.config.graceful_timeout_s)
-        self._stopping = True
-        for sock in self.sockets:
-            self.reactor.remove(sock.fileno())
-            sock.close()
+        self._stop_accepting()
         for conn in list(self.connections):
             conn.close_gracefully()
         if not self.connections:
             self.reactor.stop()
             return
         self.reactor.call_later(self.config.graceful_timeout_s, self._force_close)
+
+    def _quick_stop(self, why: str) -> None:
+        """Stop accepting, abort every connection now, exit without the graceful wait."""
+        if self._quick:
+            return
+        self._quick = True
+        log.info("%s: quick stop: aborting %d connections", why, len(self.connections))
+        self._stop_accepting()
+        for conn in list(self.connections):
+            conn._abort(why)
+        self.reactor.stop()
 
     def _force_close(self) -> None:
         if self.connections:
@@ -219,10 +273,15 @@ class Server:
                     os.unlink(b.path)
                 except OSError:
                     pass
-        if not self.pool.shutdown(self.config.graceful_timeout_s):
+        wait_s = _QUICK_STOP_WORKER_WAIT_S if self._quick else self.config.graceful_timeout_s
+        if not self.pool.shutdown(wait_s):
             log.warning("some workers were still busy at exit")
         self.reactor.close()
         log.info("counters: %s", self.counters.summary())
+
+
+def _paths_note(paths: list) -> str:
+    return f" ({', '.join(paths)})" if paths else ": none (stderr is not reopened)"
 
 
 # -- TLS ------------------------------------------------------------------------------
@@ -244,25 +303,43 @@ def tls_transport_factory(config):
     from .tls.context import ServerContext
     from .tls.transports import MemoryTransport, SocketTransport
 
-    certfile, keyfile = config.certfile, config.keyfile
-    if not certfile:
-        from .tls.selfsigned import ensure_selfsigned
-        try:
-            certfile, keyfile = ensure_selfsigned()
-        except (OSError, TLSError) as exc:
-            raise TLSSetupError(f"TLS: cannot make a self-signed certificate: {exc}") from None
-        log.warning("TLS: no --certfile given: using a self-signed certificate for "
-                    "localhost, 127.0.0.1 and ::1 (%s). For development only.", certfile)
     kwargs = {"min_version": config.tls_min_version, "ktls": config.ktls,
               "alpn": ("http/1.1",)}
     if config.ciphers:
         kwargs["ciphers"] = config.ciphers
     if config.tls13_ciphersuites:
         kwargs["tls13_ciphersuites"] = config.tls13_ciphersuites
-    try:
-        context = ServerContext(certfile, keyfile, config.keyfile_password, **kwargs)
-    except TLSError as exc:
-        raise TLSSetupError(str(exc)) from None
+    if config.certfile:
+        try:
+            context = ServerContext(config.certfile, config.keyfile, config.keyfile_password,
+                                    **kwargs)
+        except TLSError as exc:
+            raise TLSSetupError(str(exc)) from None
+    else:
+        from .tls.selfsigned import COVERED_NAMES, development_pair, uncovered_binds
+        try:
+            # Loaded inside the block: an uncached pair's files are gone after it.
+            with development_pair() as pair:
+                try:
+                    context = ServerContext(pair.certfile, pair.keyfile, **kwargs)
+                except TLSError as exc:   # e.g. --ciphers: not the pair's fault
+                    raise TLSSetupError(str(exc)) from None
+        except (OSError, TLSError) as exc:
+            raise TLSSetupError(f"TLS: cannot make a self-signed certificate: {exc}") from None
+        log.warning("TLS: no --certfile given: using a self-signed certificate for %s (%s). "
+                    "For development only.", COVERED_NAMES,
+                    "not cached" if pair.cache_error else pair.certfile)
+        if pair.cache_error:
+            log.warning("TLS: the certificate cache %s cannot be written (%s): a new self-signed "
+                        "certificate is generated at every start (set XDG_CACHE_HOME to a "
+                        "writable directory to keep one)", pair.cache_dir, pair.cache_error)
+        uncovered = uncovered_binds(config.binds)
+        if uncovered:
+            log.warning("TLS: the self-signed certificate only covers %s, but it is served "
+                        "on non-loopback %s: clients that connect by another name or address "
+                        "get a certificate error (give --certfile with a certificate for this "
+                        "host)", COVERED_NAMES,
+                        ", ".join(map(str, uncovered)))
     probe = ktls.log_once(log)
     choice = config.tls_transport
     if choice == "auto":

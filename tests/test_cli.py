@@ -287,3 +287,135 @@ def test_second_bind_in_use_releases_the_first_and_exits_1():
     # The first address was released: it can be bound again at once.
     with socket.socket() as again:
         again.bind(("127.0.0.1", first))
+
+
+# -- bad flags: one line, exit 1 (as for any bad input) --------------------------------------------
+BAD_FLAGS = [
+    pytest.param(["--foo"], "unrecognized argument --foo", id="unknown-flag"),
+    pytest.param(["--foo", "--bar"], "unrecognized arguments --foo --bar", id="two-unknown-flags"),
+    pytest.param(["--threads", "many"], "argument --threads: invalid int value: 'many'", id="bad-int"),
+    pytest.param(["--max-body", "12q"], "argument --max-body: '12q' is not a size", id="bad-size"),
+    pytest.param(["--tls-min-version", "1.1"], "argument --tls-min-version: invalid choice: '1.1'",
+                 id="bad-choice"),
+    pytest.param(["--threads"], "argument --threads: expected one argument", id="missing-value"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_FLAGS)
+def test_bad_flag_exits_1_with_one_line_and_a_help_hint(args, expected):
+    r = run_cli("apps.cli_apps:app", *args)
+    assert r.returncode == 1, r.stderr
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    line = lines[0]
+    assert line.startswith(f"ktlswsgi: error: {expected}"), line
+    assert line.endswith(" (see ktlswsgi --help)"), line
+    assert "usage:" not in r.stderr and r.stdout == ""
+
+
+def test_missing_app_is_one_line_with_a_help_hint():
+    r = run_cli("-b", f"127.0.0.1:{free_port()}")
+    assert r.returncode == 1
+    assert error_lines(r.stderr) == [
+        "ktlswsgi: error: the APP argument is required (see ktlswsgi --help)"], r.stderr
+
+
+# -- the generated development certificate --------------------------------------------------------
+def _unwritable_cache(tmp_path, kind: str) -> str:
+    """A cache path no user can create (tests run as root, where modes do not stop writes)."""
+    if kind == "under-a-file":       # mkdir fails with ENOTDIR
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        return str(blocker / "cache")
+    if kind == "under-proc":         # procfs refuses new directories
+        return "/proc/ktlswsgi-test-cache"
+    if os.geteuid() == 0:            # "read-only": mode 0555 binds only non-root users
+        pytest.skip("root writes into a 0555 directory")
+    ro = tmp_path / "read-only"
+    ro.mkdir(mode=0o555)
+    return str(ro)
+
+
+@pytest.mark.parametrize("kind", ["under-a-file", "under-proc", "mode-0555"])
+def test_tls_with_an_unwritable_cache_serves_a_fresh_certificate(ktlswsgi_cli, tmp_path, kind):
+    cache = _unwritable_cache(tmp_path, kind)
+    env = {"HOME": cache, "XDG_CACHE_HOME": cache, **private_tmpdir(tmp_path)}
+    proc = ktlswsgi_cli("ktlswsgi.demo:app", "--tls", env=env)
+    # The pair was loaded before listening; its temporary files are gone already.
+    assert os.listdir(env["TMPDIR"]) == []
+    r = curl("-k", "-o", "/dev/null", "-w", "%{http_code}", f"https://127.0.0.1:{proc.port}/")
+    assert r.stdout == b"200"
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "[WARNING]" in line]
+    assert any("self-signed" in w and "development" in w.lower() for w in warnings), err
+    assert any(os.path.join(cache, "ktlswsgi", "selfsigned") in w and "every start" in w
+               for w in warnings), err
+    assert "[ERROR]" not in err and "Traceback" not in err
+    assert os.listdir(env["TMPDIR"]) == []
+
+
+def test_tls_with_a_writable_cache_does_not_mention_it(ktlswsgi_cli, tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = ktlswsgi_cli("ktlswsgi.demo:app", "--tls", env=env)
+    curl("-k", f"https://127.0.0.1:{proc.port}/")   # serving: past start-up and its log lines
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+    assert str(tmp_path / "cache") in err and "every start" not in err
+
+
+NOT_COVERED = "only covers localhost, 127.0.0.1 and ::1"
+
+
+def _extra_bind(kind: str, tmp_path) -> str:
+    if kind == "unix":
+        return f"unix:{tmp_path / 's.sock'}"
+    if kind.startswith("ipv6"):
+        if not ipv6_loopback_available():
+            pytest.skip("IPv6 is not available on this host")
+        return f"[{'::' if kind == 'ipv6-any' else '::1'}]:{free_port6()}"
+    return f"{'0.0.0.0' if kind == 'ipv4-any' else 'localhost'}:{free_port()}"
+
+
+@pytest.mark.parametrize("kind,warned", [
+    ("ipv4-any", True), ("ipv6-any", True),
+    ("ipv6-loopback", False), ("localhost", False), ("unix", False),
+])
+def test_generated_certificate_warns_when_served_beyond_loopback(ktlswsgi_cli, tmp_path, kind,
+                                                                 warned):
+    bind = _extra_bind(kind, tmp_path)
+    proc = ktlswsgi_cli("ktlswsgi.demo:app", "--tls", "-b", bind,
+                        env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    curl("-k", f"https://127.0.0.1:{proc.port}/")   # serving: past start-up and its log lines
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if NOT_COVERED in line]
+    if warned:
+        assert len(lines) == 1 and "[WARNING]" in lines[0] and bind in lines[0], err
+        assert f"127.0.0.1:{proc.port}" not in lines[0]   # the loopback bind is covered
+    else:
+        assert lines == [], err
+
+
+def test_a_given_certificate_on_a_public_bind_gets_no_coverage_warning(ktlswsgi_cli, tmp_path):
+    from ktlswsgi.tls.selfsigned import ensure_selfsigned
+    cert, key = ensure_selfsigned(str(tmp_path / "pair"))
+    proc = ktlswsgi_cli("ktlswsgi.demo:app", "--certfile", cert, "--keyfile", key,
+                        "-b", f"0.0.0.0:{free_port()}")
+    curl("-k", f"https://127.0.0.1:{proc.port}/")   # serving: past start-up and its log lines
+    code, _, _, err = stop(proc)
+    assert code == 0, err
+    assert NOT_COVERED not in err and "self-signed" not in err
+
+
+def test_certfile_without_a_key_says_no_private_key_was_found(tmp_path):
+    from ktlswsgi.tls.selfsigned import generate_pem
+    cert_only = tmp_path / "c2.pem"
+    cert_only.write_bytes(generate_pem()[0])
+    r = run_cli("ktlswsgi.demo:app", "-b", f"127.0.0.1:{free_port()}", "--certfile", str(cert_only))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert f"cannot load keyfile '{cert_only}': no private key found in it" in lines[0], lines[0]
+    assert "--keyfile" in lines[0] and "unsupported" not in lines[0]
