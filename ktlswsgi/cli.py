@@ -13,7 +13,6 @@ import os
 import sys
 
 from . import __version__
-from .app import AppLoadError, load_app
 from .config import Bind, Config, ConfigError
 from .logs import setup_logging
 
@@ -58,7 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backlog", type=int, default=d.backlog, help="listen() backlog (default %(default)s)")
     g.add_argument("--max-connections", type=int, default=d.max_connections,
                    help="open connections; accept pauses above (default %(default)s)")
-    g = p.add_argument_group("workers")
+    g.add_argument("--reuse-port", action="store_true",
+                   help="each worker process gets its own SO_REUSEPORT socket (default: one shared)")
+    g = p.add_argument_group("processes (gunicorn's names)")
+    g.add_argument("-c", "--config", metavar="FILE",
+                   help="a Python file of settings named as the long flags (workers = 4); "
+                        "flags given here override it; re-read on HUP")
+    g.add_argument("-w", "--workers", type=int, default=d.workers,
+                   help="worker processes (default %(default)s)")
+    g.add_argument("-t", "--timeout", type=float, default=d.timeout_s,
+                   help="a worker whose reactor is silent this long is killed and replaced; "
+                        "0: never (default %(default)s)")
+    g.add_argument("--max-requests", type=int, default=d.max_requests,
+                   help="a worker retires gracefully after this many requests; 0: never")
+    g.add_argument("--max-requests-jitter", type=int, default=d.max_requests_jitter,
+                   help="add a random 0..N to --max-requests per worker")
+    g.add_argument("--preload", action="store_true",
+                   help="import the app in the master before forking the workers")
+    g.add_argument("-p", "--pid", metavar="FILE", help="write the master's PID to FILE")
+    g.add_argument("-u", "--user", help="workers switch to this user after binding")
+    g.add_argument("-g", "--group", help="workers switch to this group after binding")
+    g.add_argument("-m", "--umask", help="umask of the master (octal, e.g. 027)")
+    g.add_argument("--reload", action="store_true",
+                   help="restart the workers when a .py file under the current directory "
+                        "changes (development; needs the 'reload' extra: watchfiles)")
+    g = p.add_argument_group("threads")
     g.add_argument("--threads", type=int, default=d.threads, help="worker pool threads (default %(default)s)")
     g.add_argument("--queue-size", type=int, default=d.queue_size,
                    help="requests waiting for a worker; beyond this: 503 (default %(default)s)")
@@ -130,10 +153,85 @@ def _read_password(path: str | None) -> str | None:
     return password
 
 
-def config_from_args(args) -> Config:
+# gunicorn's setting names in a config file, for ours.
+_FILE_ALIASES = {"wsgi_app": "app", "keepalive": "keep_alive", "preload_app": "preload",
+                 "accesslog": "access_logfile", "errorlog": "error_logfile",
+                 "loglevel": "log_level", "pidfile": "pid", "access_log_format": "access_logformat",
+                 "proxy_allow_ips": "proxy_allow_from"}
+
+
+def read_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
+    """The settings a Python config file defines, by argparse dest; ConfigError if unknown."""
+    import runpy
+    try:
+        namespace = runpy.run_path(path)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path!r}: no such file") from None
+    except Exception as exc:
+        raise ConfigError(f"--config {path!r}: {type(exc).__name__}: {exc}") from None
+    known = {a.dest for a in parser._actions} - {"help", "version", "config"}
+    values = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or callable(value) or type(value).__name__ == "module":
+            continue
+        dest = _FILE_ALIASES.get(name, name)
+        if dest not in known:
+            raise ConfigError(f"--config {path!r}: unknown setting {name!r}")
+        values[dest] = value
+    return values
+
+
+def parse(argv=None):
+    """(args, Config) from the command line over the config file, if any."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    file_binds = None
+    if args.config:
+        values = read_config_file(args.config, parser)
+        file_binds = values.pop("bind", None)
+        if isinstance(file_binds, str):
+            file_binds = [file_binds]
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args, config_from_args(args, file_binds)
+
+
+def _user_and_group(user, group):
+    import grp
+    import pwd
+    name = uid = gid = None
+    if user is not None:
+        try:
+            entry = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(str(user))
+        except KeyError:
+            raise ConfigError(f"--user {user!r}: no such user") from None
+        name, uid, gid = entry.pw_name, entry.pw_uid, entry.pw_gid
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if str(group).isdigit() else grp.getgrnam(str(group)).gr_gid
+        except KeyError:
+            raise ConfigError(f"--group {group!r}: no such group") from None
+    return name, uid, gid
+
+
+def _umask(text):
+    if text is None or isinstance(text, int):
+        return text
+    try:
+        return int(text, 8) if text.isdigit() else int(text, 0)
+    except ValueError:
+        raise ConfigError(f"--umask {text!r}: not an octal number") from None
+
+
+def config_from_args(args, file_binds=None) -> Config:
+    user_name, uid, gid = _user_and_group(args.user, args.group)
     cfg = Config(
         app=args.app or "",
-        binds=[Bind.parse(b) for b in (args.bind or ["127.0.0.1:8000"])],
+        binds=[Bind.parse(b) for b in (args.bind or file_binds or ["127.0.0.1:8000"])],
+        workers=args.workers, timeout_s=args.timeout, max_requests=args.max_requests,
+        max_requests_jitter=args.max_requests_jitter, preload=args.preload,
+        reuse_port=args.reuse_port, pid_file=args.pid, user_name=user_name, uid=uid, gid=gid,
+        umask=_umask(args.umask), reload=args.reload,
         threads=args.threads, queue_size=args.queue_size, backlog=args.backlog,
         max_connections=args.max_connections,
         keep_alive_s=args.keep_alive, header_timeout_s=args.header_timeout,
@@ -156,10 +254,8 @@ def config_from_args(args) -> Config:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        args, cfg = parse(argv)
     except ConfigError as exc:
         print(f"ktlswsgi: error: {exc}", file=sys.stderr)
         return 1
@@ -172,36 +268,24 @@ def main(argv=None) -> int:
             print("ktlswsgi: error: the APP argument is required (see ktlswsgi --help)",
                   file=sys.stderr)
             return 1
-        return _serve(cfg)
+        return _serve(cfg, argv)
     finally:
         if listener:
             listener.stop()
 
 
-def _serve(cfg: Config) -> int:
-    from .server import Server, bind_sockets
+def _serve(cfg: Config, argv) -> int:
+    from .arbiter import Arbiter
     if cfg.chdir:
         os.chdir(cfg.chdir)
-    try:
-        app = load_app(cfg.app)
-    except AppLoadError as exc:
-        log.error("%s", exc)
-        return 1
-    try:
-        sockets = bind_sockets(cfg)
-    except OSError as exc:
-        log.error("%s", exc.strerror or exc)
-        return 1
-    factory, scheme = None, "http"
-    if cfg.tls:
-        from .server import TLSSetupError, tls_transport_factory
+    if cfg.reload:
         try:
-            factory = tls_transport_factory(cfg)
-        except TLSSetupError as exc:
-            log.error("%s", exc)
-            for s in sockets:
-                s.close()
+            import watchfiles  # noqa: F401
+        except ImportError:
+            log.error("--reload needs watchfiles: pip install 'ktlswsgi[reload]'")
             return 1
-        scheme = "https"
-    Server(cfg, app, sockets=sockets, transport_factory=factory, scheme=scheme).run()
-    return 0
+
+    def reload_config() -> Config:
+        return parse(argv)[1]
+
+    return Arbiter(cfg, reload_config, argv=argv).run()

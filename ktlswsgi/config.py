@@ -62,6 +62,19 @@ class Bind:
 class Config:
     app: str = ""
     binds: list = field(default_factory=lambda: [Bind.parse("127.0.0.1:8000")])
+    # processes (the master: arbiter.py)
+    workers: int = 1                   # worker processes forked by the master
+    timeout_s: float = 30.0            # a worker whose reactor is silent this long is replaced; 0: never
+    max_requests: int = 0              # a worker retires after this many requests; 0: never
+    max_requests_jitter: int = 0       # ... plus a random 0..jitter, so workers do not retire together
+    preload: bool = False              # import the app in the master before forking
+    reuse_port: bool = False           # each worker its own SO_REUSEPORT listening socket
+    pid_file: str | None = None
+    user_name: str | None = None       # workers switch to this user (and uid/gid) after binding
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None
+    reload: bool = False               # restart workers when the code changes (development)
     threads: int = 16
     queue_size: int = 256              # requests waiting for a worker; beyond: 503
     backlog: int = 2048                # listen(2) backlog
@@ -131,6 +144,12 @@ class Config:
             raise ConfigError("--keyfile needs --certfile")
         if self.keyfile_password is not None and not self.certfile:
             raise ConfigError("--keyfile-password-file needs --certfile")
+        if self.workers < 1:
+            raise ConfigError("--workers must be >= 1")
+        if self.timeout_s < 0 or self.max_requests < 0 or self.max_requests_jitter < 0:
+            raise ConfigError("--timeout, --max-requests and --max-requests-jitter must be >= 0")
+        if self.reload and self.preload:
+            raise ConfigError("--reload needs the app imported in each worker: drop --preload")
         if self.chdir and not os.path.isdir(self.chdir):
             raise ConfigError(f"--chdir {self.chdir!r}: not a directory")
         return self

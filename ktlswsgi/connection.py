@@ -53,6 +53,9 @@ _COALESCE_BYTES = 64 * 1024
 # cold file (sendfile/pread waiting on the disk) can hold the reactor.
 _WRITE_BUDGET_BYTES = 512 * 1024
 _READS_PER_EVENT = 4
+# A draining server keeps an idle keep-alive connection this long for a request
+# the client may already be sending (closing at once would fail it).
+_DRAIN_IDLE_S = 1.0
 
 
 @dataclass
@@ -101,6 +104,8 @@ class Connection:
         now = time.monotonic()
         self._phase_since = now
         self._first_request = True
+        self._draining = False          # the server is stopping: close after the next response
+        self._drain_since = 0.0
         self._timer = None
         self._timer_when = 0.0
         # reading
@@ -203,8 +208,12 @@ class Connection:
         if st == HANDSHAKE:
             return self._phase_since + c.handshake_timeout_s, "handshake"
         if st == IDLE:
-            limit = c.header_timeout_s if self._first_request else c.keep_alive_s
-            return self._phase_since + limit, "idle"
+            if self._first_request:
+                return self._phase_since + c.header_timeout_s, "idle"
+            when = self._phase_since + c.keep_alive_s
+            if self._draining:
+                when = min(when, max(self._phase_since, self._drain_since) + _DRAIN_IDLE_S)
+            return when, "idle"
         if st == HEADERS:
             return self._phase_since + c.header_timeout_s, "headers"
         if st in (LINGER, CLOSING):
@@ -676,7 +685,8 @@ class Connection:
                 else:
                     wire.append(memoryview(p))
         elif kind is Head:
-            close = item.close or self._close_after_response or self._must_close_after()
+            close = (item.close or self._close_after_response or self._draining
+                     or self._must_close_after())
             self._close_after_response = close
             self._resp_status = item.status
             wire.append(memoryview(http.response_head(item.status, item.headers, item.reason, close)))
@@ -715,6 +725,8 @@ class Connection:
     def _response_done(self, done: _Done) -> None:
         req = self._request
         if req is not None:
+            self.s.counters.record_response(req.method, done.status,
+                                            time.monotonic() - self._request_started)
             log_response(self.peer_text, req, done.status, done.body_bytes,
                          self._request_started, self.tls_info)
         self._request = None
@@ -745,11 +757,21 @@ class Connection:
 
     # -- ending ------------------------------------------------------------------------------
     def close_gracefully(self) -> None:
-        """Server shutdown: idle connections close now, busy ones after their response."""
-        if self.state in (IDLE, HANDSHAKE, HEADERS, LINGER) or (self.state == CLOSING and self._shut):
+        """Server shutdown (TERM, reload, --max-requests): drain without failing a request.
+
+        The next response head says `Connection: close`.  A keep-alive client
+        may be sending its next request right now, so an idle connection is
+        not closed at once: it gets `_DRAIN_IDLE_S` to start one (a fresh
+        connection keeps its header timeout).  --graceful-timeout bounds it all.
+        """
+        if self.state == CLOSING and self._shut:
             self._close()
-        elif self.state == ACTIVE:
-            self._close_after_response = True
+            return
+        if not self._draining:
+            self._draining = True
+            self._drain_since = time.monotonic()
+            if self.state != CLOSED:
+                self._update()
 
     def _shutdown(self) -> None:
         """Output is flushed: send FIN / close_notify, then drain until EOF or linger_s."""
@@ -777,9 +799,12 @@ class Connection:
     def _close(self, unsent_status: int = 499) -> None:
         if self.state == CLOSED:
             return
+        self.s.counters.connections_closed += 1
         req = self._request
         if req is not None:  # every request that reached the app gets its line
             self._request = None
+            self.s.counters.record_response(req.method, self._resp_status or unsent_status,
+                                            time.monotonic() - self._request_started)
             log_response(self.peer_text, req, self._resp_status or unsent_status,
                          self._resp_bytes, self._request_started, self.tls_info,
                          aborted=True)

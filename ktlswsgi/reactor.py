@@ -34,6 +34,7 @@ IN = select.EPOLLIN
 OUT = select.EPOLLOUT
 RDHUP = select.EPOLLRDHUP
 ERR = select.EPOLLERR | select.EPOLLHUP
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
 class Timer:

@@ -21,13 +21,14 @@ import threading
 from . import logs
 from .connection import Connection, Shared
 from .pool import WorkerPool
-from .reactor import IN, Reactor
+from .reactor import EPOLLEXCLUSIVE, IN, Reactor
 from .telemetry import Counters
 from .transport import PlainTransport
 
 log = logging.getLogger("ktlswsgi.server")
 
 _ACCEPTS_PER_EVENT = 64
+_READY, _RETIRING = 1, 2    # messages to the master (arbiter.MSG_READY, MSG_RETIRING)
 
 # After a quick stop, how long exit waits for workers still inside the app
 # (their connections are already gone; gunicorn's quick stop waits 0.1 s).
@@ -82,10 +83,29 @@ def _bind_one(b, backlog: int) -> socket.socket:
 
 
 class Server:
-    def __init__(self, config, app, sockets=None, transport_factory=None, scheme: str = "http"):
+    """One serving process: the reactor on the thread that calls `run()`, plus the pool.
+
+    Alone (tests, embedding) it binds its own sockets and answers signals
+    itself.  As a worker of the master (`worker` is the arbiter's
+    `WorkerLink`) it serves the sockets it was given, beats its heartbeat from
+    a reactor timer, obeys TERM (graceful) and INT/QUIT (quick), reopens logs
+    on USR1, and ignores the signals meant for the master.
+    """
+
+    def __init__(self, config, app, sockets=None, transport_factory=None, scheme: str = "http",
+                 worker=None, owned_unix_paths=None):
         self.config = config
         self.app = app
-        self.sockets = sockets if sockets is not None else bind_sockets(config)
+        self.worker = worker
+        if sockets is None:
+            sockets = bind_sockets(config)
+            owned_unix_paths = [b.path for b in config.binds if b.family == "unix"]
+        self.sockets = sockets
+        self._owned_unix_paths = list(owned_unix_paths or ())
+        # Workers sharing one listening socket: wake one of them per connection.
+        self._listen_events = IN
+        if worker is not None and not config.reuse_port and config.workers > 1:
+            self._listen_events = IN | EPOLLEXCLUSIVE
         self.reactor = Reactor()
         self.pool = WorkerPool(config.threads, config.queue_size)
         self.counters = Counters()
@@ -97,10 +117,12 @@ class Server:
         self._stopping = False
         self._quick = False            # a quick stop: connections aborted, short exit
         self.shared = Shared(config=config, reactor=self.reactor, pool=self.pool, app=app,
-                             counters=self.counters, scheme=scheme, multiprocess=False,
+                             counters=self.counters, scheme=scheme,
+                             multiprocess=worker is not None and config.workers > 1,
                              on_closed=self._on_closed,
                              on_handshake_done=self._on_handshake_done)
         self.started = threading.Event()
+        self._tick_s = max(0.1, min(1.0, config.timeout_s / 4)) if config.timeout_s else 1.0
 
     @property
     def addresses(self) -> list:
@@ -109,14 +131,17 @@ class Server:
     # -- accept ---------------------------------------------------------------------
     def _listen(self) -> None:
         for sock in self.sockets:
-            self.reactor.add(sock.fileno(), IN, lambda ev, s=sock: self._accept(s))
+            self.reactor.add(sock.fileno(), self._listen_events, lambda ev, s=sock: self._accept(s))
 
     def _set_accepting(self, on: bool) -> None:
         if on == (not self._paused) or self._stopping:
             return
         self._paused = not on
-        for sock in self.sockets:
-            self.reactor.modify(sock.fileno(), IN if on else 0)
+        if on:
+            self._listen()
+        else:  # (EPOLLEXCLUSIVE registrations cannot be modified, only removed)
+            for sock in self.sockets:
+                self.reactor.remove(sock.fileno())
         if not on:
             log.warning("connection limit reached (%d open, %d handshaking): "
                         "pausing accept", len(self.connections), len(self.handshaking))
@@ -175,10 +200,16 @@ class Server:
         """Serve until a shutdown signal (or `stop()`); then drain and return."""
         self.pool.start()
         self._listen()
-        if install_signals:
-            self._install_signals()
-        for addr in self.config.binds:
-            log.info("listening on %s://%s", "https" if self._tls else "http", addr)
+        worker = self.worker
+        if worker is not None:
+            self._install_worker_signals()
+            self._tick()
+            worker.send(_READY)
+        else:
+            if install_signals:
+                self._install_signals()
+            for addr in self.config.binds:
+                log.info("listening on %s://%s", "https" if self._tls else "http", addr)
         self.started.set()
         try:
             self.reactor.run()
@@ -188,6 +219,14 @@ class Server:
     def stop(self) -> None:
         """Begin a graceful shutdown (from any thread)."""
         self.reactor.call_soon_threadsafe(self._begin_shutdown)
+
+    def retire(self, reason: str) -> None:
+        """A worker asks the master for a replacement, then stops gracefully (any thread)."""
+        def retire():
+            if not self._stopping:
+                self.worker.send(_RETIRING, reason)
+                self._begin_shutdown()
+        self.reactor.call_soon_threadsafe(retire)
 
     # -- signals: the reactor records them and runs these on its next turn -------------
     def _install_signals(self) -> None:
@@ -206,6 +245,30 @@ class Server:
         # gunicorn ignores WINCH unless daemonized; terminals send it on resize.
         on(signal.SIGWINCH, lambda: log.debug("SIGWINCH ignored (not daemonized)"))
 
+    def _install_worker_signals(self) -> None:
+        on = self.reactor.add_signal_handler
+        on(signal.SIGTERM, self._on_term)
+        on(signal.SIGINT, lambda: self._quick_stop("SIGINT"))
+        on(signal.SIGQUIT, lambda: self._quick_stop("SIGQUIT"))
+        on(signal.SIGUSR1, lambda: logs.reopen_files())
+        for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU,
+                    signal.SIGWINCH):
+            signal.signal(sig, signal.SIG_IGN)   # the master's signals
+
+    def _tick(self) -> None:
+        """The worker's heartbeat, from the reactor loop itself: a reactor stuck
+        for --timeout seconds stops beating and the master replaces the worker."""
+        worker = self.worker
+        worker.beat()
+        if not self._stopping:
+            if not worker.master_alive():
+                log.warning("worker %d: the master is gone; stopping", os.getpid())
+                self._begin_shutdown()
+            elif worker.max_requests and self.counters.requests >= worker.max_requests:
+                worker.send(_RETIRING, f"{self.counters.requests} requests, --max-requests")
+                self._begin_shutdown()
+        self.reactor.call_later(self._tick_s, self._tick)
+
     def _on_term(self) -> None:
         if self._stopping:
             self._quick_stop("SIGTERM during a graceful stop")
@@ -222,11 +285,15 @@ class Server:
 
     # -- shutdown -----------------------------------------------------------------------
     def _stop_accepting(self) -> None:
-        self._stopping = True
         for sock in self.sockets:
             if sock.fileno() >= 0:
+                if self.config.reuse_port and self.worker is not None and not self._quick:
+                    # Our own SO_REUSEPORT socket: the connections queued on it
+                    # would be reset by its close, so take them first.
+                    self._accept(sock)
                 self.reactor.remove(sock.fileno())
                 sock.close()
+        self._stopping = True
 
     def _begin_shutdown(self) -> None:
         if self._stopping:
@@ -267,12 +334,11 @@ class Server:
                 sock.close()
             except OSError:
                 pass
-        for b in self.config.binds:
-            if b.family == "unix":
-                try:
-                    os.unlink(b.path)
-                except OSError:
-                    pass
+        for path in self._owned_unix_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         wait_s = _QUICK_STOP_WORKER_WAIT_S if self._quick else self.config.graceful_timeout_s
         if not self.pool.shutdown(wait_s):
             log.warning("some workers were still busy at exit")

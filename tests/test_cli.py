@@ -40,7 +40,10 @@ def run_cli(*args, cwd=None, timeout: float = 20.0) -> subprocess.CompletedProce
 
 
 def error_lines(stderr: str) -> list:
-    return [line for line in stderr.splitlines() if line.strip()]
+    """The lines that report an error: all but the log's INFO/DEBUG/WARNING lines
+    (the master says where it listens and which workers it boots)."""
+    return [line for line in stderr.splitlines() if line.strip()
+            and not any(f"] [{lvl}] " in line for lvl in ("INFO", "DEBUG", "WARNING"))]
 
 
 def curl(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:

@@ -1,10 +1,12 @@
-"""Signals as operators and logrotate send them, to a real `python -m ktlswsgi` process.
+"""Signals as operators and logrotate send them, to a real `python -m ktlswsgi` master.
 
-HUP, USR1, USR2, TTIN, TTOU and WINCH never kill the server nor cut a
-transfer in flight; USR1 (and HUP) reopen the access log file; TERM stops
-gracefully, INT and QUIT (and a second TERM) stop at once, each with exit 0;
-and a storm of signals while workers wake the reactor constantly does not
-deadlock it (the handler once took the lock the reactor held in _drain_wake).
+HUP (reload), USR1, TTIN, TTOU and WINCH never cut a transfer in flight nor
+stop the server; USR1 and HUP make the workers write the access log to a new
+file at its path; TERM stops gracefully, INT and QUIT (and a second TERM)
+stop at once, each with exit 0; and a storm of signals while threads wake
+the worker's reactor constantly does not deadlock it (the handler once took
+the lock the reactor held in _drain_wake).  USR2 and the process model:
+tests/test_arbiter.py.
 """
 from __future__ import annotations
 
@@ -104,9 +106,9 @@ def download_file(tmp_path) -> tuple[str, str]:
 def start(ktlswsgi_cli, tmp_path, *args, download: str | None = None) -> ServerProc:
     env = {"KTLSWSGI_TEST_DOWNLOAD": download} if download else None
     srv = ServerProc(ktlswsgi_cli("apps.signal_apps:app", *args, env=env))
-    # The port answers as soon as it is bound, before run() installs the
-    # handlers; this line comes after them.
-    srv.wait_log("listening on")
+    # The port answers as soon as the master binds it; the handlers are
+    # installed before "master ...", and a worker is serving after "ready".
+    srv.wait_log("master ")
     return srv
 
 
@@ -177,11 +179,10 @@ def wait_access_line(path, text: str, timeout: float = 10.0) -> list[str]:
 
 # -- the harmless signals, in the middle of a download --------------------------------------------
 HARMLESS = [
-    pytest.param(signal.SIGHUP, "SIGHUP: reload needs the pre-fork master", id="HUP"),
+    pytest.param(signal.SIGHUP, "SIGHUP: reloading", id="HUP"),
     pytest.param(signal.SIGUSR1, "SIGUSR1: reopened log files", id="USR1"),
-    pytest.param(signal.SIGUSR2, "SIGUSR2 ignored in single-process mode", id="USR2"),
-    pytest.param(signal.SIGTTIN, "SIGTTIN ignored in single-process mode", id="TTIN"),
-    pytest.param(signal.SIGTTOU, "SIGTTOU ignored in single-process mode", id="TTOU"),
+    pytest.param(signal.SIGTTIN, "SIGTTIN: 2 workers", id="TTIN"),
+    pytest.param(signal.SIGTTOU, "SIGTTOU: 1 worker", id="TTOU"),
     pytest.param(signal.SIGWINCH, "SIGWINCH ignored", id="WINCH"),
 ]
 
@@ -222,7 +223,7 @@ def test_sighup_during_a_tls_download_neither_cuts_it_nor_stops_the_server(
         tls.sendall(b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         first = tls.recv(FIRST_READ_BYTES)
         assert first.startswith(b"HTTP/1.1 200"), first[:100]
-        srv.send(signal.SIGHUP, expect="SIGHUP: reload needs the pre-fork master")
+        srv.send(signal.SIGHUP, expect="SIGHUP: reloading")
         chunks = [first]
         while True:
             try:
@@ -242,7 +243,7 @@ def test_sighup_during_a_tls_download_neither_cuts_it_nor_stops_the_server(
 # -- log files ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig,handled", [
     pytest.param(signal.SIGUSR1, "SIGUSR1: reopened log files", id="USR1"),
-    pytest.param(signal.SIGHUP, "SIGHUP: reload needs the pre-fork master", id="HUP"),
+    pytest.param(signal.SIGHUP, "SIGHUP: reloading", id="HUP"),
 ])
 def test_signal_after_logrotate_renames_the_access_log_opens_a_new_file(
         ktlswsgi_cli, tmp_path, sig, handled):
@@ -330,7 +331,8 @@ def test_signal_storm_while_workers_wake_the_reactor_does_not_deadlock(ktlswsgi_
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
     for t in threads:
         t.start()
-    storm = [signal.SIGWINCH, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU]
+    # USR1 goes on from the master to the worker, whose reactor handles it.
+    storm = [signal.SIGWINCH, signal.SIGUSR1]
     try:
         for n in range(300):
             srv.proc.send_signal(storm[n % len(storm)])

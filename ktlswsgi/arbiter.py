@@ -1,0 +1,727 @@
+"""The master process: listeners, worker processes, supervision, signals.
+
+Owns (gunicorn's arbiter shape): getting the listening sockets once (bound
+here, inherited from systemd socket activation or from the master that
+re-executed us), building the TLS context once, forking `--workers` worker
+processes that each run a `server.Server` (one reactor + one thread pool),
+and keeping them alive: reap the dead and replace them (backing off when they
+die at boot), kill a worker whose reactor stopped sending heartbeats for
+`--timeout` seconds, recycle after `--max-requests`, and stop everything
+within `--graceful-timeout`.  It never accepts a connection and never holds
+an SSL object of a client; a worker never forks.
+
+Signals (gunicorn's meanings): TERM graceful stop, INT/QUIT quick stop, HUP
+reload (config file, certificate and, without --preload, the app: new
+workers first, then the old ones stop gracefully), TTIN/TTOU one worker more
+or less, USR1 reopen log files (here and in every worker), USR2 re-execute
+the current binary with the same listeners, CHLD reap.  Handlers only record
+the signal and write to a pipe; the main loop acts on it.
+
+Workers talk to the master through two channels made before the fork: a
+shared memory page with one heartbeat slot per worker (the reactor writes
+its monotonic clock there every tick), and a pipe of short messages (ready,
+retiring, boot error).
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import faulthandler
+import logging
+import mmap
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+from . import logs
+
+log = logging.getLogger("ktlswsgi.arbiter")
+
+WORKER_BOOT_ERROR = 3
+_MAX_SLOTS = 1024
+_SLOT = struct.Struct("d")
+# Messages on the worker -> master pipe: kind, slot, payload length, payload.
+_MSG = struct.Struct("!BHH")
+MSG_READY, MSG_RETIRING, MSG_BOOT_ERROR = 1, 2, 3
+_MSG_MAX_PAYLOAD = 1024        # keeps every message under PIPE_BUF: written atomically
+_KILL_AFTER_ABORT_S = 2.0      # SIGABRT (faulthandler dumps the stacks), then SIGKILL
+_STOP_MARGIN_S = 2.0           # a worker gets this beyond --graceful-timeout
+_BACKOFF_MAX_S = 5.0
+_FAST_DEATH_S = 1.0            # a worker dying sooner than this after spawn backs off
+
+INHERIT_ENV = "KTLSWSGI_LISTEN_FDS"    # listeners handed over by USR2 re-exec
+
+_SIGNAMES = {getattr(signal, n): n for n in (
+    "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2",
+    "SIGCHLD", "SIGWINCH")}
+
+
+class BootError(Exception):
+    """The app cannot boot; the master stops instead of restarting in a loop."""
+
+
+class Worker:
+    __slots__ = ("pid", "slot", "generation", "spawned_at", "state", "kill_at", "aborted")
+
+    def __init__(self, pid: int, slot: int, generation: int):
+        self.pid, self.slot, self.generation = pid, slot, generation
+        self.spawned_at = time.monotonic()
+        self.state = "booting"     # booting -> ready -> (retiring | stopping)
+        self.kill_at = 0.0         # when a stopping worker gets SIGKILL
+        self.aborted = False       # timed out: SIGABRT sent
+
+    @property
+    def serving(self) -> bool:
+        return self.state in ("booting", "ready")
+
+
+class Heartbeats:
+    """One double per worker slot in an anonymous shared mapping (made before fork)."""
+
+    def __init__(self, slots: int = _MAX_SLOTS):
+        self._map = mmap.mmap(-1, slots * _SLOT.size)
+
+    def beat(self, slot: int) -> None:
+        _SLOT.pack_into(self._map, slot * _SLOT.size, time.monotonic())
+
+    def last(self, slot: int) -> float:
+        return _SLOT.unpack_from(self._map, slot * _SLOT.size)[0]
+
+
+class WorkerLink:
+    """A worker's side of the master's channels; used on the worker's reactor thread."""
+
+    def __init__(self, master_pid: int, slot: int, heartbeats: Heartbeats, notify_fd: int,
+                 max_requests: int):
+        self.master_pid = master_pid
+        self.slot = slot
+        self._heartbeats = heartbeats
+        self._notify_fd = notify_fd
+        self.max_requests = max_requests
+        self.retiring = False
+
+    def beat(self) -> None:
+        self._heartbeats.beat(self.slot)
+
+    def send(self, kind: int, text: str = "") -> None:
+        payload = text.encode("utf-8", "replace")[:_MSG_MAX_PAYLOAD]
+        try:
+            os.write(self._notify_fd, _MSG.pack(kind, self.slot, len(payload)) + payload)
+        except OSError:
+            pass  # the master is gone: the parent check stops this worker
+
+    def master_alive(self) -> bool:
+        return os.getppid() == self.master_pid
+
+
+class Arbiter:
+    """Run with `Arbiter(cfg, reload_config).run()`; returns the exit code."""
+
+    def __init__(self, cfg, reload_config=None, argv=None):
+        self.cfg = cfg
+        self._reload_config = reload_config   # () -> Config, re-reads the config file
+        self._argv = list(sys.argv[1:] if argv is None else argv)
+        self.pid = os.getpid()
+        self.listeners: list[socket.socket] = []
+        self._owned_unix_paths: list[str] = []
+        self._transport_factory = None
+        self._scheme = "http"
+        self._app = None
+        self.workers: dict[int, Worker] = {}
+        self.num_workers = cfg.workers
+        self.generation = 0
+        self._heartbeats = Heartbeats()
+        self._signals: collections.deque = collections.deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._notify_buf = b""
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._exit_code = 0
+        self._fast_deaths = 0
+        self._next_spawn_at = 0.0
+        self._reexec_pid = 0
+        self._pidfile_path = None
+        self.restarts = 0
+
+    # -- start -----------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self._start()
+        except BootError as exc:
+            log.error("%s", exc)
+            self._cleanup()
+            return 1
+        try:
+            self._loop()
+        finally:
+            self._cleanup()
+        return self._exit_code
+
+    def _start(self) -> None:
+        from .app import AppLoadError, load_app
+        from .server import TLSSetupError, bind_sockets, tls_transport_factory
+        cfg = self.cfg
+        if cfg.umask is not None:
+            os.umask(cfg.umask)
+        if cfg.pid_file:
+            self._write_pidfile(cfg.pid_file)
+        self.listeners = self._inherited_listeners()
+        if not self.listeners:
+            try:
+                self.listeners = bind_sockets(cfg)
+            except OSError as exc:
+                raise BootError(exc.strerror or str(exc)) from None
+            self._owned_unix_paths = [b.path for b in cfg.binds if b.family == "unix"]
+            if cfg.uid is not None:
+                for path in self._owned_unix_paths:
+                    os.chown(path, cfg.uid, cfg.gid if cfg.gid is not None else -1)
+        if cfg.tls:
+            try:
+                self._transport_factory = tls_transport_factory(cfg)
+            except TLSSetupError as exc:
+                raise BootError(str(exc)) from None
+            self._scheme = "https"
+        if cfg.preload:
+            try:
+                self._app = load_app(cfg.app)
+            except AppLoadError as exc:
+                raise BootError(str(exc)) from None
+        for sig in _SIGNAMES:
+            signal.signal(sig, self._on_signal)
+        for sock in self.listeners:
+            log.info("listening on %s://%s", self._scheme, _describe(sock))
+        log.info("master %d: %d worker%s, %d threads each%s", self.pid, self.num_workers,
+                 "" if self.num_workers == 1 else "s", cfg.threads,
+                 ", app preloaded" if cfg.preload else "")
+
+    def _inherited_listeners(self) -> list:
+        """Sockets from a re-executing master (USR2) or from systemd (LISTEN_FDS)."""
+        fds = []
+        text = os.environ.pop(INHERIT_ENV, "")
+        if text:
+            fds = [int(x) for x in text.split(",") if x]
+            how = "the previous master"
+        elif os.environ.get("LISTEN_PID") == str(os.getpid()):
+            count = int(os.environ.get("LISTEN_FDS", "0"))
+            fds = list(range(3, 3 + count))
+            how = "systemd socket activation"
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
+        socks = []
+        for fd in fds:
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            os.set_inheritable(fd, False)
+            socks.append(sock)
+        if socks:
+            log.info("using %d listening socket%s from %s", len(socks),
+                     "" if len(socks) == 1 else "s", how)
+        return socks
+
+    def _write_pidfile(self, path: str) -> None:
+        try:
+            with open(path) as f:
+                old = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            old = 0
+        if old and old != self.pid and _alive(old):
+            raise BootError(f"--pid {path}: already running as PID {old}")
+        tmp = f"{path}.{self.pid}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{self.pid}\n")
+            os.rename(tmp, path)
+        except OSError as exc:
+            raise BootError(f"--pid {path}: {exc.strerror}") from None
+        self._pidfile_path = path
+
+    # -- the loop ------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        # Record and wake, nothing else: this may interrupt the loop anywhere.
+        if signum != signal.SIGCHLD:
+            self._signals.append(signum)
+        try:
+            os.write(self._wake_w, b".")
+        except OSError:
+            pass
+
+    def _loop(self) -> None:
+        while True:
+            self._reap()
+            while self._signals:
+                self._handle(self._signals.popleft())
+            self._read_notify()
+            if self._exit_code and not self._stopping:   # boot error: stop the rest
+                self._stop(graceful=False)
+            if self._stopping:
+                if not self.workers:
+                    return
+                self._kill_overdue()
+            else:
+                self._murder_timeouts()
+                self._manage_workers()
+            self._sleep()
+
+    def _sleep(self) -> None:
+        if self._signals:
+            return
+        timeout = 1.0
+        if self._next_spawn_at:
+            timeout = max(0.0, min(timeout, self._next_spawn_at - time.monotonic()))
+        try:
+            ready, _, _ = select.select([self._wake_r, self._notify_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _handle(self, sig: int) -> None:
+        name = _SIGNAMES.get(sig, str(sig))
+        if sig == signal.SIGTERM:
+            if self._stopping:
+                log.info("SIGTERM during a graceful stop: quick stop")
+                self._stop(graceful=False)
+            else:
+                log.info("SIGTERM: graceful stop (up to %.0fs)", self.cfg.graceful_timeout_s)
+                self._stop(graceful=True)
+        elif sig in (signal.SIGINT, signal.SIGQUIT):
+            log.info("%s: quick stop", name)
+            self._stop(graceful=False)
+        elif self._stopping:
+            log.info("%s ignored while stopping", name)
+        elif sig == signal.SIGHUP:
+            self._reload()
+        elif sig == signal.SIGTTIN:
+            self.num_workers += 1
+            log.info("SIGTTIN: %d workers", self.num_workers)
+        elif sig == signal.SIGTTOU:
+            if self.num_workers > 1:
+                self.num_workers -= 1
+            log.info("SIGTTOU: %d worker%s", self.num_workers, "" if self.num_workers == 1 else "s")
+        elif sig == signal.SIGUSR1:
+            logs.reopen_files()
+            self._kill_all(signal.SIGUSR1)
+            log.info("SIGUSR1: reopened log files%s; told %d workers",
+                     _paths_note(self._log_files()), len(self.workers))
+        elif sig == signal.SIGUSR2:
+            self._reexec()
+        elif sig == signal.SIGWINCH:
+            log.debug("SIGWINCH ignored (not daemonized)")
+
+    # -- workers -------------------------------------------------------------------------
+    def _manage_workers(self) -> None:
+        current = [w for w in self.workers.values()
+                   if w.serving and w.generation == self.generation]
+        old = [w for w in self.workers.values() if w.serving and w.generation != self.generation]
+        if old and sum(w.state == "ready" for w in current) >= self.num_workers:
+            for w in old:
+                self._stop_worker(w, graceful=True)
+            log.info("reload: %d new workers ready, old workers stopping", len(current))
+        if len(current) < self.num_workers:
+            if time.monotonic() >= self._next_spawn_at:
+                self._next_spawn_at = 0.0
+                for _ in range(self.num_workers - len(current)):
+                    self._spawn()
+        elif len(current) > self.num_workers:
+            excess = sorted(current, key=lambda w: w.spawned_at)[:len(current) - self.num_workers]
+            for w in excess:
+                self._stop_worker(w, graceful=True)
+
+    def _free_slot(self) -> int:
+        used = {w.slot for w in self.workers.values()}
+        for slot in range(_MAX_SLOTS):
+            if slot not in used:
+                return slot
+        raise RuntimeError("no free worker slot")
+
+    def _spawn(self) -> None:
+        slot = self._free_slot()
+        self._heartbeats.beat(slot)
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = Worker(pid, slot, self.generation)
+            log.info("booting worker %d (slot %d)", pid, slot)
+            return
+        code = 1
+        try:
+            code = self._worker_main(slot)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker %d: unexpected error", os.getpid())
+        finally:
+            try:
+                atexit._run_exitfuncs()   # the app's (os._exit skips them)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def _worker_main(self, slot: int) -> int:
+        """The body of a worker process; returns its exit code."""
+        from .app import AppLoadError, load_app
+        from .server import Server
+        for sig in _SIGNAMES:
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        os.close(self._notify_r)
+        random.seed()
+        faulthandler.enable(all_threads=True)   # SIGABRT from the timeout: stacks to stderr
+        cfg = self.cfg
+        link = WorkerLink(self.pid, slot, self._heartbeats, self._notify_w,
+                          _jittered(cfg.max_requests, cfg.max_requests_jitter))
+        link.beat()
+        sockets = self.listeners
+        if cfg.reuse_port:
+            sockets = _reuse_port_sockets(cfg, self.listeners)
+        if cfg.uid is not None or cfg.gid is not None:
+            _drop_privileges(cfg)
+        listener = logs.setup_logging(cfg)   # the master's writer thread did not fork
+        try:
+            app = self._app
+            if app is None:
+                try:
+                    app = load_app(cfg.app)
+                except AppLoadError as exc:
+                    link.send(MSG_BOOT_ERROR, str(exc))
+                    return WORKER_BOOT_ERROR
+            server = Server(cfg, app, sockets=sockets, transport_factory=self._transport_factory,
+                            scheme=self._scheme, worker=link, owned_unix_paths=[])
+            if cfg.reload:
+                _watch_code(server)
+            server.run()
+            return 0
+        finally:
+            if listener is not None:
+                listener.stop()
+
+    def _log_files(self) -> list:
+        return [p for p in (self.cfg.access_logfile, getattr(self.cfg, "error_logfile", None))
+                if p and p != "-"]
+
+    def _stop_worker(self, w: Worker, graceful: bool, again: bool = False) -> None:
+        if w.state == "stopping" and not again:
+            return
+        w.state = "stopping"
+        w.kill_at = time.monotonic() + (self.cfg.graceful_timeout_s + _STOP_MARGIN_S
+                                         if graceful else _STOP_MARGIN_S)
+        _kill(w.pid, signal.SIGTERM if graceful else signal.SIGQUIT)
+
+    def _kill_all(self, sig: int) -> None:
+        for pid in list(self.workers):
+            _kill(pid, sig)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self._reexec_pid:
+                self._reexec_pid = 0
+                log.warning("the new master %d exited (%s); this master keeps serving",
+                            pid, _status_text(status))
+                if self._pidfile_path and os.path.exists(self._pidfile_path + ".oldbin"):
+                    os.rename(self._pidfile_path + ".oldbin", self._pidfile_path)
+                continue
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code == WORKER_BOOT_ERROR:
+                self._on_boot_error(w)
+                continue
+            if w.state == "stopping":
+                if code != 0:
+                    log.info("worker %d exited (%s)", pid, _status_text(status))
+                continue
+            if w.state == "retiring":
+                log.info("worker %d retired (%s)", pid, _status_text(status))
+                continue
+            self.restarts += 1
+            lived = time.monotonic() - w.spawned_at
+            log.error("worker %d died (%s) after %.1fs; replacing it", pid,
+                      _status_text(status), lived)
+            if lived < _FAST_DEATH_S and not self._stopping:
+                self._fast_deaths += 1
+                delay = min(_BACKOFF_MAX_S, 0.1 * 2 ** self._fast_deaths)
+                self._next_spawn_at = time.monotonic() + delay
+                log.warning("workers die at boot: next one in %.1fs", delay)
+
+    def _on_boot_error(self, w: Worker) -> None:
+        older = [x for x in self.workers.values() if x.generation < w.generation and x.serving]
+        if older and w.generation == self.generation:
+            log.error("reload failed: the new workers cannot boot the app; keeping the old ones")
+            for x in list(self.workers.values()):
+                if x.generation == self.generation:
+                    self._stop_worker(x, graceful=False)
+            self.generation = max(x.generation for x in older)
+            return
+        if not self._exit_code:
+            log.info("worker %d failed to boot: stopping", w.pid)
+        self._exit_code = 1
+
+    def _read_notify(self) -> None:
+        try:
+            while True:
+                data = os.read(self._notify_r, 65536)
+                if not data:
+                    break
+                self._notify_buf += data
+        except BlockingIOError:
+            pass
+        buf = self._notify_buf
+        while len(buf) >= _MSG.size:
+            kind, slot, n = _MSG.unpack_from(buf)
+            if len(buf) < _MSG.size + n:
+                break
+            payload = buf[_MSG.size:_MSG.size + n].decode("utf-8", "replace")
+            buf = buf[_MSG.size + n:]
+            w = next((x for x in self.workers.values() if x.slot == slot), None)
+            if kind == MSG_BOOT_ERROR:
+                log.error("%s", payload)
+            if w is None:
+                continue
+            if kind == MSG_READY and w.state == "booting":
+                w.state = "ready"
+                self._fast_deaths = 0
+            elif kind == MSG_RETIRING and w.serving:
+                w.state = "retiring"
+                w.kill_at = time.monotonic() + self.cfg.graceful_timeout_s + _STOP_MARGIN_S
+                log.info("worker %d retiring (%s)", w.pid, payload)
+        self._notify_buf = buf
+
+    def _murder_timeouts(self) -> None:
+        now = time.monotonic()
+        timeout = self.cfg.timeout_s
+        for w in list(self.workers.values()):
+            if w.state == "retiring":
+                if now >= w.kill_at:
+                    log.warning("worker %d did not retire in time: SIGKILL", w.pid)
+                    _kill(w.pid, signal.SIGKILL)
+                continue
+            if w.state == "stopping":
+                continue
+            if w.aborted:
+                if now >= w.kill_at:
+                    _kill(w.pid, signal.SIGKILL)
+                continue
+            if timeout and now - self._heartbeats.last(w.slot) > timeout:
+                log.error("worker %d timed out: its reactor sent no heartbeat for %.0fs; "
+                          "SIGABRT (stacks follow), then SIGKILL", w.pid, timeout)
+                w.aborted = True
+                w.kill_at = now + _KILL_AFTER_ABORT_S
+                _kill(w.pid, signal.SIGABRT)
+        self._kill_overdue()
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.state == "stopping" and now >= w.kill_at:
+                log.warning("worker %d still running after its stop deadline: SIGKILL", w.pid)
+                _kill(w.pid, signal.SIGKILL)
+                w.kill_at = now + 3600
+
+    # -- stop, reload, re-exec ---------------------------------------------------------------
+    def _stop(self, graceful: bool) -> None:
+        self._stopping = True
+        for sock in self.listeners:   # no new connections queue up behind us
+            try:
+                sock.close()
+            except OSError:
+                pass
+        for w in list(self.workers.values()):
+            self._stop_worker(w, graceful, again=not graceful)
+
+    def _reload(self) -> None:
+        from .server import TLSSetupError, tls_transport_factory
+        log.info("SIGHUP: reloading: configuration, certificate%s, new workers; log files%s",
+                 "" if self.cfg.preload else ", app", _paths_note(self._log_files()))
+        cfg = self.cfg
+        if self._reload_config is not None:
+            try:
+                cfg = self._reload_config()
+            except Exception as exc:   # ConfigError and the config file's own errors
+                log.error("reload: cannot read the configuration (%s); keeping the old one", exc)
+                return
+            if [str(b) for b in cfg.binds] != [str(b) for b in self.cfg.binds]:
+                log.warning("reload: --bind changes take effect at the next restart")
+                cfg = cfg.replace(binds=self.cfg.binds)
+        factory = self._transport_factory
+        if cfg.tls:
+            try:
+                factory = tls_transport_factory(cfg)
+            except TLSSetupError as exc:
+                log.error("reload: %s; keeping the old certificate and workers", exc)
+                return
+        logs.reopen_files()
+        self._kill_all(signal.SIGUSR1)   # the old workers serve on until the new are ready
+        self.cfg = cfg
+        self._transport_factory = factory
+        self.num_workers = cfg.workers
+        self.generation += 1
+        self._next_spawn_at = 0.0
+
+    def _reexec(self) -> None:
+        if self._reexec_pid:
+            log.warning("SIGUSR2: a new master (%d) is already running", self._reexec_pid)
+            return
+        if os.environ.get("KTLSWSGI_REEXEC_PARENT") and _alive(int(os.environ["KTLSWSGI_REEXEC_PARENT"])):
+            log.warning("SIGUSR2 ignored: the master that started this one is still running")
+            return
+        if self._pidfile_path:
+            os.rename(self._pidfile_path, self._pidfile_path + ".oldbin")
+        fds = [s.fileno() for s in self.listeners]
+        pid = os.fork()
+        if pid:
+            self._reexec_pid = pid
+            log.info("SIGUSR2: started a new master %d with the same listeners; "
+                     "send this master (%d) TERM to finish the switch", pid, self.pid)
+            return
+        try:
+            for fd in fds:
+                os.set_inheritable(fd, True)
+            env = dict(os.environ)
+            env[INHERIT_ENV] = ",".join(map(str, fds))
+            env["KTLSWSGI_REEXEC_PARENT"] = str(self.pid)
+            os.execve(sys.executable, [sys.executable, "-m", "ktlswsgi", *self._argv], env)
+        finally:
+            os._exit(1)
+
+    def _cleanup(self) -> None:
+        for sock in self.listeners:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        handed_over = self._reexec_pid and _alive(self._reexec_pid)
+        if not handed_over:
+            for path in self._owned_unix_paths:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        if self._pidfile_path:
+            for path in (self._pidfile_path, self._pidfile_path + ".oldbin"):
+                try:
+                    with open(path) as f:
+                        mine = f.read().strip() == str(self.pid)
+                    if mine:
+                        os.unlink(path)
+                except OSError:
+                    pass
+        log.info("master %d: exit %d (%d worker restarts)", self.pid, self._exit_code, self.restarts)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _status_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"signal {signal.Signals(sig).name}"
+        except ValueError:
+            return f"signal {sig}"
+    return f"exit {os.WEXITSTATUS(status)}"
+
+
+def _describe(sock: socket.socket) -> str:
+    addr = sock.getsockname()
+    if isinstance(addr, tuple):
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+    return f"unix:{addr}"
+
+
+def _paths_note(paths: list) -> str:
+    return f" ({', '.join(paths)})" if paths else ": none (stderr is not reopened)"
+
+
+def _jittered(max_requests: int, jitter: int) -> int:
+    if max_requests <= 0:
+        return 0
+    return max_requests + (random.randint(0, jitter) if jitter > 0 else 0)
+
+
+def _reuse_port_sockets(cfg, shared: list) -> list:
+    """Each worker's own SO_REUSEPORT socket per TCP listener; unix sockets stay shared."""
+    out = []
+    for sock in shared:
+        addr = sock.getsockname()
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            out.append(sock)
+            continue
+        own = socket.socket(sock.family, socket.SOCK_STREAM)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if sock.family == socket.AF_INET6:
+            own.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        own.bind(addr[:2] if sock.family == socket.AF_INET else addr)
+        own.listen(cfg.backlog)
+        own.setblocking(False)
+        out.append(own)
+        sock.close()   # this worker's copy of the shared one: the master keeps its own
+    return out
+
+
+def _drop_privileges(cfg) -> None:
+    if os.geteuid() != 0:
+        if (cfg.uid is None or cfg.uid == os.geteuid()) and (cfg.gid is None or cfg.gid == os.getegid()):
+            return
+        raise BootError("--user/--group need the master to run as root")
+    gid = cfg.gid if cfg.gid is not None else os.getegid()
+    if cfg.user_name:
+        os.initgroups(cfg.user_name, gid)
+    else:
+        os.setgroups([gid])
+    os.setgid(gid)
+    if cfg.uid is not None:
+        os.setuid(cfg.uid)
+
+
+def _watch_code(server) -> None:
+    """--reload: a thread that retires this worker when a .py file under the
+    current directory changes (watchfiles: inotify, debounced; what uvicorn uses)."""
+    import threading
+
+    import watchfiles
+
+    def watch():
+        root = os.getcwd()
+        for changes in watchfiles.watch(root, watch_filter=watchfiles.PythonFilter(),
+                                        stop_event=stop, raise_interrupt=False):
+            paths = sorted({os.path.relpath(p, root) for _, p in changes})
+            server.retire(f"code changed: {', '.join(paths[:3])}")
+            return
+
+    stop = threading.Event()
+    threading.Thread(target=watch, name="ktlswsgi-reload", daemon=True).start()
