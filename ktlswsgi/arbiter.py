@@ -135,6 +135,7 @@ class Arbiter:
         self.workers: dict[int, Worker] = {}
         self.num_workers = cfg.workers
         self.generation = 0
+        self._generations = 0      # the newest ever made: a failed reload's number is not reused
         self._heartbeats = Heartbeats()
         self._signals: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -147,6 +148,7 @@ class Arbiter:
         self._next_spawn_at = 0.0
         self._reexec_pid = 0
         self._pidfile_path = None
+        self._boot_error_logged: set = set()   # generations whose boot error is on stderr
         self.restarts = 0
 
     # -- start -----------------------------------------------------------------------
@@ -155,6 +157,7 @@ class Arbiter:
             self._start()
         except BootError as exc:
             log.error("%s", exc)
+            self._exit_code = 1
             self._cleanup()
             return 1
         try:
@@ -174,7 +177,7 @@ class Arbiter:
         self.listeners = self._inherited_listeners()
         if not self.listeners:
             try:
-                self.listeners = bind_sockets(cfg)
+                self.listeners = bind_sockets(cfg, hold_for_reuse_port=cfg.reuse_port)
             except OSError as exc:
                 raise BootError(exc.strerror or str(exc)) from None
             self._owned_unix_paths = [b.path for b in cfg.binds if b.family == "unix"]
@@ -347,8 +350,19 @@ class Arbiter:
     def _spawn(self) -> None:
         slot = self._free_slot()
         self._heartbeats.beat(slot)
-        pid = os.fork()
+        # Our signals stay blocked across the fork: a signal that reached the
+        # child before it replaced the master's handlers would run them there
+        # and be lost (a TERM for a booting worker: it would serve on, and a
+        # stop wait for --graceful-timeout).  The child unblocks them once its
+        # own dispositions are in place.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNAMES)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
+            raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
             self.workers[pid] = Worker(pid, slot, self.generation)
             log.info("booting worker %d (slot %d)", pid, slot)
             return
@@ -371,22 +385,33 @@ class Arbiter:
         """The body of a worker process; returns its exit code."""
         from .app import AppLoadError, load_app
         from .server import Server
+        # Until the server installs its handlers: TERM/INT/QUIT end a booting
+        # worker; the master's signals (and USR1, sent to every worker at
+        # reload) are ignored: their default action would kill or stop it.
         for sig in _SIGNAMES:
-            signal.signal(sig, signal.SIG_DFL)
+            stops = sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+            signal.signal(sig, signal.SIG_DFL if stops else signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
         os.close(self._wake_r)
         os.close(self._wake_w)
         os.close(self._notify_r)
         random.seed()
         faulthandler.enable(all_threads=True)   # SIGABRT from the timeout: stacks to stderr
         cfg = self.cfg
+        if cfg.workers != self.num_workers:   # after TTIN/TTOU (wsgi.multiprocess, EPOLLEXCLUSIVE)
+            cfg = cfg.replace(workers=self.num_workers)
         link = WorkerLink(self.pid, slot, self._heartbeats, self._notify_w,
                           _jittered(cfg.max_requests, cfg.max_requests_jitter))
         link.beat()
         sockets = self.listeners
-        if cfg.reuse_port:
-            sockets = _reuse_port_sockets(cfg, self.listeners)
-        if cfg.uid is not None or cfg.gid is not None:
-            _drop_privileges(cfg)
+        try:
+            if cfg.reuse_port:
+                sockets = _reuse_port_sockets(cfg, self.listeners)
+            if cfg.uid is not None or cfg.gid is not None:
+                _drop_privileges(cfg)
+        except (OSError, BootError) as exc:   # the next worker would fail the same way
+            link.send(MSG_BOOT_ERROR, f"worker set-up failed: {exc}")
+            return WORKER_BOOT_ERROR
         listener = logs.setup_logging(cfg)   # the master's writer thread did not fork
         try:
             app = self._app
@@ -437,6 +462,10 @@ class Arbiter:
                 if self._pidfile_path and os.path.exists(self._pidfile_path + ".oldbin"):
                     os.rename(self._pidfile_path + ".oldbin", self._pidfile_path)
                 continue
+            # What it wrote before it exited is in the pipe now: read it while
+            # its slot still names it (a retiring worker is not a dead one, and
+            # the slot's next worker must not get its messages).
+            self._read_notify()
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
@@ -462,6 +491,8 @@ class Arbiter:
                 log.warning("workers die at boot: next one in %.1fs", delay)
 
     def _on_boot_error(self, w: Worker) -> None:
+        if w.generation != self.generation or w.state == "stopping":
+            return   # a failed reload already rolled back, or we stopped it
         older = [x for x in self.workers.values() if x.generation < w.generation and x.serving]
         if older and w.generation == self.generation:
             log.error("reload failed: the new workers cannot boot the app; keeping the old ones")
@@ -492,12 +523,16 @@ class Arbiter:
             buf = buf[_MSG.size + n:]
             w = next((x for x in self.workers.values() if x.slot == slot), None)
             if kind == MSG_BOOT_ERROR:
-                log.error("%s", payload)
+                gen = None if w is None else w.generation
+                if gen is None or gen not in self._boot_error_logged:
+                    log.error("%s", payload)   # every worker of a generation says the same
+                    self._boot_error_logged.add(gen)
             if w is None:
                 continue
             if kind == MSG_READY and w.state == "booting":
                 w.state = "ready"
                 self._fast_deaths = 0
+                log.info("worker %d ready (%.2fs)", w.pid, time.monotonic() - w.spawned_at)
             elif kind == MSG_RETIRING and w.serving:
                 w.state = "retiring"
                 w.kill_at = time.monotonic() + self.cfg.graceful_timeout_s + _STOP_MARGIN_S
@@ -548,8 +583,6 @@ class Arbiter:
 
     def _reload(self) -> None:
         from .server import TLSSetupError, tls_transport_factory
-        log.info("SIGHUP: reloading: configuration, certificate%s, new workers; log files%s",
-                 "" if self.cfg.preload else ", app", _paths_note(self._log_files()))
         cfg = self.cfg
         if self._reload_config is not None:
             try:
@@ -569,10 +602,13 @@ class Arbiter:
                 return
         logs.reopen_files()
         self._kill_all(signal.SIGUSR1)   # the old workers serve on until the new are ready
+        log.info("SIGHUP: reloading: configuration, certificate%s, new workers; log files%s",
+                 "" if cfg.preload else ", app", _paths_note(self._log_files()))
         self.cfg = cfg
         self._transport_factory = factory
         self.num_workers = cfg.workers
-        self.generation += 1
+        self._generations += 1
+        self.generation = self._generations
         self._next_spawn_at = 0.0
 
     def _reexec(self) -> None:
@@ -673,11 +709,14 @@ def _jittered(max_requests: int, jitter: int) -> int:
 
 
 def _reuse_port_sockets(cfg, shared: list) -> list:
-    """Each worker's own SO_REUSEPORT socket per TCP listener; unix sockets stay shared."""
+    """Each worker's own SO_REUSEPORT socket per TCP address the master holds (bound,
+    not listening); unix sockets and listening inherited ones stay shared."""
     out = []
     for sock in shared:
         addr = sock.getsockname()
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        if (sock.family not in (socket.AF_INET, socket.AF_INET6)
+                or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
+            # A listening one (systemd's): its connections need an acceptor.
             out.append(sock)
             continue
         own = socket.socket(sock.family, socket.SOCK_STREAM)

@@ -129,6 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-ktls", action="store_true", help="never enable kTLS on the TLS context")
     g.add_argument("--check-ktls", action="store_true",
                    help="probe kTLS on this host, run a loopback self-test, exit 0/1")
+    g = p.add_argument_group("proxies (gunicorn's names)")
+    g.add_argument("--forwarded-allow-ips", metavar="IPS",
+                   default=os.environ.get("FORWARDED_ALLOW_IPS", d.forwarded_allow_ips),
+                   help="direct peers (addresses, CIDR networks, '*') whose X-Forwarded-For/"
+                        "-Proto set REMOTE_ADDR and the URL scheme (default: $FORWARDED_ALLOW_IPS, "
+                        f"else {d.forwarded_allow_ips})")
+    g.add_argument("--forwarded-header", choices=["x-forwarded", "forwarded"],
+                   default=d.forwarded_header,
+                   help="the one header family read from those peers: X-Forwarded-* or "
+                        "RFC 7239 Forwarded (default %(default)s)")
+    g.add_argument("--proxy-protocol", action="store_true",
+                   help="every connection starts with a PROXY protocol v1/v2 header (HAProxy "
+                        "send-proxy, AWS NLB), read before TLS; connections without one are closed")
+    g.add_argument("--proxy-allow-from", metavar="IPS", default=d.proxy_allow_from,
+                   help="direct peers allowed to send the PROXY header; '*': any "
+                        "(default %(default)s)")
+    g.add_argument("--proxy-header-timeout", type=float, default=d.proxy_header_timeout_s,
+                   help="seconds from accept to the end of the PROXY header (default %(default)s)")
+    g = p.add_argument_group("metrics")
+    g.add_argument("--metrics-bind", metavar="HOST:PORT",
+                   help="serve Prometheus metrics (GET /metrics), summed over all workers, "
+                        "from a small process of the master (needs the 'metrics' extra)")
     g = p.add_argument_group("logging")
     g.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stderr (default: none)")
     g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
@@ -228,6 +250,7 @@ def config_from_args(args, file_binds=None) -> Config:
     cfg = Config(
         app=args.app or "",
         binds=[Bind.parse(b) for b in (args.bind or file_binds or ["127.0.0.1:8000"])],
+        metrics_bind=args.metrics_bind,
         workers=args.workers, timeout_s=args.timeout, max_requests=args.max_requests,
         max_requests_jitter=args.max_requests_jitter, preload=args.preload,
         reuse_port=args.reuse_port, pid_file=args.pid, user_name=user_name, uid=uid, gid=gid,
@@ -249,6 +272,9 @@ def config_from_args(args, file_binds=None) -> Config:
         ciphers=args.ciphers, tls13_ciphersuites=args.tls13_ciphersuites,
         tls_min_version=args.tls_min_version, tls_transport=args.tls_transport,
         ktls=not args.no_ktls,
+        forwarded_allow_ips=args.forwarded_allow_ips, forwarded_header=args.forwarded_header,
+        proxy_protocol=args.proxy_protocol, proxy_allow_from=args.proxy_allow_from,
+        proxy_header_timeout_s=args.proxy_header_timeout,
     )
     return cfg.validate()
 

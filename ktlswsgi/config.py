@@ -75,6 +75,7 @@ class Config:
     gid: int | None = None
     umask: int | None = None
     reload: bool = False               # restart workers when the code changes (development)
+    metrics_bind: str | None = None    # HOST:PORT of the Prometheus endpoint (metrics.py)
     threads: int = 16
     queue_size: int = 256              # requests waiting for a worker; beyond: 503
     backlog: int = 2048                # listen(2) backlog
@@ -116,6 +117,50 @@ class Config:
     ktls: bool = True                  # SSL_OP_ENABLE_KTLS on the context
     max_handshakes: int = 256          # concurrent TLS handshakes; beyond: stop accepting
 
+    # behind proxies (forwarded.py, proxyproto.py; README "Behind proxies and load balancers")
+    forwarded_allow_ips: str = "127.0.0.1,::1"  # peers whose forwarding headers apply; "*": any
+    forwarded_header: str = "x-forwarded"  # the one family read: x-forwarded | forwarded (RFC 7239)
+    proxy_protocol: bool = False       # every connection starts with a PROXY v1/v2 header
+    proxy_allow_from: str = "127.0.0.1,::1"  # direct peers that may send it; "*": any
+    proxy_header_timeout_s: float = 10.0     # accept to the end of the PROXY header -> close
+    proxy_header_max_bytes: int = 16 + 1024  # a longer PROXY header -> close (v2 length field)
+    # The two specs parsed (by proxy_trust()); not settings, so not in __init__.
+    _proxy_trust: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def proxy_trust(self) -> tuple:
+        """(forwarded trust, PROXY trust) as `forwarded.TrustedProxies`, parsed once.
+
+        validate() calls it, so a bad entry is a ConfigError at start; a Config
+        made by replace() (which resets the cache) parses again on first use.
+        """
+        trust = self._proxy_trust
+        if trust is None:
+            from .forwarded import TrustedProxies
+            try:
+                forwarded = TrustedProxies(self.forwarded_allow_ips, source=self.forwarded_header)
+            except ValueError as exc:
+                raise ConfigError(f"--{exc}") from None
+            try:
+                proxy = TrustedProxies(self.proxy_allow_from)
+            except ValueError as exc:  # its messages name the forwarded setting
+                raise ConfigError("--proxy-allow-from" + str(exc).removeprefix(
+                    "forwarded-allow-ips")) from None
+            trust = self._proxy_trust = (forwarded, proxy)
+        return trust
+
+    def _validate_proxies(self) -> None:
+        from .proxyproto import MIN_MAX_BYTES, V2_FIXED_BYTES
+        if self.forwarded_header not in ("x-forwarded", "forwarded"):
+            raise ConfigError(f"forwarded_header {self.forwarded_header!r}: "
+                              f"use x-forwarded or forwarded")
+        if self.proxy_header_timeout_s <= 0:
+            raise ConfigError("proxy_header_timeout_s must be > 0 seconds")
+        if not MIN_MAX_BYTES <= self.proxy_header_max_bytes <= V2_FIXED_BYTES + 0xFFFF:
+            raise ConfigError(f"proxy_header_max_bytes must be "
+                              f"{MIN_MAX_BYTES}..{V2_FIXED_BYTES + 0xFFFF}")
+        self._proxy_trust = None
+        self.proxy_trust()
+
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
@@ -152,4 +197,5 @@ class Config:
             raise ConfigError("--reload needs the app imported in each worker: drop --preload")
         if self.chdir and not os.path.isdir(self.chdir):
             raise ConfigError(f"--chdir {self.chdir!r}: not a directory")
+        self._validate_proxies()
         return self

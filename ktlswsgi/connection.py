@@ -1,15 +1,18 @@
 """One client connection: a transport joined to the HTTP/1 driver, on the reactor.
 
-Owns: the connection's life (its states and their deadlines), reading and
-feeding the protocol, dispatching requests to the pool, and the write pump
-that turns the outbound queue's items into bytes and file ranges on the
-transport.  The only module that joins a transport to a protocol.  Runs on the
-reactor thread only, except the thread-safe entry points named `*_threadsafe`.
+Owns: the connection's life (its states and their deadlines), reading the
+PROXY protocol header off the raw socket (before TLS), reading and feeding
+the protocol, dispatching requests to the pool (where trusted forwarding
+headers are applied, in the job), and the write pump that turns the outbound
+queue's items into bytes and file ranges on the transport.  The only module
+that joins a transport to a protocol.  Runs on the reactor thread only, except
+the thread-safe entry points named `*_threadsafe` and the jobs it submits.
 
 States (a transfer's life is in the outbound items: head -> body -> file -> end):
 
-    HANDSHAKE -> IDLE -> HEADERS -> ACTIVE -> (IDLE | LINGER | CLOSING) ... -> CLOSED
+    [PROXY ->] [HANDSHAKE ->] IDLE -> HEADERS -> ACTIVE -> (IDLE | LINGER | CLOSING) ... -> CLOSED
 
+  PROXY      PROXY header being read (--proxy-protocol)  deadline proxy_header_timeout_s
   HANDSHAKE  TLS handshake running                  deadline handshake_timeout_s
   IDLE       waiting for a request's first byte     deadline keep_alive_s (first: header_timeout_s)
   HEADERS    a request head is arriving             deadline header_timeout_s -> 408
@@ -21,12 +24,15 @@ States (a transfer's life is in the outbound items: head -> body -> file -> end)
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
+import socket
 import time
 from dataclasses import dataclass
 
-from . import http1, reactor as rx
+from . import http1, proxyproto, reactor as rx
 from .accesslog import log_response
+from .forwarded import UNCHANGED, apply as apply_forwarded
 from .httpdate import standard_headers
 from .outbound import OutboundQueue
 from .transport import WANT_READ, WANT_WRITE, TransportError
@@ -35,10 +41,11 @@ from .wsgi import (Abort, BodyError, BodyTimeout, BodyTooLarge, Chunk, ClientDis
 
 log = logging.getLogger("ktlswsgi.connection")
 
-HANDSHAKE, IDLE, HEADERS, ACTIVE, LINGER, CLOSING, CLOSED = (
-    "handshake", "idle", "headers", "active", "linger", "closing", "closed")
+PROXY, HANDSHAKE, IDLE, HEADERS, ACTIVE, LINGER, CLOSING, CLOSED = (
+    "proxy", "handshake", "idle", "headers", "active", "linger", "closing", "closed")
 
 TRANSITIONS = {
+    PROXY: {HANDSHAKE, IDLE, CLOSED},
     HANDSHAKE: {IDLE, CLOSED},
     IDLE: {HEADERS, ACTIVE, CLOSING, CLOSED},
     HEADERS: {ACTIVE, CLOSING, CLOSED},
@@ -71,6 +78,7 @@ class Shared:
     multiprocess: bool
     on_closed: object           # callable(connection)
     on_handshake_done: object   # callable(connection)
+    on_request: object = None   # callable(), after each request head (--max-requests)
 
 
 class _FileSend:
@@ -97,9 +105,14 @@ class Connection:
         self.fd = sock.fileno()
         self.peer = peer
         self.peer_text = peer[0] if isinstance(peer, tuple) else "unix"
+        # The IP that decides --forwarded-allow-ips trust (None: a unix socket).
+        self._peer_ip = peer[0] if isinstance(peer, tuple) else None
         self.server_addr = sock.getsockname()
         self.transport = transport
-        self.state = HANDSHAKE if handshake else IDLE
+        self._tls = handshake           # a TLS handshake follows the PROXY header
+        self._forwarded_trust, proxy_trust = self.cfg.proxy_trust()
+        self._proxy_parser = None
+        self.state = PROXY if self.cfg.proxy_protocol else HANDSHAKE if handshake else IDLE
         self.http = self._new_http()
         now = time.monotonic()
         self._phase_since = now
@@ -135,7 +148,9 @@ class Connection:
         shared.counters.connections += 1
         shared.reactor.add(self.fd, rx.IN | rx.RDHUP, self._on_event)
         self._interest = rx.IN | rx.RDHUP
-        if handshake:
+        if self.state == PROXY:
+            self._begin_proxy_header(proxy_trust)
+        elif handshake:
             self._do_handshake()
         self._update()
 
@@ -156,7 +171,9 @@ class Connection:
         if self.state == CLOSED:
             return
         try:
-            if self.state == HANDSHAKE:
+            if self.state == PROXY:
+                self._read_proxy_header()
+            elif self.state == HANDSHAKE:
                 self._do_handshake()
             else:
                 if self._write_on and ev & (self._write_on | rx.ERR):
@@ -175,7 +192,9 @@ class Connection:
         if self.state == CLOSED:
             return
         want = 0
-        if self.state == HANDSHAKE:
+        if self.state == PROXY:
+            want = rx.IN
+        elif self.state == HANDSHAKE:
             want = self._read_on
         else:
             if self._reading():
@@ -205,6 +224,8 @@ class Connection:
         """(when, what) of the nearest deadline of the current phase, or None."""
         c = self.cfg
         st = self.state
+        if st == PROXY:
+            return self._phase_since + c.proxy_header_timeout_s, "proxy"
         if st == HANDSHAKE:
             return self._phase_since + c.handshake_timeout_s, "handshake"
         if st == IDLE:
@@ -259,7 +280,11 @@ class Connection:
             self._update()
 
     def _expire(self, what: str) -> None:
-        if what == "handshake":
+        if what == "proxy":
+            log.info("%s: no complete PROXY header in %.1fs; closing", self.peer_text,
+                     self.cfg.proxy_header_timeout_s)
+            self._close()
+        elif what == "handshake":
             log.debug("%s: TLS handshake timed out", self.peer_text)
             self.s.counters.handshakes_failed += 1
             self._close()
@@ -281,6 +306,81 @@ class Connection:
             self._abort("write timeout")
         elif what == "linger":
             self._close()
+
+    # -- PROXY protocol header ---------------------------------------------------------
+    def _begin_proxy_header(self, proxy_trust) -> None:
+        # The DIRECT peer decides: only a listed load balancer may say who
+        # the client is.  Anyone else could name any address, so it gets no
+        # say at all (and no read).
+        if not proxy_trust.trusts(self._peer_ip):
+            log.info("%s: peer not in --proxy-allow-from, PROXY header not accepted; closing",
+                     self.peer_text)
+            self._close()
+            return
+        self._proxy_parser = proxyproto.ProxyHeaderParser(self.cfg.proxy_header_max_bytes)
+        try:
+            self._read_proxy_header()  # the header usually arrives with the connection
+        except (TransportError, OSError) as exc:  # from the first read after it
+            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
+
+    def _read_proxy_header(self) -> None:
+        """Take exactly the header's bytes off the raw socket.
+
+        Peek, let the parser say how many of the peeked bytes are header, and
+        recv() exactly those: what follows (a ClientHello, a request) stays in
+        the socket, where every transport reads it as if no header had been
+        there (the socket transport's OpenSSL reads the fd itself).  Peeks
+        never go past the header's bound, and a peek the parser cannot decide
+        on is consumed whole, so level-triggered epoll cannot spin on it.
+        """
+        parser = self._proxy_parser
+        window_bytes = self.cfg.proxy_header_max_bytes - parser.bytes_received
+        try:
+            peeked = self.sock.recv(window_bytes, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._proxy_failed(f"socket error: {exc.strerror or type(exc).__name__}")
+            return
+        consume = parser.feed_peeked(peeked)
+        if consume and len(self.sock.recv(consume)) != consume:
+            self._proxy_failed("socket gave back fewer bytes than it showed")
+            return
+        result = parser.result()
+        if result is proxyproto.NEED_DATA:
+            return
+        self._proxy_parser = None
+        if type(result) is proxyproto.ProxyError:
+            self._proxy_failed(result.reason)
+            return
+        self._use_proxy_info(result)
+        if self._tls:
+            self._to(HANDSHAKE)
+            self._do_handshake()
+        else:
+            self._to(IDLE)
+            # Its set-up is over, as a TLS connection's is after the handshake
+            # (a server that counts PROXY-state connections as handshaking).
+            self.s.on_handshake_done(self)
+            self._do_read()  # the request may have come with the header
+
+    def _proxy_failed(self, reason: str) -> None:
+        # `reason` is the parser's fixed text: never the peer's bytes.
+        log.info("%s: no valid PROXY header (%s); closing", self.peer_text, reason)
+        self._close()
+
+    def _use_proxy_info(self, info) -> None:
+        """The header's client becomes this connection's peer: REMOTE_ADDR, the
+        access log's remote field, and the address --forwarded-allow-ips judges."""
+        log.debug("%s: PROXY v%d %s %s", self.peer_text, info.version, info.command, info.family)
+        if info.src is None:  # LOCAL (a health check) or UNKNOWN: the real addresses
+            return
+        src, dst = _unmapped(info.src), _unmapped(info.dst)
+        self.peer, self.server_addr = src, dst
+        if isinstance(src, tuple):
+            self.peer_text = self._peer_ip = src[0]
+        else:  # the proxy's client came over a unix socket
+            self.peer_text, self._peer_ip = "unix", None
 
     # -- TLS handshake --------------------------------------------------------------
     def _do_handshake(self) -> None:
@@ -420,6 +520,8 @@ class Connection:
         self._linger_bytes = 0
         self._last_read = self._last_write = self._request_started
         self.s.counters.requests += 1
+        if self.s.on_request is not None:
+            self.s.on_request()
         cfg = self.cfg
         length = None
         chunked = False
@@ -451,11 +553,17 @@ class Connection:
                      "SSL_CIPHER": self.tls_info.get("cipher", ""),
                      "ktlswsgi.ktls": self.tls_info.get("ktls", "off")}
         server_addr, peer = self.server_addr, self.peer
+        peer_ip, trust = self._peer_ip, self._forwarded_trust
 
         def job():
-            environ = build_environ(req, scheme=s.scheme, server_addr=server_addr,
-                                    peer_addr=peer, body=body,
-                                    multiprocess=s.multiprocess, extra=extra)
+            scheme, remote, environ_extra = s.scheme, peer, extra
+            # Off the reactor; one pass over the header names when none is there.
+            forwarded = apply_forwarded(req.headers, peer_ip, trust)
+            if forwarded is not UNCHANGED:
+                scheme, remote, environ_extra = _forwarded_view(forwarded, scheme, remote, extra)
+            environ = build_environ(req, scheme=scheme, server_addr=server_addr,
+                                    peer_addr=remote, body=body,
+                                    multiprocess=s.multiprocess, extra=environ_extra)
             run_app(s.app, environ, out, head_only=head_only, close_after=close_after)
 
         if not s.pool.submit(job):
@@ -827,6 +935,32 @@ class Connection:
         except OSError:
             pass
         self.s.on_closed(self)
+
+
+def _unmapped(addr):
+    """(host, port) with an IPv4-mapped IPv6 host as IPv4, as forwarded.py gives
+    REMOTE_ADDR; anything else unchanged."""
+    if isinstance(addr, tuple) and addr[0].startswith("::ffff:"):
+        mapped = ipaddress.IPv6Address(addr[0]).ipv4_mapped
+        if mapped is not None:
+            return (str(mapped), addr[1])
+    return addr
+
+
+def _forwarded_view(forwarded, scheme: str, peer, extra):
+    """(scheme, peer, extra environ) of a request once trusted forwarding
+    headers apply.  HTTPS follows the scheme the client used at the proxy:
+    "on" for https, absent for http (SSL_* still describe our own TLS hop)."""
+    if forwarded.remote_addr is not None:
+        peer = (forwarded.remote_addr, forwarded.remote_port)
+    if forwarded.url_scheme is not None and forwarded.url_scheme != scheme:
+        scheme = forwarded.url_scheme
+        extra = dict(extra) if extra else {}
+        if scheme == "https":
+            extra["HTTPS"] = "on"
+        else:
+            extra.pop("HTTPS", None)
+    return scheme, peer, extra
 
 
 def _wire_bytes(wire) -> int:

@@ -61,6 +61,8 @@ class Reactor:
         self._signals: collections.deque = collections.deque()   # signal numbers not yet handled
         self._signal_callbacks: dict[int, object] = {}
         self._signal_previous: dict[int, object] = {}          # handlers to restore on close()
+        self._signal_pipe: tuple[int, int] | None = None       # set_wakeup_fd's pipe
+        self._wakeup_previous = -1
         self._running = False
         self._closed = False
         self.thread: threading.Thread | None = None
@@ -115,6 +117,15 @@ class Reactor:
     # -- signals (main thread only: Python runs signal handlers there) --------
     def add_signal_handler(self, sig: int, callback) -> None:
         """Run `callback()` on the reactor thread on the turn after `sig` arrives."""
+        if self._signal_pipe is None:
+            # The kernel may deliver the signal to a pool thread: CPython's C
+            # handler then only sets a flag, and epoll_wait on this thread
+            # would sleep on until its timeout.  The wake-up fd (one byte per
+            # signal, written by that C handler) makes epoll return at once.
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._signal_pipe = (r, w)
+            self._wakeup_previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            self.add(r, IN, self._drain_signal_pipe)
         self._signal_callbacks[sig] = callback
         previous = signal.signal(sig, self._on_signal)
         self._signal_previous.setdefault(sig, previous)
@@ -186,6 +197,13 @@ class Reactor:
             pass
         self._wake_pending = False
 
+    def _drain_signal_pipe(self, ev: int) -> None:
+        try:
+            while os.read(self._signal_pipe[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+
     def _run_signals(self) -> None:
         signals = self._signals
         for _ in range(len(signals)):
@@ -229,6 +247,11 @@ class Reactor:
         for sig, previous in self._signal_previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._signal_previous.clear()
+        if self._signal_pipe is not None:
+            signal.set_wakeup_fd(self._wakeup_previous)
+            for fd in self._signal_pipe:
+                os.close(fd)
+            self._signal_pipe = None
         self._closed = True
         self._wake_pending = True
         os.close(self._wake_fd)

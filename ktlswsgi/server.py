@@ -35,12 +35,18 @@ _READY, _RETIRING = 1, 2    # messages to the master (arbiter.MSG_READY, MSG_RET
 _QUICK_STOP_WORKER_WAIT_S = 1.0
 
 
-def bind_sockets(config) -> list:
-    """Open every --bind address; raise OSError with the address in the message."""
+def bind_sockets(config, hold_for_reuse_port: bool = False) -> list:
+    """Open every --bind address; raise OSError with the address in the message.
+
+    `hold_for_reuse_port` (the master under --reuse-port): TCP sockets get
+    SO_REUSEPORT and are bound but not listening.  They hold the address for
+    the workers' own SO_REUSEPORT listeners; a listening one would take its
+    share of the connections, which no process accepts.
+    """
     socks = []
     try:
         for b in config.binds:
-            socks.append(_bind_one(b, config.backlog))
+            socks.append(_bind_one(b, config.backlog, hold_for_reuse_port))
     except OSError:
         for s in socks:
             s.close()
@@ -48,7 +54,7 @@ def bind_sockets(config) -> list:
     return socks
 
 
-def _bind_one(b, backlog: int) -> socket.socket:
+def _bind_one(b, backlog: int, hold_for_reuse_port: bool = False) -> socket.socket:
     if b.family == "unix":
         try:
             if stat.S_ISSOCK(os.stat(b.path).st_mode):
@@ -70,6 +76,8 @@ def _bind_one(b, backlog: int) -> socket.socket:
         family, _, _, _, addr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hold_for_reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
@@ -77,6 +85,9 @@ def _bind_one(b, backlog: int) -> socket.socket:
         except OSError as exc:
             sock.close()
             raise OSError(exc.errno, f"cannot bind {b}: {exc.strerror}") from None
+        if hold_for_reuse_port:
+            sock.setblocking(False)
+            return sock
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
@@ -120,7 +131,9 @@ class Server:
                              counters=self.counters, scheme=scheme,
                              multiprocess=worker is not None and config.workers > 1,
                              on_closed=self._on_closed,
-                             on_handshake_done=self._on_handshake_done)
+                             on_handshake_done=self._on_handshake_done,
+                             on_request=(self._on_request if worker is not None
+                                         and worker.max_requests else None))
         self.started = threading.Event()
         self._tick_s = max(0.1, min(1.0, config.timeout_s / 4)) if config.timeout_s else 1.0
 
@@ -178,7 +191,7 @@ class Server:
             conn = Connection(self.shared, sock, peer, transport, handshake=self._tls)
             if conn.state != "closed":
                 self.connections.add(conn)
-                if conn.state == "handshake":
+                if conn.state in ("proxy", "handshake"):
                     self.handshaking.add(conn)
 
     def _on_closed(self, conn) -> None:
@@ -264,10 +277,22 @@ class Server:
             if not worker.master_alive():
                 log.warning("worker %d: the master is gone; stopping", os.getpid())
                 self._begin_shutdown()
-            elif worker.max_requests and self.counters.requests >= worker.max_requests:
-                worker.send(_RETIRING, f"{self.counters.requests} requests, --max-requests")
-                self._begin_shutdown()
+            else:
+                self._retire_if_worn_out()
         self.reactor.call_later(self._tick_s, self._tick)
+
+    def _on_request(self) -> None:
+        """Each request head (a worker with --max-requests): the one that reaches
+        the limit retires the worker on the reactor's next turn (not inside the
+        connection's own call), so its response already says `Connection: close`."""
+        if self.counters.requests == self.worker.max_requests:
+            self.reactor.call_later(0, self._retire_if_worn_out)
+
+    def _retire_if_worn_out(self) -> None:
+        worker = self.worker
+        if not self._stopping and worker.max_requests and self.counters.requests >= worker.max_requests:
+            worker.send(_RETIRING, f"{self.counters.requests} requests, --max-requests")
+            self._begin_shutdown()
 
     def _on_term(self) -> None:
         if self._stopping:
