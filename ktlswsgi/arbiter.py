@@ -150,6 +150,11 @@ class Arbiter:
         self._pidfile_path = None
         self._boot_error_logged: set = set()   # generations whose boot error is on stderr
         self.restarts = 0
+        # --metrics-bind: a child process serves the sums of the workers' snapshots
+        self._metrics = None          # metrics.MasterMetrics
+        self._metrics_dir = None
+        self._metrics_sock = None
+        self._metrics_pid = 0
 
     # -- start -----------------------------------------------------------------------
     def run(self) -> int:
@@ -190,6 +195,8 @@ class Arbiter:
             except TLSSetupError as exc:
                 raise BootError(str(exc)) from None
             self._scheme = "https"
+        if cfg.metrics_bind:
+            self._start_metrics()
         if cfg.preload:
             try:
                 self._app = load_app(cfg.app)
@@ -202,6 +209,38 @@ class Arbiter:
         log.info("master %d: %d worker%s, %d threads each%s", self.pid, self.num_workers,
                  "" if self.num_workers == 1 else "s", cfg.threads,
                  ", app preloaded" if cfg.preload else "")
+
+    def _start_metrics(self) -> None:
+        from . import metrics
+        from .config import ConfigError
+        try:
+            metrics.require()
+            self._metrics_sock = metrics.listen(self.cfg.metrics_bind)
+        except (metrics.MetricsUnavailable, OSError, ConfigError) as exc:
+            raise BootError(str(exc)) from None
+        self._metrics_dir = metrics.make_dir()
+        self._metrics = metrics.MasterMetrics(self._metrics_dir)
+        self._spawn_metrics()
+
+    def _spawn_metrics(self) -> None:
+        """The endpoint runs in its own child: the master stays single-threaded."""
+        from . import metrics
+        pid = os.fork()
+        if pid:
+            self._metrics_pid = pid
+            return
+        code = 0
+        try:
+            for sock in self.listeners:
+                sock.close()
+            for fd in (self._wake_r, self._wake_w, self._notify_r, self._notify_w):
+                os.close(fd)
+            metrics.serve(self._metrics_sock, self._metrics_dir)
+        except BaseException:
+            log.exception("metrics process failed")
+            code = 1
+        finally:
+            os._exit(code)
 
     def _inherited_listeners(self) -> list:
         """Sockets from a re-executing master (USR2) or from systemd (LISTEN_FDS)."""
@@ -425,7 +464,15 @@ class Arbiter:
                             scheme=self._scheme, worker=link, owned_unix_paths=[])
             if cfg.reload:
                 _watch_code(server)
+            exporter = None
+            if self._metrics_dir:
+                from .metrics import WorkerExporter
+                exporter = WorkerExporter(server.counters, self._metrics_dir,
+                                          pool_depth=lambda: server.pool.queued)
+                exporter.schedule(server.reactor)
             server.run()
+            if exporter is not None:
+                exporter.flush()
             return 0
         finally:
             if listener is not None:
@@ -455,6 +502,13 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if pid == self._metrics_pid:
+                self._metrics_pid = 0
+                if not self._stopping:
+                    log.error("the metrics process died (%s); starting another",
+                              _status_text(status))
+                    self._spawn_metrics()
+                continue
             if pid == self._reexec_pid:
                 self._reexec_pid = 0
                 log.warning("the new master %d exited (%s); this master keeps serving",
@@ -469,6 +523,8 @@ class Arbiter:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
+            if self._metrics is not None:
+                self._metrics.on_worker_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if code == WORKER_BOOT_ERROR:
                 self._on_boot_error(w)
@@ -481,6 +537,8 @@ class Arbiter:
                 log.info("worker %d retired (%s)", pid, _status_text(status))
                 continue
             self.restarts += 1
+            if self._metrics is not None:
+                self._metrics.count_restart()
             lived = time.monotonic() - w.spawned_at
             log.error("worker %d died (%s) after %.1fs; replacing it", pid,
                       _status_text(status), lived)
@@ -638,6 +696,16 @@ class Arbiter:
             os._exit(1)
 
     def _cleanup(self) -> None:
+        if self._metrics_pid:
+            _kill(self._metrics_pid, signal.SIGTERM)
+            try:
+                os.waitpid(self._metrics_pid, 0)
+            except ChildProcessError:
+                pass
+            self._metrics_pid = 0
+        if self._metrics_dir:
+            from .metrics import remove_dir
+            remove_dir(self._metrics_dir)
         for sock in self.listeners:
             try:
                 sock.close()

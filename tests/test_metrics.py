@@ -513,3 +513,50 @@ def test_tls_handshakes_are_counted(serve_tls, cert_pair, mdir):
     assert s[val("ktlswsgi_tls_handshakes_total", result="failed")] == 1
     assert s[val("ktlswsgi_buffer_bytes_total", path="ssl_write")] > 0
     assert s[req("GET", "200")] == 1
+
+
+# -- the real command line: a master, two workers, the metrics process -----------------------
+
+def _scrape_url(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    assert r.status == 200
+    out = {}
+    for fam in text_string_to_metric_families(r.read().decode()):
+        for sample in fam.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def _worker_pids(master_pid: int) -> set:
+    with open(f"/proc/{master_pid}/task/{master_pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def test_cli_metrics_sum_over_workers_and_survive_a_killed_worker(ktlswsgi_cli):
+    from support import free_port
+    mport = free_port()
+    proc = ktlswsgi_cli("apps.pid_app:app", "-w", "2", "--metrics-bind", f"127.0.0.1:{mport}")
+    total = ("ktlswsgi_requests_total", (("method", "GET"), ("status", "200")))
+    served: dict = {}
+    try:
+        for _ in range(40):
+            c = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=5)
+            c.request("GET", "/")
+            r = c.getresponse()
+            assert r.status == 200
+            pid = int(r.read())
+            served[pid] = served.get(pid, 0) + 1
+            c.close()
+        assert wait_for(lambda: _scrape_url(mport).get(total) == 40, 10)
+        assert _scrape_url(mport)[("ktlswsgi_workers", ())] == 2
+        victim = max(served, key=served.get)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: _scrape_url(mport)[("ktlswsgi_worker_restarts_total", ())] == 1
+                        and _scrape_url(mport)[("ktlswsgi_workers", ())] == 2, 15)
+        # all 40 were in the snapshots before the kill: the dead worker's stay counted
+        assert _scrape_url(mport)[total] == 40
+    finally:
+        proc.terminate()
+        proc.wait(20)
