@@ -121,24 +121,32 @@ class Http1:
 
     def _scan(self, data: bytes) -> None:
         buf = self._head_buf
-        start = max(0, len(buf) - 3)
-        buf += data
-        while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # empty lines before a request
-            del buf[:2 if buf[:1] == b"\r" else 1]
-            start = 0
-        end = buf.find(b"\n\r\n", start)
-        end = end + 3 if end >= 0 else -1
-        lf = buf.find(b"\n\n", start)
-        if lf >= 0 and (end < 0 or lf + 2 < end):
+        if buf:
+            start = max(0, len(buf) - 3)
+            buf += data
+            data = buf
+        else:
+            start = 0   # the usual case: a whole head in one read, no copy
+        if data[:1] in (b"\r", b"\n"):   # empty lines before a pipelined request
+            stripped = bytes(data).lstrip(b"\r\n")
+            start = max(0, start - (len(data) - len(stripped)))
+            data = stripped
+        end = data.find(b"\r\n\r\n", start)
+        end = end + 4 if end >= 0 else -1
+        lf = data.find(b"\n\n", start, end if end >= 0 else len(data))
+        if lf >= 0:
             end = lf + 2
         if end < 0:
-            if len(buf) > self._limit_head + self._limit_line:
+            if not buf:
+                self._head_buf = bytearray(data)
+            elif len(buf) > self._limit_head + self._limit_line:
                 self._scanning = False   # h11 answers 431/414 on its own
                 self._head_buf = bytearray()
             return
-        self._head = bytes(buf[:end])
+        self._head = bytes(data[:end])
         self._scanning = False
-        self._head_buf = bytearray()
+        if buf:
+            self._head_buf = bytearray()
         self._head_error = _head_verdict(self._head)
 
     @property
