@@ -179,6 +179,14 @@ class Arbiter:
             os.umask(cfg.umask)
         if cfg.pid_file:
             self._write_pidfile(cfg.pid_file)
+        # TLS first: nothing connects before the certificate is loaded (and
+        # a generated, uncached one is already off the disk).
+        if cfg.tls:
+            try:
+                self._transport_factory = tls_transport_factory(cfg)
+            except TLSSetupError as exc:
+                raise BootError(str(exc)) from None
+            self._scheme = "https"
         self.listeners = self._inherited_listeners()
         if not self.listeners:
             try:
@@ -189,12 +197,6 @@ class Arbiter:
             if cfg.uid is not None:
                 for path in self._owned_unix_paths:
                     os.chown(path, cfg.uid, cfg.gid if cfg.gid is not None else -1)
-        if cfg.tls:
-            try:
-                self._transport_factory = tls_transport_factory(cfg)
-            except TLSSetupError as exc:
-                raise BootError(str(exc)) from None
-            self._scheme = "https"
         if cfg.metrics_bind:
             self._start_metrics()
         if cfg.preload:
@@ -225,12 +227,15 @@ class Arbiter:
     def _spawn_metrics(self) -> None:
         """The endpoint runs in its own child: the master stays single-threaded."""
         from . import metrics
-        pid = os.fork()
+        pid = _fork_with_signals_blocked()
         if pid:
             self._metrics_pid = pid
             return
         code = 0
         try:
+            for sig in _SIGNAMES:   # metrics.serve sets its own; none of the master's may run here
+                signal.signal(sig, signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
             for sock in self.listeners:
                 sock.close()
             for fd in (self._wake_r, self._wake_w, self._notify_r, self._notify_w):
@@ -389,19 +394,8 @@ class Arbiter:
     def _spawn(self) -> None:
         slot = self._free_slot()
         self._heartbeats.beat(slot)
-        # Our signals stay blocked across the fork: a signal that reached the
-        # child before it replaced the master's handlers would run them there
-        # and be lost (a TERM for a booting worker: it would serve on, and a
-        # stop wait for --graceful-timeout).  The child unblocks them once its
-        # own dispositions are in place.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNAMES)
-        try:
-            pid = os.fork()
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
-            raise
+        pid = _fork_with_signals_blocked()
         if pid:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
             self.workers[pid] = Worker(pid, slot, self.generation)
             log.info("booting worker %d (slot %d)", pid, slot)
             return
@@ -443,15 +437,20 @@ class Arbiter:
                           _jittered(cfg.max_requests, cfg.max_requests_jitter))
         link.beat()
         sockets = self.listeners
+        listener = None
         try:
             if cfg.reuse_port:
                 sockets = _reuse_port_sockets(cfg, self.listeners)
+            # Log files are opened before the privileges go (as gunicorn's),
+            # and the access-log writer thread starts here: it did not fork.
+            listener = logs.setup_logging(cfg)
             if cfg.uid is not None or cfg.gid is not None:
                 _drop_privileges(cfg)
         except (OSError, BootError) as exc:   # the next worker would fail the same way
             link.send(MSG_BOOT_ERROR, f"worker set-up failed: {exc}")
+            if listener is not None:
+                listener.stop()
             return WORKER_BOOT_ERROR
-        listener = logs.setup_logging(cfg)   # the master's writer thread did not fork
         try:
             app = self._app
             if app is None:
@@ -731,6 +730,25 @@ class Arbiter:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _fork_with_signals_blocked() -> int:
+    """fork(), our signals blocked in the child until it unblocks them.
+
+    A signal that reached the child before it replaced the master's handlers
+    would run them there and be lost (a TERM for a booting worker: it would
+    serve on, and the master's stop wait for --graceful-timeout).  The child
+    unblocks them once its own dispositions are in place; the parent at once.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNAMES)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
+        raise
+    if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNAMES)
+    return pid
+
+
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)

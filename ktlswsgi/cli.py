@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "from a small process of the master (needs the 'metrics' extra)")
     g = p.add_argument_group("logging")
     g.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stderr (default: none)")
+    g.add_argument("--access-logformat", metavar="FORMAT", default=None,
+                   help="the access log line in gunicorn's atoms (%%(h)s %%(t)s \"%%(r)s\" %%(s)s "
+                        "%%(b)s %%(D)s ...) plus %%(tls)s %%(ktls)s %%(aborted)s; header atoms "
+                        "%%({Name}i)s are refused (default: combined format, %%(L)s, then "
+                        "tls=... ktls=... on TLS and 'aborted')")
+    g.add_argument("--error-logfile", "--log-file", metavar="FILE", default="-",
+                   help="error log file, '-' for stderr (default %(default)s); "
+                        "reopened on USR1 and HUP")
     g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"])
     g.add_argument("--chdir", help="change to this directory before loading the app")
     return p
@@ -267,6 +275,7 @@ def config_from_args(args, file_binds=None) -> Config:
         max_body_bytes=args.max_body, body_buffer_bytes=args.body_buffer,
         high_water_bytes=args.high_water, low_water_bytes=max(1, args.high_water // 4),
         access_logfile=args.access_logfile, log_level=args.log_level, chdir=args.chdir,
+        error_logfile=args.error_logfile, access_logformat=args.access_logformat,
         tls=bool(args.tls or args.certfile), certfile=args.certfile, keyfile=args.keyfile,
         keyfile_password=_read_password(args.keyfile_password_file),
         ciphers=args.ciphers, tls13_ciphersuites=args.tls13_ciphersuites,
@@ -285,7 +294,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"ktlswsgi: error: {exc}", file=sys.stderr)
         return 1
-    listener = setup_logging(cfg)
+    # The master: no writer thread before fork (each worker starts its own).
+    listener = setup_logging(cfg, start_writer=False)
     try:
         if args.check_ktls:
             from .tls.selftest import run_check

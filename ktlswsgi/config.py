@@ -102,6 +102,9 @@ class Config:
     recv_bytes: int = 64 * 1024              # one read from a socket
 
     access_logfile: str | None = None
+    # the logs (logs.py, accesslog.py; README "Logs")
+    error_logfile: str = "-"           # the error log: a file, or '-' for stderr
+    access_logformat: str | None = None  # gunicorn's atoms (accesslog.ATOMS); None: the default line
     log_level: str = "info"
     chdir: str | None = None
 
@@ -161,6 +164,31 @@ class Config:
         self._proxy_trust = None
         self.proxy_trust()
 
+    def _validate_logs(self) -> None:
+        from .accesslog import compile_format
+        try:
+            compile_format(self.access_logformat)
+        except ValueError as exc:
+            raise ConfigError(f"--access-logformat: {exc}") from None
+        for flag, name in (("--error-logfile", "error_logfile"),
+                           ("--access-logfile", "access_logfile")):
+            path = getattr(self, name)
+            if not path or path == "-":
+                continue
+            # Absolute, against the start directory (as gunicorn): the master
+            # opens its log before --chdir, the workers after it.
+            path = os.path.abspath(path)
+            # Checked, not created: with --user the workers open it after
+            # dropping privileges, and a file made here would be the master's.
+            parent = os.path.dirname(path)
+            if os.path.isdir(path):
+                raise ConfigError(f"{flag} {path!r}: is a directory")
+            if not os.path.isdir(parent):
+                raise ConfigError(f"{flag} {path!r}: no such directory {parent!r}")
+            if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+                raise ConfigError(f"{flag} {path!r}: not writable")
+            setattr(self, name, path)
+
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
@@ -198,4 +226,5 @@ class Config:
         if self.chdir and not os.path.isdir(self.chdir):
             raise ConfigError(f"--chdir {self.chdir!r}: not a directory")
         self._validate_proxies()
+        self._validate_logs()
         return self

@@ -1,56 +1,121 @@
 """Logging set-up and reopening the log files.
 
-Owns: the error log (stderr), the access log's hand-off to its writer thread
-(a `QueueHandler` on the "ktlswsgi.access" logger, a `QueueListener` thread
-that writes through the target handler, so the reactor never waits on a log
-file), and reopening the log files this module opened (SIGUSR1, SIGHUP: after
-logrotate renames a file, the next line goes to a new file at the same path).
-stderr is never reopened.
+Owns: the error log (the "ktlswsgi" logger: stderr, or `--error-logfile`),
+the access log's writer thread (a `QueueListener` that takes the finished
+lines `accesslog.py` puts on its queue and writes them through the target
+handler, so the reactor never waits on a log file), and reopening the log
+files this module opened (SIGUSR1, SIGHUP: after logrotate renames a file,
+the next line goes to a new file at the same path).  stderr is never reopened.
+
+Processes: the master calls `setup_logging(cfg, start_writer=False)` before
+it forks (no thread may run in a process that forks; the master writes no
+access log), and each worker calls `setup_logging(cfg)` after the fork,
+which replaces what it inherited and starts its own writer.
 """
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 
+from . import accesslog
+
 log = logging.getLogger("ktlswsgi.logs")
 
-# The FileHandlers set up by `setup_logging`: what `reopen_files` reopens.
+ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+
+# The FileHandlers set up by `setup_logging`: what `reopen_files` reopens and
+# the next `setup_logging` closes.
 _file_handlers: list[logging.FileHandler] = []
+# The running access log writer and the process that started it (a forked
+# child has the object but not the thread).
+_writer: "_AccessWriter | None" = None
+_writer_pid = 0
 
 
-def setup_logging(cfg):
-    """Error log on stderr; access log through a queue.  Returns the listener (or None)."""
-    level = getattr(logging, cfg.log_level.upper())
+class _AccessWriter(logging.handlers.QueueListener):
+    """The access log's writer thread.
+
+    Its queue carries finished lines (str) from `accesslog.log_response`;
+    the LogRecord a handler needs is made here, off the reactor thread.
+    Records that something else logged to "ktlswsgi.access" pass as they are.
+    `stop()` writes what is queued, then ends the thread; a second call does
+    nothing (both `setup_logging` and its caller may stop it).
+    """
+
+    def prepare(self, item):
+        if isinstance(item, str):
+            return logging.LogRecord("ktlswsgi.access", logging.INFO, __file__, 0,
+                                     item, None, None)
+        return item
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            super().stop()
+
+
+def _handler(path: str) -> logging.Handler:
+    """stderr for '-', else a FileHandler (appending) that `reopen_files` reopens."""
+    if path == "-":
+        return logging.StreamHandler(sys.stderr)
+    handler = logging.FileHandler(path)
+    _file_handlers.append(handler)
+    return handler
+
+
+def _take_down() -> None:
+    """Undo the previous `setup_logging` of this process: stop its writer (the
+    lines still queued are written first) and close the files it opened.
+    In a forked child these are copies of the parent's descriptors: closing
+    them leaves the parent's open."""
+    global _writer
+    accesslog.set_writer(None)
+    if _writer is not None and _writer_pid == os.getpid():
+        _writer.stop()
+    _writer = None
+    for handler in _file_handlers:
+        handler.close()
+    _file_handlers.clear()
+
+
+def setup_logging(cfg, start_writer: bool = True) -> "_AccessWriter | None":
+    """(Re)build the error log and the access log from `cfg`.
+
+    The error log goes to `cfg.error_logfile` ('-': stderr), written
+    synchronously.  The access log (`cfg.access_logfile`, None: off) is
+    written by a thread started here, only with `start_writer`: without it
+    (a master about to fork) the access log is off in this process.  Calling
+    it again replaces everything the previous call set up.  Returns the
+    writer (its `stop()` writes the queued lines), or None.
+    """
+    global _writer, _writer_pid
+    _take_down()
     root = logging.getLogger("ktlswsgi")
-    root.setLevel(level)
+    root.setLevel(getattr(logging, cfg.log_level.upper()))
     root.propagate = False
-    fmt = logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(fmt)
-    q: queue.SimpleQueue = queue.SimpleQueue()
-    targets = [handler]
+    error_handler = _handler(cfg.error_logfile or "-")
+    error_handler.setFormatter(logging.Formatter(ERROR_FORMAT))
+    root.handlers[:] = [error_handler]
+
+    accesslog.set_format(cfg.access_logformat)
     access = logging.getLogger("ktlswsgi.access")
     access.propagate = False
-    _file_handlers.clear()
-    if cfg.access_logfile:
-        if cfg.access_logfile == "-":
-            target = logging.StreamHandler(sys.stderr)
-        else:
-            target = logging.FileHandler(cfg.access_logfile)
-            _file_handlers.append(target)
+    if cfg.access_logfile and start_writer:
+        target = _handler(cfg.access_logfile)
         target.setFormatter(logging.Formatter("%(message)s"))
+        lines: queue.SimpleQueue = queue.SimpleQueue()
+        _writer = _AccessWriter(lines, target, respect_handler_level=False)
+        _writer_pid = os.getpid()
         access.setLevel(logging.INFO)
-        access.handlers[:] = [logging.handlers.QueueHandler(q)]
-        listener = logging.handlers.QueueListener(q, target, respect_handler_level=False)
+        access.handlers[:] = [logging.handlers.QueueHandler(lines)]
+        _writer.start()
+        accesslog.set_writer(lines.put)
     else:
         access.setLevel(logging.CRITICAL + 1)
-        listener = None
-    root.handlers[:] = targets
-    if listener:
-        listener.start()
-    return listener
+        access.handlers[:] = []
+    return _writer
 
 
 def reopen_files() -> list[str]:
@@ -60,7 +125,7 @@ def reopen_files() -> list[str]:
     writer thread holds while it writes a line (call it from the reactor's
     turn).  The new file is opened before the old one is closed, so a file
     that cannot be opened (directory gone, permissions) leaves the handler
-    writing where it did, with an error line on stderr.
+    writing where it did, with an error line on the error log.
     """
     reopened = []
     for handler in list(_file_handlers):
@@ -83,6 +148,6 @@ def reopen_files() -> list[str]:
         if error is not None:
             log.error("cannot reopen %s: %s; still writing to the old file",
                       handler.baseFilename, error.strerror or error)
-        else:
+        elif handler.baseFilename not in reopened:   # error and access log in one file
             reopened.append(handler.baseFilename)
     return reopened
