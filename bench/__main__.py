@@ -1,9 +1,10 @@
 """`python -m bench`: ktlswsgi against gunicorn, granian, uWSGI and nginx.
 
 Plain HTTP and TLS, a raw WSGI app and a Flask app, h2load --h1 on loopback
-(server on core 0, client on core 1), server CPU per request, RSS with idle TLS
-keep-alive connections, and a locust mixed workload. Writes
-bench/results/<date>[-quick].{json,md,png}. See bench/README.md.
+(server on core 0, client on core 1; with --workers N the server on cores
+0..N-1), server CPU per request, RSS with idle TLS keep-alive connections, and a
+locust mixed workload. Writes bench/results/<date>[-quick].{json,md,png}. See
+bench/README.md.
 """
 from __future__ import annotations
 
@@ -114,6 +115,9 @@ def host_meta(args) -> dict:
         },
         "settings": {k: v for k, v in vars(args).items() if not callable(v)},
         "pinning": {"server_core": peers.SERVER_CORE, "client_core": load.CLIENT_CORE,
+                    "by_workers": {str(n): {"server_cpus": peers.server_cpus(n),
+                                            "client_core": load.client_core(n)}
+                                   for n in args.workers},
                     "taskset": bool(shutil.which("taskset"))},
         "threads": peers.THREADS,
         "loadavg_start": os.getloadavg(),
@@ -126,18 +130,22 @@ def _git_state() -> dict:
     the working tree)."""
     def git(*a):
         try:
+            # rstrip only: a porcelain line starts with its status columns (" M path").
             return subprocess.run(["git", *a], cwd=peers.REPO_ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True, timeout=15).stdout.strip()
+                                  stderr=subprocess.DEVNULL, text=True, timeout=15).stdout.rstrip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "ktlswsgi").splitlines()]
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "ktlswsgi").splitlines()
+             if len(ln) > 3]
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "subject": git("log", "-1", "--format=%s"), "ktlswsgi_dirty_files": dirty}
 
 
 def _row(peer: peers.Peer, case: str, **kw) -> dict:
     r = {"server": peer.label, "kind": peer.kind, "transport": peer.transport,
-         "scheme": peer.scheme, "app": peer.app, "case": case}
+         "scheme": peer.scheme, "app": peer.app, "workers": peer.workers,
+         "server_cpus": peers.server_cpus(peer.workers),
+         "client_core": load.client_core(peer.workers), "case": case}
     r.update(kw)
     return r
 
@@ -166,14 +174,15 @@ def _summarise(res: dict, size: int) -> dict:
 
 def bench_peer(peer, ctx, args, budget, results) -> None:
     cases = [c for c in CASES if c[0] in args.cases]
-    srv_info = {"server": peer.label, "scheme": peer.scheme, "app": peer.app}
+    srv_info = {"server": peer.label, "scheme": peer.scheme, "app": peer.app,
+                "workers": peer.workers}
     results["servers"].append(srv_info)
     why = peer.available()
     if why:
         for name, _p, _s in cases:
             results["runs"].append(_row(peer, name, status="unavailable", reason=why))
         srv_info["error"] = why
-        log("%s %s %s: %s" % (peer.label, peer.scheme, peer.app, why))
+        log("%s %s %s: %s" % (peer.tag, peer.scheme, peer.app, why))
         return
     server = peers.Server(peer, ctx)
     try:
@@ -182,13 +191,14 @@ def bench_peer(peer, ctx, args, budget, results) -> None:
         except Exception as e:  # noqa: BLE001 - a row, not a crash
             reason = "failed to start: %s" % str(e)[:600]
             srv_info["error"] = reason
-            log("%s %s %s: %s" % (peer.label, peer.scheme, peer.app, reason))
+            log("%s %s %s: %s" % (peer.tag, peer.scheme, peer.app, reason))
             for name, _p, _s in cases:
                 results["runs"].append(_row(peer, name, status="failed", reason=reason))
             return
         srv_info["argv"] = server.argv
-        log("%s %s %s: up on %d (pid %d)" % (peer.label, peer.scheme, peer.app,
-                                              server.port, server.pid))
+        log("%s %s %s: up on %d (pid %d, cores %s)" % (peer.tag, peer.scheme, peer.app,
+                                                        server.port, server.pid, server.cpus))
+        core = load.client_core(peer.workers)
         for name, path, size in cases:
             if budget.exceeded():
                 results["runs"].append(_row(peer, name, status="skipped",
@@ -218,8 +228,8 @@ def bench_peer(peer, ctx, args, budget, results) -> None:
             url = server.url(path)
             quiet = proc.wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else {}
             if args.warmup > 0:
-                load.run_h2load(url, args.warmup, args.connections, None)
-            res = load.run_h2load(url, args.duration, args.connections, server.pid)
+                load.run_h2load(url, args.warmup, args.connections, None, core=core)
+            res = load.run_h2load(url, args.duration, args.connections, server.pid, core=core)
             row = _row(peer, name, path=path, body_bytes=size, quiet_before=quiet,
                        **_summarise(res, size))
             results["runs"].append(row)
@@ -244,7 +254,7 @@ def bench_peer(peer, ctx, args, budget, results) -> None:
 def bench_idle(peer, ctx, args, budget, results) -> None:
     """RSS of the server's tree before and with N idle TLS keep-alive connections."""
     entry = {"server": peer.label, "scheme": peer.scheme, "app": peer.app, "n": args.idle_n,
-             "launch": peer.idle_note}
+             "workers": peer.workers, "launch": peer.idle_note}
     results["idle"].append(entry)
     why = peer.available()
     if why:
@@ -271,7 +281,7 @@ def bench_idle(peer, ctx, args, budget, results) -> None:
         if peer.scheme == "https":
             argv.append("--tls")
         if shutil.which("taskset"):
-            argv = ["taskset", "-c", load.CLIENT_CORE] + argv
+            argv = ["taskset", "-c", load.client_core(peer.workers)] + argv
         cpu0 = proc.tree_cpu_seconds(server.pid)
         client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, cwd=peers.REPO_ROOT,
@@ -304,7 +314,7 @@ def bench_idle(peer, ctx, args, budget, results) -> None:
         if not opened.get("opened"):
             entry["reason"] = entry.get("cap")
         log("idle %s: %s/%s open, %s alive, RSS %.1f -> %.1f MiB (%.1f KiB/conn), PSS %.1f MiB"
-            % (peer.label, opened.get("opened"), args.idle_n, alive,
+            % (peer.tag, opened.get("opened"), args.idle_n, alive,
                before["rss_kib"] / 1024, after["rss_kib"] / 1024,
                entry["rss_per_conn_kib"] or 0, after["pss_kib"] / 1024))
     finally:
@@ -358,7 +368,8 @@ def _drain(stream) -> str:
 
 def bench_locust(peer, ctx, args, budget, results) -> None:
     entry = {"server": peer.label, "scheme": peer.scheme, "app": peer.app,
-             "users": args.locust_users, "seconds": args.locust_seconds}
+             "workers": peer.workers, "users": args.locust_users,
+             "seconds": args.locust_seconds}
     results["locust"].append(entry)
     if not shutil.which("locust"):
         entry.update(status="unavailable", reason="locust not installed (pip install locust)")
@@ -377,14 +388,15 @@ def bench_locust(peer, ctx, args, budget, results) -> None:
         except Exception as e:  # noqa: BLE001
             entry.update(status="failed", reason="failed to start: %s" % str(e)[:600])
             return
-        prefix = os.path.join(ctx.workdir, "locust-%s" % peer.label.replace("/", "-"))
+        prefix = os.path.join(ctx.workdir, "locust-%s-w%d" % (peer.label.replace("/", "-"),
+                                                               peer.workers))
         argv = ["locust", "-f", os.path.join(HERE, "locustfile.py"), "--headless",
                 "-u", str(args.locust_users), "-r", str(args.locust_users),
                 "-t", "%ds" % args.locust_seconds, "--host", server.url(""),
                 "--csv", prefix, "--only-summary", "--loglevel", "WARNING",
                 "--stop-timeout", "5"]
         if shutil.which("taskset"):
-            argv = ["taskset", "-c", load.CLIENT_CORE] + argv
+            argv = ["taskset", "-c", load.client_core(peer.workers)] + argv
         cpu0 = proc.tree_cpu_seconds(server.pid)
         t0 = time.monotonic()
         try:
@@ -414,12 +426,72 @@ def bench_locust(peer, ctx, args, budget, results) -> None:
                           "p95_ms": float(v["95%"])}
                       for k, v in stats.items() if k != "Aggregated"})
         log("locust %s: %.0f req/s, median %.0f ms, p95 %.0f ms, %d failures, %.0f req/cpu-s"
-            % (peer.label, entry["req_s"], entry["median_ms"], entry["p95_ms"],
+            % (peer.tag, entry["req_s"], entry["median_ms"], entry["p95_ms"],
                entry["failures"], entry["req_per_cpu_s"] or 0))
     finally:
         server.stop()
         if peer.kind == "ktlswsgi":
             entry["telemetry"] = peers.ktlswsgi_telemetry(server.log_text())
+
+
+SPREAD_MODES = (("shared", False), ("reuse-port", True))
+
+
+def bench_spread(workers, scheme, app, args, ctx, budget, results) -> None:
+    """How ktlswsgi's workers share the load: one h2load run (`/tiny`, -c connections,
+    no warm-up) against `-w workers` with the shared listening socket, then with
+    --reuse-port; each worker's `requests=`/`connections=` from its counters line and
+    its own CPU over the run."""
+    for mode, reuse in SPREAD_MODES:
+        peer = peers.Ktlswsgi(scheme, app, "socket" if scheme == "https" else None,
+                              workers=workers, reuse_port=reuse)
+        entry = {"server": peer.label, "scheme": scheme, "app": app, "workers": workers,
+                 "mode": mode, "case": "tiny", "connections": args.connections,
+                 "server_cpus": peers.server_cpus(workers),
+                 "client_core": load.client_core(workers)}
+        results["spread"].append(entry)
+        if budget.left() < args.duration + 30:
+            entry.update(status="skipped", reason="harness time budget exceeded")
+            continue
+        server = peers.Server(peer, ctx)
+        cpu_before = cpu_after = {}
+        try:
+            try:
+                server.start("/tiny", timeout=args.start_timeout)
+            except Exception as e:  # noqa: BLE001
+                entry.update(status="failed", reason="failed to start: %s" % str(e)[:600])
+                continue
+            entry["argv"] = server.argv
+            entry["quiet_before"] = (proc.wait_quiet(args.quiet_wait)
+                                     if args.quiet_wait > 0 else {})
+            cpu_before = proc.per_pid_cpu_seconds(server.pid)
+            res = load.run_h2load(server.url("/tiny"), args.duration, args.connections,
+                                  server.pid, core=load.client_core(workers))
+            cpu_after = proc.per_pid_cpu_seconds(server.pid)
+            entry.update(_summarise(res, 2))
+        finally:
+            server.stop()
+            tel = peers.ktlswsgi_telemetry(server.log_text())
+        per = []
+        for w in tel.get("per_worker", []):
+            pid, c = w["pid"], w["counters"]
+            cpu = (cpu_after.get(pid, 0) - cpu_before.get(pid, 0)
+                   if pid in cpu_after and pid in cpu_before else None)
+            per.append({"pid": pid, "requests": c.get("requests", 0),
+                        "connections": c.get("connections", 0), "cpu_seconds": cpu})
+        per.sort(key=lambda w: -w["requests"])
+        total = sum(w["requests"] for w in per)
+        entry["per_worker"] = per
+        entry["counter_lines"] = len(per)
+        entry["requests_counted"] = total
+        entry["busiest_share"] = (per[0]["requests"] / total) if total else None
+        if entry.get("status") == "ok" and len(per) != workers:
+            entry["note"] = "%d counters lines for %d workers" % (len(per), workers)
+        log("spread %s w%d %s %s: requests per worker %s (connections %s), %.0f req/s"
+            % (peer.label, workers, scheme, mode,
+               "/".join(str(w["requests"]) for w in per) or "-",
+               "/".join(str(w["connections"]) for w in per) or "-",
+               entry.get("req_s") or 0))
 
 
 def _locust_stats(path: str) -> dict:
@@ -444,6 +516,14 @@ def parse_args(argv=None):
     ap.add_argument("--apps", default="raw,flask")
     ap.add_argument("--transports", default="socket,memory", help="ktlswsgi TLS transports")
     ap.add_argument("--cases", default=",".join(CASE_NAMES))
+    ap.add_argument("--workers", default="1",
+                    help="comma list of worker-process counts; every peer runs once per "
+                         "value (ktlswsgi/gunicorn -w N, granian --workers N, uWSGI "
+                         "--processes N, nginx worker_processes N), %d threads each; the "
+                         "server tree is pinned to cores 0..N-1" % peers.THREADS)
+    ap.add_argument("--no-spread", dest="spread", action="store_false",
+                    help="with a worker count above 1: skip the ktlswsgi spread-across-"
+                         "workers runs (shared socket vs --reuse-port)")
     ap.add_argument("--idle-n", type=int, default=10000, help="idle TLS connections (0: skip)")
     ap.add_argument("--idle-open-timeout", type=float, default=150)
     ap.add_argument("--locust-seconds", type=int, default=45, help="0: skip locust")
@@ -455,7 +535,9 @@ def parse_args(argv=None):
     ap.add_argument("--max-minutes", type=float, default=40,
                     help="harness budget: work past it is skipped and reported")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--tag", default=None, help="results file name (default: date)")
+    ap.add_argument("--tag", default=None,
+                    help="results file name (default: date; only an untagged full run "
+                         "rewrites the summary in bench/README.md)")
     args = ap.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 1, 0.5
@@ -472,6 +554,13 @@ def parse_args(argv=None):
     bad = [c for c in args.cases if c not in CASE_NAMES]
     if bad:
         ap.error("unknown case(s) %s; known: %s" % (bad, CASE_NAMES))
+    try:
+        workers = [int(x) for x in args.workers.split(",") if x.strip()]
+    except ValueError:
+        ap.error("--workers: a comma list of integers, e.g. 1,2")
+    if not workers or min(workers) < 1:
+        ap.error("--workers: counts must be >= 1")
+    args.workers = list(dict.fromkeys(workers))
     return args
 
 
@@ -492,7 +581,10 @@ def main(argv=None) -> int:
     tag = args.tag or (datetime.date.today().isoformat() + ("-quick" if args.quick else ""))
     os.makedirs(args.out, exist_ok=True)
     results = {"meta": host_meta(args), "cases": [list(c) for c in CASES],
-               "runs": [], "servers": [], "idle": [], "locust": []}
+               "runs": [], "servers": [], "idle": [], "locust": [], "spread": []}
+    if max(args.workers) > peers.host_cpus():
+        log("warning: %d workers on a %d-core host: the server is pinned to all cores"
+            % (max(args.workers), peers.host_cpus()))
     workdir = tempfile.mkdtemp(prefix="ktlswsgi-bench-")
     static_dir = os.path.join(workdir, "static")
     make_static_files(static_dir)
@@ -505,12 +597,20 @@ def main(argv=None) -> int:
     log("workdir %s; results -> %s/%s.*" % (workdir, args.out, tag))
     code = 0
     try:
-        all_p = [p for p in peers.all_peers(args.schemes, args.apps, args.transports)
+        all_p = [p for p in peers.all_peers(args.schemes, args.apps, args.transports,
+                                            args.workers)
                  if p.kind in args.peers]
         for peer in all_p:
             bench_peer(peer, ctx, args, budget, results)
+        if args.spread and "ktlswsgi" in args.peers:
+            app = "raw" if "raw" in args.apps else args.apps[0]
+            for n in args.workers:
+                if n > 1:
+                    for scheme in args.schemes:
+                        bench_spread(n, scheme, app, args, ctx, budget, results)
         if args.idle_n > 0 and "https" in args.schemes:
-            idle_peers = [p for p in peers.all_peers(["https"], ["raw"], args.transports)
+            idle_peers = [p for p in peers.all_peers(["https"], ["raw"], args.transports,
+                                                     args.workers)
                           if p.kind in args.peers]
             for peer in idle_peers:
                 bench_idle(peer, ctx, args, budget, results)
@@ -519,9 +619,11 @@ def main(argv=None) -> int:
             for kind in ("ktlswsgi", "gunicorn"):
                 if kind not in args.peers:
                     continue
-                peer = (peers.Ktlswsgi(scheme, "flask", "auto" if scheme == "https" else None)
-                        if kind == "ktlswsgi" else peers.Gunicorn(scheme, "flask"))
-                bench_locust(peer, ctx, args, budget, results)
+                for n in args.workers:
+                    peer = (peers.Ktlswsgi(scheme, "flask", "auto" if scheme == "https" else None,
+                                           workers=n)
+                            if kind == "ktlswsgi" else peers.Gunicorn(scheme, "flask", workers=n))
+                    bench_locust(peer, ctx, args, budget, results)
     except (KeyboardInterrupt, SystemExit) as e:
         log("interrupted (%s): writing partial results" % type(e).__name__)
         results["meta"]["interrupted"] = True
@@ -531,7 +633,10 @@ def main(argv=None) -> int:
         results["meta"]["loadavg_end"] = os.getloadavg()
         paths = report.write_all(results, args.out, tag)
         default_out = os.path.abspath(args.out) == os.path.join(HERE, "results")
-        if default_out and not args.quick and not results["meta"].get("interrupted"):
+        # Only a dated full run rewrites the README summary; a --tag run (a partial or
+        # experimental one) leaves it alone.
+        if (default_out and not args.quick and args.tag is None
+                and not results["meta"].get("interrupted")):
             if report.update_readme(results, os.path.join(HERE, "README.md"), tag):
                 paths.append(os.path.join(HERE, "README.md"))
         for p in paths:

@@ -8,7 +8,18 @@ import time
 
 from . import proc
 
-CLIENT_CORE = "1"
+CLIENT_CORE = "1"       # the client's core next to a one-worker server (client_core(1))
+
+
+def client_core(workers: int = 1) -> str:
+    """The core for the load client next to a server with `workers` processes pinned
+    to cores 0..N-1: core N, or the last core when the server takes them all (on a
+    2-core host a 2-worker server then shares core 1 with the client)."""
+    import os
+    ncpu = os.cpu_count() or 1
+    if ncpu < 2:
+        return "0"
+    return str(min(max(1, workers), ncpu - 1))
 
 
 def have_h2load() -> bool:
@@ -21,8 +32,9 @@ def _taskset(core: str, argv: list[str]) -> list[str]:
     return argv
 
 
-def h2load_argv(url: str, duration: float, connections: int, threads: int = 1) -> list[str]:
-    return _taskset(CLIENT_CORE, [
+def h2load_argv(url: str, duration: float, connections: int, threads: int = 1,
+                core: str = CLIENT_CORE) -> list[str]:
+    return _taskset(core, [
         "h2load", "--h1", "-c", str(connections), "-t", str(threads),
         "-D", "%ds" % max(1, round(duration)), url])
 
@@ -59,9 +71,9 @@ def parse_h2load(text: str) -> dict:
 
 
 def run_h2load(url: str, duration: float, connections: int, server_pid: int | None,
-               timeout_extra: float = 30.0) -> dict:
+               timeout_extra: float = 30.0, core: str = CLIENT_CORE) -> dict:
     """One bounded h2load run; server CPU is measured over exactly this run."""
-    argv = h2load_argv(url, duration, connections)
+    argv = h2load_argv(url, duration, connections, core=core)
     cpu0 = proc.tree_cpu_seconds(server_pid) if server_pid else None
     ccpu0 = proc.children_cpu_seconds()
     busy0 = proc.system_busy_seconds()

@@ -1,8 +1,9 @@
 """The servers under test: how to launch each, and a handle that always ends them.
 
-Every server runs in its own session (process group) pinned to the server core
-with `taskset`, with RLIMIT_NOFILE raised (the `ulimit -n` of the launch), its
-output in a log file; stop() sends SIGTERM to the group, then SIGKILL.
+Every server runs in its own session (process group) pinned to the server cores
+with `taskset` (core 0 for one worker process, cores 0-(N-1) for N), with
+RLIMIT_NOFILE raised (the `ulimit -n` of the launch), its output in a log file;
+stop() sends SIGTERM to the group, then SIGKILL.
 """
 from __future__ import annotations
 
@@ -19,12 +20,23 @@ import time
 
 from . import proc
 
-SERVER_CORE = "0"
-THREADS = 16
+SERVER_CORE = "0"       # the server's core with one worker process (server_cpus(1))
+THREADS = 16            # threads per worker process, whatever the worker count
 NOFILE = 65536
 IDLE_MAX_CONNECTIONS = 20000
 IDLE_KEEPALIVE = 600
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def host_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+def server_cpus(workers: int) -> str:
+    """The taskset list for a server with `workers` processes: cores 0..N-1 (capped at
+    the host's core count)."""
+    n = max(1, min(workers, host_cpus()))
+    return SERVER_CORE if n == 1 else "0-%d" % (n - 1)
 
 
 def free_port() -> int:
@@ -60,13 +72,20 @@ class Peer:
     # For the idle-connection case: what the launch raises and the cap it leaves.
     idle_note = ""
 
-    def __init__(self, scheme: str, app: str, transport: str | None = None):
+    def __init__(self, scheme: str, app: str, transport: str | None = None, workers: int = 1):
         self.scheme, self.app, self.transport = scheme, app, transport
+        self.workers = workers      # worker processes (-w / --workers / --processes / ...)
 
     @property
     def label(self) -> str:
+        """The server's name without the worker count (rows carry `workers` apart)."""
         t = "/%s" % self.transport if self.transport else ""
         return "%s%s" % (self.kind, t)
+
+    @property
+    def tag(self) -> str:
+        """label + worker count, for logs and file names: `ktlswsgi/socket w2`."""
+        return "%s w%d" % (self.label, self.workers)
 
     def available(self) -> str | None:
         """None if launchable here, else the reason it is not."""
@@ -83,9 +102,15 @@ class Ktlswsgi(Peer):
     kind = "ktlswsgi"
     idle_note = "--max-connections %d --keep-alive %d" % (IDLE_MAX_CONNECTIONS, IDLE_KEEPALIVE)
 
+    def __init__(self, scheme, app, transport=None, workers=1, reuse_port=False):
+        super().__init__(scheme, app, transport, workers)
+        self.reuse_port = reuse_port    # --reuse-port: one SO_REUSEPORT socket per worker
+
     def argv(self, port, ctx, idle=False):
         a = [sys.executable, "-m", "ktlswsgi", "bench.apps:%s_app" % self.app,
-             "-b", "127.0.0.1:%d" % port, "--threads", str(THREADS)]
+             "-b", "127.0.0.1:%d" % port, "-w", str(self.workers), "--threads", str(THREADS)]
+        if self.reuse_port:
+            a.append("--reuse-port")
         if self.scheme == "https":
             a += ["--certfile", ctx.cert, "--keyfile", ctx.key,
                   "--tls-transport", self.transport or "auto"]
@@ -104,7 +129,7 @@ class Gunicorn(Peer):
 
     def argv(self, port, ctx, idle=False):
         a = _which_module_or_script("gunicorn", "gunicorn") + [
-            "-k", "gthread", "-w", "1", "--threads", str(THREADS),
+            "-k", "gthread", "-w", str(self.workers), "--threads", str(THREADS),
             "-b", "127.0.0.1:%d" % port, "bench.apps:%s_app" % self.app]
         if self.scheme == "https":
             a += ["--certfile", ctx.cert, "--keyfile", ctx.key]
@@ -122,7 +147,7 @@ class Granian(Peer):
         return None if shutil.which("granian") else "granian not installed (pip install granian)"
 
     def argv(self, port, ctx, idle=False):
-        a = [shutil.which("granian"), "--interface", "wsgi", "--workers", "1",
+        a = [shutil.which("granian"), "--interface", "wsgi", "--workers", str(self.workers),
              "--blocking-threads", str(THREADS), "--host", "127.0.0.1", "--port", str(port),
              "--no-ws", "--log-level", "warning"]
         if self.scheme == "https":
@@ -142,7 +167,8 @@ class Uwsgi(Peer):
 
     def argv(self, port, ctx, idle=False):
         addr = "127.0.0.1:%d" % port
-        a = [shutil.which("uwsgi"), "--master", "--processes", "1", "--threads", str(THREADS),
+        a = [shutil.which("uwsgi"), "--master", "--processes", str(self.workers),
+             "--threads", str(THREADS),
              "--module", "bench.apps:%s_app" % self.app, "--need-app",
              "--disable-logging", "--die-on-term", "--http-keepalive=1",
              "--pythonpath", REPO_ROOT, "--listen", "4096" if idle else "1024"]
@@ -158,7 +184,7 @@ class Uwsgi(Peer):
 NGINX_CONF = """
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile {nofile};
 user root;
 pid {workdir}/nginx-{port}.pid;
@@ -192,8 +218,8 @@ class Nginx(Peer):
     static_only = True
     idle_note = "worker_connections %d, keepalive_timeout %ds" % (IDLE_MAX_CONNECTIONS, IDLE_KEEPALIVE)
 
-    def __init__(self, scheme, app="static", transport=None):
-        super().__init__(scheme, "static", transport)
+    def __init__(self, scheme, app="static", transport=None, workers=1):
+        super().__init__(scheme, "static", transport, workers)
 
     def available(self):
         return None if (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")) else \
@@ -206,7 +232,7 @@ class Nginx(Peer):
                          "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; "
                          "ssl_conf_command Options KTLS;" % (ctx.cert, ctx.key))
         conf = NGINX_CONF.format(
-            nofile=NOFILE, workdir=ctx.workdir, port=port,
+            nofile=NOFILE, workdir=ctx.workdir, port=port, workers=self.workers,
             worker_connections=IDLE_MAX_CONNECTIONS + 1000 if idle else 4096,
             keepalive=IDLE_KEEPALIVE if idle else 75,
             ssl=" ssl" if self.scheme == "https" else "", ssl_lines=ssl_lines,
@@ -222,17 +248,20 @@ class Nginx(Peer):
         return None
 
 
-def all_peers(schemes, apps, transports=("socket", "memory")) -> list[Peer]:
+def all_peers(schemes, apps, transports=("socket", "memory"), workers=(1,)) -> list[Peer]:
+    """Every configuration, each once per worker count (the counts of one configuration
+    next to each other, so a drifting host load hits them alike)."""
     out: list[Peer] = []
     for scheme in schemes:
         for app in apps:
             if scheme == "https":
                 for t in transports:
-                    out.append(Ktlswsgi(scheme, app, t))
+                    out += [Ktlswsgi(scheme, app, t, workers=n) for n in workers]
             else:
-                out.append(Ktlswsgi(scheme, app))
-            out += [Gunicorn(scheme, app), Granian(scheme, app), Uwsgi(scheme, app)]
-        out.append(Nginx(scheme))
+                out += [Ktlswsgi(scheme, app, workers=n) for n in workers]
+            for cls in (Gunicorn, Granian, Uwsgi):
+                out += [cls(scheme, app, workers=n) for n in workers]
+        out += [Nginx(scheme, workers=n) for n in workers]
     return out
 
 
@@ -249,9 +278,10 @@ class Server:
         self.port = free_port()
         self.popen: subprocess.Popen | None = None
         self.log_path = os.path.join(
-            ctx.workdir, "%s-%s-%s-%d.log" % (peer.label.replace("/", "-"), peer.scheme,
-                                              peer.app, self.port))
+            ctx.workdir, "%s-w%d-%s-%s-%d.log" % (peer.label.replace("/", "-"), peer.workers,
+                                                  peer.scheme, peer.app, self.port))
         self.argv: list[str] = []
+        self.cpus = server_cpus(peer.workers)
 
     @property
     def pid(self) -> int | None:
@@ -262,7 +292,8 @@ class Server:
 
     def start(self, ready_path: str, timeout: float = 30.0) -> None:
         self.argv = self.peer.argv(self.port, self.ctx, idle=self.idle)
-        argv = (["taskset", "-c", SERVER_CORE] if shutil.which("taskset") else []) + self.argv
+        self.cpus = server_cpus(self.peer.workers)
+        argv = (["taskset", "-c", self.cpus] if shutil.which("taskset") else []) + self.argv
         env = dict(os.environ)
         env["BENCH_STATIC_DIR"] = self.ctx.static_dir
         env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -367,13 +398,27 @@ def fetch(port: int, scheme: str, path: str, timeout: float = 5.0) -> tuple[int,
         conn.close()
 
 
-_COUNTERS = re.compile(r"counters: (.*)$", re.M)
+# Every worker process logs one `counters: k=v ...` line at exit (a log line
+# `[time] [pid] [LEVEL] counters: ...`); the master logs the probe and TLS lines once.
+_COUNTERS = re.compile(r"^(.*?)counters: (.*)$", re.M)
+_PID = re.compile(r"\[(\d+)\]\s*\[[A-Z]+\]\s*$")
 _KTLS = re.compile(r"kTLS: (.*)$", re.M)
 _TLSLINE = re.compile(r"TLS: (.*transport.*)$", re.M)
 
 
+def _parse_counters(text: str) -> dict:
+    out = {}
+    for kv in text.split():
+        k, _, v = kv.partition("=")
+        if v.isdigit():
+            out[k] = int(v)
+    return out
+
+
 def ktlswsgi_telemetry(log: str) -> dict:
-    """The probe line, the TLS line and the shutdown counters from a ktlswsgi log."""
+    """The probe line, the TLS line and the shutdown counters from a ktlswsgi log:
+    `counters` = the sum over every `counters:` line (one per worker process that
+    exited, replaced workers included), `per_worker` = each line with its pid."""
     out: dict = {}
     m = _KTLS.search(log)
     if m:
@@ -381,12 +426,19 @@ def ktlswsgi_telemetry(log: str) -> dict:
     m = _TLSLINE.search(log)
     if m:
         out["tls"] = m.group(1).strip()
-    ms = _COUNTERS.findall(log)
-    if ms:
-        counters = {}
-        for kv in ms[-1].split():
-            k, _, v = kv.partition("=")
-            if v.isdigit():
-                counters[k] = int(v)
-        out["counters"] = counters
+    per_worker = []
+    for prefix, text in _COUNTERS.findall(log):
+        c = _parse_counters(text)
+        if not c:
+            continue
+        pm = _PID.search(prefix)
+        per_worker.append({"pid": int(pm.group(1)) if pm else None, "counters": c})
+    if per_worker:
+        total: dict = {}
+        for w in per_worker:
+            for k, v in w["counters"].items():
+                total[k] = total.get(k, 0) + v
+        out["counters"] = total
+        out["counter_lines"] = len(per_worker)
+        out["per_worker"] = per_worker
     return out

@@ -54,6 +54,17 @@ def tree_cpu_seconds(root: int) -> float:
     return total / CLK_TCK
 
 
+def per_pid_cpu_seconds(root: int) -> dict[int, float]:
+    """{pid: utime+stime seconds} for each live process of root's tree (threads folded
+    into their process), e.g. to see how work spread over a server's workers."""
+    out = {}
+    for pid in tree_pids(root):
+        st = _read_stat(pid)
+        if st is not None:
+            out[pid] = (st["utime"] + st["stime"]) / CLK_TCK
+    return out
+
+
 def _status_kib(pid: int, key: str) -> int:
     try:
         with open("/proc/%d/status" % pid) as f:

@@ -20,6 +20,38 @@ def _ref_app(app: str) -> str:
     return "raw" if app == "static" else app
 
 
+def _w(r: dict) -> int:
+    """A row's worker-process count (results from before --workers: 1)."""
+    return r.get("workers") or 1
+
+
+def worker_counts(results: dict) -> list[int]:
+    seen = set()
+    for sect in ("runs", "idle", "locust", "spread"):
+        seen.update(_w(r) for r in results.get(sect, []))
+    return sorted(seen) or [1]
+
+
+def multi_workers(results: dict) -> bool:
+    """True when the run has a worker count other than 1: names then carry ` wN`."""
+    return worker_counts(results) != [1]
+
+
+def name(r: dict, multi: bool) -> str:
+    """The server's display name: `ktlswsgi/socket w2` when worker counts vary."""
+    return "%s w%d" % (r["server"], _w(r)) if multi else r["server"]
+
+
+def _shares_core(meta: dict, workers: int) -> bool:
+    """Whether the client's core is one of the server's with this worker count."""
+    pin = ((meta.get("pinning") or {}).get("by_workers") or {}).get(str(workers))
+    if not pin:
+        return False
+    cpus, core = pin["server_cpus"], int(pin["client_core"])
+    lo, _, hi = cpus.partition("-")
+    return int(lo) <= core <= int(hi or lo)
+
+
 def fmt(x, digits=3) -> str:
     if x is None:
         return "-"
@@ -38,27 +70,29 @@ def ratio(a, b):
 
 def add_ratios(results: dict) -> None:
     """Each ok run gets ratio_req_s / ratio_req_per_cpu_s against ktlswsgi (same scheme,
-    same app; nginx against the raw app)."""
+    same app, same worker count; nginx against the raw app)."""
     ref = {}
     for r in results["runs"]:
         if r.get("status") == "ok" and r["server"] == reference_label(r["scheme"]):
-            ref[(r["scheme"], r["app"], r["case"])] = r
+            ref[(r["scheme"], r["app"], r["case"], _w(r))] = r
     for r in results["runs"]:
-        b = ref.get((r["scheme"], _ref_app(r["app"]), r["case"]))
+        b = ref.get((r["scheme"], _ref_app(r["app"]), r["case"], _w(r)))
         if r.get("status") == "ok" and b:
             r["ratio_req_s"] = ratio(r.get("req_s"), b.get("req_s"))
             r["ratio_req_per_cpu_s"] = ratio(r.get("req_per_cpu_s"), b.get("req_per_cpu_s"))
 
 
 def _groups(results):
-    """[(scheme, [(server, app)])] in run order."""
+    """[((scheme, workers), [(server, app)])]: schemes in run order, then worker counts
+    ascending; servers in run order."""
     out = {}
     for r in results["runs"]:
         key = (r["server"], r["app"])
-        lst = out.setdefault(r["scheme"], [])
+        lst = out.setdefault((r["scheme"], _w(r)), [])
         if key not in lst:
             lst.append(key)
-    return list(out.items())
+    schemes = list(dict.fromkeys(s for s, _ in out))
+    return sorted(out.items(), key=lambda kv: (schemes.index(kv[0][0]), kv[0][1]))
 
 
 def _cases(results):
@@ -70,9 +104,10 @@ def _cases(results):
     return sorted(seen, key=lambda c: order.index(c) if c in order else 99)
 
 
-def _find(results, scheme, server, app, case):
+def _find(results, scheme, server, app, case, workers=1):
     for r in results["runs"]:
-        if (r["scheme"], r["server"], r["app"], r["case"]) == (scheme, server, app, case):
+        if ((r["scheme"], r["server"], r["app"], r["case"], _w(r))
+                == (scheme, server, app, case, workers)):
             return r
     return None
 
@@ -95,20 +130,46 @@ def _la(v):
     return "/".join("%.2f" % x for x in v) if v else "?"
 
 
+def _pinning_text(m: dict, counts: list[int]) -> str:
+    pin = m["pinning"]
+    by = pin.get("by_workers") or {}
+    if counts == [1] or not by:
+        return ("Server pinned to core %s, client (h2load --h1, locust, idle client) to core %s."
+                % (pin["server_core"], pin["client_core"]))
+    return ("Server trees pinned with `taskset`, client (h2load --h1, locust, idle client) "
+            "to one core: %s." % "; ".join(
+                "%d worker%s: server cores %s, client core %s" % (
+                    n, "s" if n > 1 else "", by[str(n)]["server_cpus"],
+                    by[str(n)]["client_core"])
+                for n in counts if str(n) in by))
+
+
 def markdown(results: dict) -> str:
     m = results["meta"]
+    counts = worker_counts(results)
+    multi = counts != [1]
     L = []
     L.append("# ktlswsgi benchmark — %s" % m.get("date", "?"))
     L.append("")
     L.append("Host: kernel %s, %s × %s, `tcp_available_ulp` = `%s`, %s, Python %s. "
-             "Server pinned to core %s, client (h2load --h1, locust, idle client) to core %s. "
-             "h2load `-c %s -D %ss` after %ss warm-up; %s worker threads per server. "
+             "%s "
+             "h2load `-c %s -D %ss` after %ss warm-up; %s worker threads per server%s. "
              "Harness time %.0f s." % (
                  m.get("kernel"), m.get("cpus"), m.get("cpu"), m.get("tcp_available_ulp"),
-                 m.get("openssl"), m.get("python"), m["pinning"]["server_core"],
-                 m["pinning"]["client_core"], m["settings"].get("connections"),
+                 m.get("openssl"), m.get("python"), _pinning_text(m, counts),
+                 m["settings"].get("connections"),
                  m["settings"].get("duration"), m["settings"].get("warmup"),
-                 m.get("threads"), m.get("harness_seconds", 0)))
+                 m.get("threads"), " process" if multi else "",
+                 m.get("harness_seconds", 0)))
+    shared = [n for n in counts if _shares_core(m, n)]
+    if shared:
+        L.append("")
+        L.append("**With %s worker processes the server takes every core, so the client "
+                 "shares one with it: wall req/s there is client-limited (and the client's "
+                 "CPU is taken from the server's), and req/CPU-s — requests per second of "
+                 "the whole server process tree's CPU — is the comparable column.** "
+                 "Ratios (×) compare peers at the same worker count."
+                 % " and ".join(str(n) for n in shared))
     L.append("")
     L.append("Versions: " + ", ".join("%s `%s`" % kv for kv in m.get("versions", {}).items()))
     g = m.get("git") or {}
@@ -128,11 +189,13 @@ def markdown(results: dict) -> str:
     L.append("")
     L.append("Columns: **req/s** = 2xx responses per wall second; **MB/s** = response body "
              "bytes per wall second; **srv CPU** = utime+stime of the server's whole process "
-             "tree over the run ÷ wall time (100%% = the one pinned core); **req/CPU-s** = 2xx "
+             "tree over the run ÷ wall time (100%% = one core; a server with N worker "
+             "processes is pinned to N cores); **req/CPU-s** = 2xx "
              "responses per second of server CPU — on big files the client core saturates "
              "first, so this is the column that compares servers; **(×r)** = ratio to "
-             "ktlswsgi in the same scheme and app (`ktlswsgi/socket` for TLS; nginx against the "
-             "raw app): above 1 the peer is faster / cheaper; **fail** = h2load failed + "
+             "ktlswsgi in the same scheme, app and worker count (`ktlswsgi/socket` for TLS; "
+             "nginx against the raw app): above 1 the peer is faster / cheaper; "
+             "**fail** = h2load failed + "
              "errored + timeout; **non-2xx** = 3xx+4xx+5xx; **cli CPU** = h2load's CPU ÷ wall; "
              "**other CPU** = CPU used on the host by neither server nor client during the "
              "run, in cores (other jobs on a shared machine; cells marked † had more than "
@@ -140,32 +203,37 @@ def markdown(results: dict) -> str:
                  NOISY_CORES, _la(m.get("loadavg_start")), _la(m.get("loadavg_end"))))
     add_ratios(results)
     cases = _cases(results)
-    for scheme, servers in _groups(results):
+    for (scheme, workers), servers in _groups(results):
+        wtitle = (", %d worker process%s" % (workers, "es" if workers > 1 else "")
+                  if multi else "")
         for key, rkey, title in (("req_per_cpu_s", "ratio_req_per_cpu_s",
                                   "requests per server-CPU-second"),
                                  ("req_s", "ratio_req_s", "wall requests per second")):
             L.append("")
-            L.append("## %s — %s (ratio to ktlswsgi)" % (SCHEME_TITLE.get(scheme, scheme), title))
+            L.append("## %s%s — %s (ratio to ktlswsgi)" % (SCHEME_TITLE.get(scheme, scheme),
+                                                          wtitle, title))
             L.append("")
             L.append("| server | app | " + " | ".join(CASE_TITLE.get(c, c) for c in cases) + " |")
             L.append("| --- | --- | " + " | ".join("---:" for _ in cases) + " |")
             for server, app in servers:
-                cells = [_cell(_find(results, scheme, server, app, c), key, rkey) for c in cases]
-                L.append("| %s | %s | %s |" % (server, app, " | ".join(cells)))
+                cells = [_cell(_find(results, scheme, server, app, c, workers), key, rkey)
+                         for c in cases]
+                shown = name({"server": server, "workers": workers}, multi)
+                L.append("| %s | %s | %s |" % (shown, app, " | ".join(cells)))
     L.append("")
     L.append("## All runs")
     L.append("")
-    L.append("| scheme | case | server | app | req/s | MB/s | srv CPU | req/CPU-s | ×req/s | "
-             "×req/CPU-s | fail | non-2xx | cli CPU | other CPU | TLS |")
-    L.append("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-             "| ---: | ---: | --- |")
-    for r in sorted(results["runs"], key=lambda r: (r["scheme"], cases.index(r["case"])
+    L.append("| scheme | case | server | workers | app | req/s | MB/s | srv CPU | req/CPU-s | "
+             "×req/s | ×req/CPU-s | fail | non-2xx | cli CPU | other CPU | TLS |")
+    L.append("| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: | ---: | --- |")
+    for r in sorted(results["runs"], key=lambda r: (r["scheme"], _w(r), cases.index(r["case"])
                                                     if r["case"] in cases else 99)):
         if r.get("status") != "ok":
             continue
-        L.append("| %s | %s | %s | %s | %s | %s | %.0f%% | %s | %s | %s | %d | %d | %.0f%% "
+        L.append("| %s | %s | %s | %d | %s | %s | %s | %.0f%% | %s | %s | %s | %d | %d | %.0f%% "
                  "| %.2f | %s |"
-                 % (r["scheme"], r["case"], r["server"], r["app"], fmt(r.get("req_s")),
+                 % (r["scheme"], r["case"], r["server"], _w(r), r["app"], fmt(r.get("req_s")),
                     fmt(r.get("mb_s")), 100 * (r.get("server_cpu_util") or 0),
                     fmt(r.get("req_per_cpu_s")), fmt(r.get("ratio_req_s")),
                     fmt(r.get("ratio_req_per_cpu_s")), r.get("failures", 0),
@@ -181,12 +249,14 @@ def markdown(results: dict) -> str:
         L.append("| --- | --- | --- | --- | --- | --- |")
         merged = {}
         for r in bad:
-            k = (r["scheme"], r["server"], r["app"], r["status"], r.get("reason", ""))
+            k = (r["scheme"], name(r, multi), r["app"], r["status"], r.get("reason", ""))
             merged.setdefault(k, []).append(r["case"])
         for (scheme, server, app, status, reason), cs in merged.items():
             reason = " ".join(str(reason).split())[:300].replace("|", "\\|")
             L.append("| %s | %s | %s | %s | %s | %s |" % (scheme, server, app, ", ".join(cs),
                                                           status, reason))
+    if results.get("spread"):
+        L.extend(spread_markdown(results))
     if results.get("idle"):
         L.append("")
         L.append("## Memory with idle TLS keep-alive connections")
@@ -206,11 +276,11 @@ def markdown(results: dict) -> str:
         for e in results["idle"]:
             if e.get("status") != "ok":
                 L.append("| %s | %s | | | | | | | | | %s | %s: %s |" % (
-                    e["server"], e.get("n"), e.get("launch", ""), e.get("status"),
+                    name(e, multi), e.get("n"), e.get("launch", ""), e.get("status"),
                     str(e.get("reason", ""))[:200].replace("|", "\\|")))
                 continue
             L.append("| %s | %d | %s | %s | %.1f | %.1f | %s | %.1f | %s | %s | %s | %s |" % (
-                e["server"], e["n"], e.get("opened"), e.get("alive"),
+                name(e, multi), e["n"], e.get("opened"), e.get("alive"),
                 e["rss_before_kib"] / 1024, e["rss_after_kib"] / 1024,
                 fmt(e.get("rss_per_conn_kib")), e["pss_after_kib"] / 1024,
                 e.get("open_seconds"), fmt(e.get("server_cpu_seconds")), e.get("launch", ""),
@@ -230,11 +300,11 @@ def markdown(results: dict) -> str:
         for e in results["locust"]:
             if e.get("status") != "ok":
                 L.append("| %s | %s | %s | | | | | | | | %s: %s |" % (
-                    e["server"], e.get("users"), e.get("seconds"), e.get("status"),
+                    name(e, multi), e.get("users"), e.get("seconds"), e.get("status"),
                     str(e.get("reason", ""))[:200].replace("|", "\\|")))
                 continue
             L.append("| %s (%s) | %d | %d | %d | %d | %s | %s | %s | %s | %.0f%% | %s |" % (
-                e["server"], e["scheme"], e["users"], e["seconds"], e["requests"],
+                name(e, multi), e["scheme"], e["users"], e["seconds"], e["requests"],
                 e["failures"], fmt(e["req_s"]), fmt(e["median_ms"]), fmt(e["p95_ms"]),
                 fmt(e["p99_ms"]), 100 * e["server_cpu_util"], fmt(e.get("req_per_cpu_s"))))
     tel = [s for s in results["servers"] if s.get("telemetry", {}).get("counters")]
@@ -242,17 +312,57 @@ def markdown(results: dict) -> str:
         L.append("")
         L.append("## ktlswsgi counters at shutdown (which data path carried the bytes)")
         L.append("")
+        L.append("Summed over the `counters:` lines of one server run (one line per worker "
+                 "process that exited; \"lines\" = how many).")
+        L.append("")
         keys = ["connections", "requests", "ktls_tx_connections", "ktls_rx_connections",
                 "bytes_sendfile", "bytes_ssl_sendfile", "bytes_pread_ssl_write",
                 "bytes_ssl_write", "bytes_send", "aborted_connections", "responses_503"]
-        L.append("| server | scheme | app | " + " | ".join(keys) + " |")
-        L.append("| --- | --- | --- | " + " | ".join("---:" for _ in keys) + " |")
+        L.append("| server | scheme | app | lines | " + " | ".join(keys) + " |")
+        L.append("| --- | --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " |")
         for s in tel:
             c = s["telemetry"]["counters"]
-            L.append("| %s | %s | %s | %s |" % (s["server"], s["scheme"], s["app"],
-                                                " | ".join(str(c.get(k, "")) for k in keys)))
+            L.append("| %s | %s | %s | %s | %s |" % (
+                name(s, multi), s["scheme"], s["app"], s["telemetry"].get("counter_lines", 1),
+                " | ".join(str(c.get(k, "")) for k in keys)))
     L.append("")
     return "\n".join(L)
+
+
+def spread_markdown(results: dict) -> list[str]:
+    """The 'spread across workers' table: ktlswsgi -w N, one h2load run each with the
+    shared listening socket and with --reuse-port; each worker's counters."""
+    L = ["", "## ktlswsgi: spread across workers (shared socket vs --reuse-port)", "",
+         "One h2load run (`GET /tiny`, keep-alive, no warm-up) per row; each worker "
+         "process's `requests=` and `connections=` from its own counters line at exit "
+         "(busiest first; they include the harness's one readiness request), and its own "
+         "CPU seconds over the run. **shared** = every worker accepts on the one listening "
+         "socket (the default); **reuse-port** = `--reuse-port`, one SO_REUSEPORT socket "
+         "per worker, so the kernel hashes each connection to a worker. A keep-alive "
+         "connection stays on the worker that accepted it, so requests follow connections. "
+         "**busiest** = the busiest worker's share of the requests (1/N is an even spread).",
+         "",
+         "| scheme | app | workers | mode | h2load -c | requests per worker | connections per "
+         "worker | busiest | CPU s per worker | req/s | srv CPU | req/CPU-s | other CPU |",
+         "| --- | --- | ---: | --- | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for e in results["spread"]:
+        per = e.get("per_worker") or []
+        if e.get("status") != "ok":
+            L.append("| %s | %s | %s | %s | %s | | | | | | | | %s: %s |" % (
+                e["scheme"], e["app"], e["workers"], e["mode"], e.get("connections"),
+                e.get("status"), " ".join(str(e.get("reason", "")).split())[:200]
+                .replace("|", "\\|")))
+            continue
+        L.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %.0f%% | %s | %.2f%s |" % (
+            e["scheme"], e["app"], e["workers"], e["mode"], e.get("connections"),
+            " / ".join(str(w["requests"]) for w in per) or "-",
+            " / ".join(str(w["connections"]) for w in per) or "-",
+            "%.0f%%" % (100 * e["busiest_share"]) if e.get("busiest_share") is not None else "-",
+            " / ".join(fmt(w["cpu_seconds"]) for w in per) or "-",
+            fmt(e.get("req_s")), 100 * (e.get("server_cpu_util") or 0),
+            fmt(e.get("req_per_cpu_s")), e.get("other_cpu_cores") or 0,
+            " †" if (e.get("other_cpu_cores") or 0) > NOISY_CORES else ""))
+    return L
 
 
 COLOURS = {"ktlswsgi": "tab:blue", "ktlswsgi/socket": "tab:blue",
@@ -270,18 +380,19 @@ def plot(results: dict, path: str) -> str | None:
         return None
     add_ratios(results)
     cases = _cases(results)
+    multi = multi_workers(results)
     panels = []
-    for scheme, servers in _groups(results):
+    for (scheme, workers), servers in _groups(results):
         for app in ("raw", "flask"):
             sv = [(s, a) for s, a in servers if a == app or (app == "raw" and a == "static")]
-            if any(_find(results, scheme, s, a, c) and
-                   _find(results, scheme, s, a, c).get("status") == "ok"
+            if any(_find(results, scheme, s, a, c, workers) and
+                   _find(results, scheme, s, a, c, workers).get("status") == "ok"
                    for s, a in sv for c in cases):
-                panels.append((scheme, app, sv))
+                panels.append((scheme, workers, app, sv))
     if not panels:
         return None
     fig, axes = plt.subplots(len(panels), 2, figsize=(16, 3.6 * len(panels)), squeeze=False)
-    for row, (scheme, app, sv) in enumerate(panels):
+    for row, (scheme, workers, app, sv) in enumerate(panels):
         for col, (key, title) in enumerate((("req_s", "wall req/s"),
                                             ("req_per_cpu_s", "req per server-CPU-second"))):
             ax = axes[row][col]
@@ -289,7 +400,7 @@ def plot(results: dict, path: str) -> str | None:
             for i, (server, a) in enumerate(sv):
                 vals = []
                 for c in cases:
-                    r = _find(results, scheme, server, a, c)
+                    r = _find(results, scheme, server, a, c, workers)
                     vals.append(r.get(key) or 0 if r and r.get("status") == "ok" else 0)
                 xs = [j + i * width - 0.4 + width / 2 for j in range(len(cases))]
                 ax.bar(xs, vals, width, color=COLOURS.get(server, "grey"),
@@ -301,8 +412,10 @@ def plot(results: dict, path: str) -> str | None:
             ax.set_xticks(range(len(cases)))
             ax.set_xticklabels([CASE_TITLE.get(c, c) for c in cases], fontsize=8)
             ax.set_yscale("log")
-            ax.set_title("%s, %s app — %s (log scale)" % (SCHEME_TITLE.get(scheme, scheme),
-                                                          app, title), fontsize=10)
+            ax.set_title("%s, %s app%s — %s (log scale)" % (
+                SCHEME_TITLE.get(scheme, scheme), app,
+                ", %d worker%s" % (workers, "s" if workers > 1 else "") if multi else "",
+                title), fontsize=10)
             ax.grid(axis="y", alpha=0.3, which="both")
             if col == 1:
                 ax.legend(fontsize=7, loc="upper right")
@@ -346,7 +459,7 @@ def summary_markdown(results: dict, tag: str) -> str:
     for line in full.splitlines():
         if line.startswith("## "):
             on = ("requests per server-CPU-second" in line or "Memory with idle" in line
-                  or "Locust" in line)
+                  or "Locust" in line or "spread across workers" in line)
             if on:
                 keep.append("#" + line)   # one level down inside the README
             continue
