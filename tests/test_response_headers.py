@@ -27,14 +27,28 @@ from test_cli import cli_env, curl, stop, TESTS_DIR
 MARKER = "ktlsSECRETmarker7f3a"
 
 
-def start_cli(app: str, *args):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ktlswsgi", "-b", f"127.0.0.1:{port}", *args, app],
-        cwd=TESTS_DIR, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.port = port
-    wait_port(port, proc=proc)
-    return proc
+@pytest.fixture
+def start_cli():
+    """Start `python -m ktlswsgi ... APP`; every process is stopped at the end,
+    also when the test fails half-way."""
+    procs = []
+
+    def start(app: str, *args):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ktlswsgi", "-b", f"127.0.0.1:{port}", *args, app],
+            cwd=TESTS_DIR, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        procs.append(proc)
+        proc.port = port
+        wait_port(port, proc=proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -141,7 +155,7 @@ def test_access_log_time_runs_to_the_last_byte(serve, caplog, tmp_path):
 
 # -- through the CLI: every error path, no secret in any log --------------------------------
 
-def test_no_header_value_reaches_any_log_on_any_error_path(tmp_path):
+def test_no_header_value_reaches_any_log_on_any_error_path(start_cli):
     proc = start_cli("apps.header_apps:app", "--log-level", "debug", "--access-logfile", "-",
                      "--read-timeout", "1", "--limit-request-field_size", "4096")
     port = proc.port
@@ -194,7 +208,7 @@ def test_no_header_value_reaches_any_log_on_any_error_path(tmp_path):
 # -- real Django -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("tls", [True, False], ids=["https", "http"])
-def test_django_admin_login_and_set_cookie(tls, tmp_path):
+def test_django_admin_login_and_set_cookie(tls, tmp_path, start_cli):
     args = ["--tls"] if tls else []
     proc = start_cli("apps.django_site:application", "--access-logfile", "-", *args)
     base = f"{'https' if tls else 'http'}://127.0.0.1:{proc.port}"
