@@ -77,6 +77,18 @@ class FormatError(ValueError):
     """An access log format that cannot be used; one line for the operator."""
 
 
+def _referer_and_agent(headers) -> tuple:
+    """(Referer, User-Agent) values of a request, None when absent: the only
+    header values the access log writes (the combined format's)."""
+    referer = ua = None
+    for name, value in headers:
+        if name == b"referer":
+            referer = value
+        elif name == b"user-agent":
+            ua = value
+    return referer, ua
+
+
 def _quote(value: bytes | str | None) -> str:
     """A value for a quoted field: '-' when empty, `\\` and `"` escaped."""
     if not value:
@@ -186,12 +198,7 @@ def compile_format(fmt: str | None, clock_s=time.monotonic):
         if want_b:
             v["b"] = body_bytes or "-"
         if want_headers:
-            referer = ua = None
-            for name, value in request.headers:
-                if name == b"referer":
-                    referer = value
-                elif name == b"user-agent":
-                    ua = value
+            referer, ua = _referer_and_agent(request.headers)
             if want_f:
                 v["f"] = _quote(referer)
             if want_a:
@@ -227,12 +234,7 @@ def _default_line(clock_s):
 
     def default_line(peer: str, request, status: int, body_bytes: int, started: float,
                      tls_info: dict | None, aborted: bool) -> str:
-        referer = ua = None
-        for name, value in request.headers:
-            if name == b"referer":
-                referer = value
-            elif name == b"user-agent":
-                ua = value
+        referer, ua = _referer_and_agent(request.headers)
         request_line = b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)
         line = (f'{peer} - - {_now_bracketed()} "{_quote(request_line)}" {status} {body_bytes} '
                 f'"{_quote(referer)}" "{_quote(ua)}" {clock_s() - started:.6f}')

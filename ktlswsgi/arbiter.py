@@ -39,6 +39,7 @@ import sys
 import time
 
 from . import logs
+from .config import address_text
 
 log = logging.getLogger("ktlswsgi.arbiter")
 
@@ -359,7 +360,7 @@ class Arbiter:
             logs.reopen_files()
             self._kill_all(signal.SIGUSR1)
             log.info("SIGUSR1: reopened log files%s; told %d workers",
-                     _paths_note(self._log_files()), len(self.workers))
+                     logs.paths_note(self._log_files()), len(self.workers))
         elif sig == signal.SIGUSR2:
             self._reexec()
         elif sig == signal.SIGWINCH:
@@ -660,7 +661,7 @@ class Arbiter:
         logs.reopen_files()
         self._kill_all(signal.SIGUSR1)   # the old workers serve on until the new are ready
         log.info("SIGHUP: reloading: configuration, certificate%s, new workers; log files%s",
-                 "" if cfg.preload else ", app", _paths_note(self._log_files()))
+                 "" if cfg.preload else ", app", logs.paths_note(self._log_files()))
         self.cfg = cfg
         self._transport_factory = factory
         self.num_workers = cfg.workers
@@ -778,14 +779,7 @@ def _status_text(status: int) -> str:
 
 def _describe(sock: socket.socket) -> str:
     addr = sock.getsockname()
-    if isinstance(addr, tuple):
-        host = addr[0]
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-    return f"unix:{addr}"
-
-
-def _paths_note(paths: list) -> str:
-    return f" ({', '.join(paths)})" if paths else ": none (stderr is not reopened)"
+    return address_text(addr) if isinstance(addr, tuple) else f"unix:{addr}"
 
 
 def _jittered(max_requests: int, jitter: int) -> int:

@@ -14,6 +14,12 @@ class ConfigError(ValueError):
     """A setting is invalid; the message is one line for the operator."""
 
 
+def address_text(addr) -> str:
+    """HOST:PORT of a socket address tuple, IPv6 hosts in brackets."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class Bind:
     """One listening address: ("tcp", host, port) or ("unix", path)."""

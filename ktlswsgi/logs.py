@@ -118,6 +118,11 @@ def setup_logging(cfg, start_writer: bool = True) -> "_AccessWriter | None":
     return _writer
 
 
+def paths_note(paths: list) -> str:
+    """The tail of a "reopened log files" line: which files, or that there were none."""
+    return f" ({', '.join(paths)})" if paths else ": none (stderr is not reopened)"
+
+
 def reopen_files() -> list[str]:
     """Reopen every log file at its path; return the paths reopened.
 

@@ -90,6 +90,7 @@ import socket
 import tempfile
 import time
 
+from .config import address_text
 from .telemetry import DURATION_BOUNDS_S, FIELDS
 
 log = logging.getLogger("ktlswsgi.metrics")
@@ -459,25 +460,15 @@ def listen(bind: str, backlog: int = 16) -> socket.socket:
     unix: address) or config.ConfigError (malformed HOST:PORT).
     """
     from .config import Bind
+    from .server import bind_one
     b = Bind.parse(bind)
     if b.family != "tcp":
         raise OSError(errno.EINVAL, f"--metrics-bind {bind}: a HOST:PORT is needed")
     try:
-        infos = socket.getaddrinfo(b.host, b.port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise OSError(errno.EINVAL, f"cannot resolve --metrics-bind {b}: {exc}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.listen(backlog)
+        sock = bind_one(b, backlog)
     except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot bind --metrics-bind {b}: {exc.strerror}") from None
+        raise OSError(exc.errno, f"--metrics-bind: {exc.strerror or exc}") from None
+    sock.setblocking(True)   # the metrics process serves one blocking connection at a time
     sock.set_inheritable(False)
     return sock
 
@@ -619,16 +610,10 @@ def serve(listener, directory: str, timeout_s: float = 5.0) -> None:
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C on the terminal is the master's to handle
     server = MetricsServer(listener, directory, timeout_s=timeout_s)
-    log.info("metrics: serving http://%s/metrics", _addr_text(server.address))
+    log.info("metrics: serving http://%s/metrics", address_text(server.address))
     server.serve_forever(parent_pid=parent)
 
 
-def _addr_text(addr) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# -- `python3 -m ktlswsgi.metrics --bench`: the numbers in the module doc -------------------------
 def _bench(n: int = 200_000) -> None:
     import timeit
 

@@ -46,7 +46,7 @@ def bind_sockets(config, hold_for_reuse_port: bool = False) -> list:
     socks = []
     try:
         for b in config.binds:
-            socks.append(_bind_one(b, config.backlog, hold_for_reuse_port))
+            socks.append(bind_one(b, config.backlog, hold_for_reuse_port))
     except OSError:
         for s in socks:
             s.close()
@@ -54,7 +54,8 @@ def bind_sockets(config, hold_for_reuse_port: bool = False) -> list:
     return socks
 
 
-def _bind_one(b, backlog: int, hold_for_reuse_port: bool = False) -> socket.socket:
+def bind_one(b, backlog: int, hold_for_reuse_port: bool = False) -> socket.socket:
+    """One listening socket for a `config.Bind`, non-blocking; OSError names the address."""
     if b.family == "unix":
         try:
             if stat.S_ISSOCK(os.stat(b.path).st_mode):
@@ -301,12 +302,12 @@ class Server:
             self._begin_shutdown()
 
     def _on_usr1(self) -> None:
-        log.info("SIGUSR1: reopened log files%s", _paths_note(logs.reopen_files()))
+        log.info("SIGUSR1: reopened log files%s", logs.paths_note(logs.reopen_files()))
 
     def _on_hup(self) -> None:
         paths = logs.reopen_files()
-        log.info("SIGHUP: reload needs the pre-fork master (not yet available); "
-                 "reopened log files%s, still serving", _paths_note(paths))
+        log.info("SIGHUP: reloading is the master's (this server runs without one); "
+                 "reopened log files%s, still serving", logs.paths_note(paths))
 
     # -- shutdown -----------------------------------------------------------------------
     def _stop_accepting(self) -> None:
@@ -369,10 +370,6 @@ class Server:
             log.warning("some workers were still busy at exit")
         self.reactor.close()
         log.info("counters: %s", self.counters.summary())
-
-
-def _paths_note(paths: list) -> str:
-    return f" ({', '.join(paths)})" if paths else ": none (stderr is not reopened)"
 
 
 # -- TLS ------------------------------------------------------------------------------

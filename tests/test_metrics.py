@@ -537,13 +537,13 @@ def _worker_pids(master_pid: int) -> set:
 def test_cli_metrics_sum_over_workers_and_survive_a_killed_worker(ktlswsgi_cli):
     from support import free_port
     mport = free_port()
-    proc = ktlswsgi_cli("apps.pid_app:app", "-w", "2", "--metrics-bind", f"127.0.0.1:{mport}")
+    proc = ktlswsgi_cli("apps.arbiter_apps:app", "-w", "2", "--metrics-bind", f"127.0.0.1:{mport}")
     total = ("ktlswsgi_requests_total", (("method", "GET"), ("status", "200")))
     served: dict = {}
     try:
         for _ in range(40):
             c = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=5)
-            c.request("GET", "/")
+            c.request("GET", "/pid")
             r = c.getresponse()
             assert r.status == 200
             pid = int(r.read())

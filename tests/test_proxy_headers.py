@@ -11,8 +11,6 @@ import json
 import logging
 import socket
 import ssl
-import subprocess
-import sys
 import time
 
 import pytest

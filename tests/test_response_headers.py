@@ -11,12 +11,10 @@ response ever reaches a log, on any error path.  Real Django (admin login,
 from __future__ import annotations
 
 import email.utils
-import http.client
 import logging
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
