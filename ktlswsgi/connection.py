@@ -31,13 +31,11 @@ import time
 from dataclasses import dataclass
 
 from . import http1, proxyproto, reactor as rx
-from .accesslog import log_response
-from .forwarded import UNCHANGED, apply as apply_forwarded
+from .exchange import Exchange
 from .httpdate import standard_headers
-from .outbound import OutboundQueue
+from .outbound import Abort, Chunk, End, FileRange, Head
 from .transport import WANT_READ, WANT_WRITE, TransportError
-from .wsgi import (Abort, BodyError, BodyTimeout, BodyTooLarge, Chunk, ClientDisconnected, End,
-                   FileRange, Head, RequestBody, build_environ, close_iterable, run_app)
+from .wsgi import BodyError, BodyTimeout, close_iterable
 
 log = logging.getLogger("ktlswsgi.connection")
 
@@ -106,11 +104,11 @@ class Connection:
         self.peer = peer
         self.peer_text = peer[0] if isinstance(peer, tuple) else "unix"
         # The IP that decides --forwarded-allow-ips trust (None: a unix socket).
-        self._peer_ip = peer[0] if isinstance(peer, tuple) else None
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else None
         self.server_addr = sock.getsockname()
         self.transport = transport
         self._tls = handshake           # a TLS handshake follows the PROXY header
-        self._forwarded_trust, proxy_trust = self.cfg.proxy_trust()
+        self.forwarded_trust, proxy_trust = self.cfg.proxy_trust()
         self._proxy_parser = None
         self.state = PROXY if self.cfg.proxy_protocol else HANDSHAKE if handshake else IDLE
         self.http = self._new_http()
@@ -126,18 +124,12 @@ class Connection:
         self._peer_eof = False
         self._input_closed = False      # protocol input failed: read only to drain
         self._paused_bytes = 0          # bytes read while a request is in flight
-        self._body: RequestBody | None = None
-        self._body_limit_hit = False
         self._last_read = now
+        self._ex: Exchange | None = None  # the request in flight, until the next one starts
         # writing
-        self._out: OutboundQueue | None = None
         self._wire: collections.deque = collections.deque()
         self._write_on = 0              # 0 = nothing blocked; else the event awaited
         self._last_write = now
-        self._request = None
-        self._request_started = now
-        self._resp_status = 0           # status of the head serialized, 0 before
-        self._resp_bytes = 0            # body bytes handed to the transport
         self._close_after_response = False
         self._linger_bytes = 0
         self._pumping = False
@@ -145,6 +137,7 @@ class Connection:
         self._shut = False
         self._interest = 0
         self.tls_info: dict | None = None
+        self.tls_environ: dict | None = None  # HTTPS, SSL_PROTOCOL, ... for every request
         shared.counters.connections += 1
         shared.reactor.add(self.fd, rx.IN | rx.RDHUP, self._on_event)
         self._interest = rx.IN | rx.RDHUP
@@ -213,9 +206,10 @@ class Connection:
         if self.state in (IDLE, HEADERS, LINGER, CLOSING):
             return True
         if self.state == ACTIVE:
-            body = self._body
+            ex = self._ex
+            body = ex.body
             if body is not None and not body.complete:
-                return not self._body_limit_hit and body.space() > 0
+                return not ex.body_stopped and body.space() > 0
             return self._paused_bytes < self.cfg.pipeline_buffer_bytes
         return False
 
@@ -243,8 +237,9 @@ class Connection:
             best = None
             if self._wire or self._write_on:
                 best = (self._last_write + c.write_timeout_s, "write")
-            body = self._body
-            if (body is not None and not body.complete and not self._body_limit_hit
+            ex = self._ex
+            body = ex.body
+            if (body is not None and not body.complete and not ex.body_stopped
                     and body.space() > 0 and not self._peer_eof):
                 cand = (self._last_read + c.read_timeout_s, "body")
                 if best is None or cand[0] < best[0]:
@@ -298,8 +293,7 @@ class Connection:
             log.info("%s: request body stalled for %.1fs: 408", self.peer_text,
                      self.cfg.read_timeout_s)
             self._close_after_response = True
-            self._body.fail(BodyTimeout("request body timed out"))
-            self._body_limit_hit = True
+            self._ex.fail_body(BodyTimeout("request body timed out"))
         elif what == "write":
             log.info("%s: client read nothing for %.1fs; closing", self.peer_text,
                      self.cfg.write_timeout_s)
@@ -312,7 +306,7 @@ class Connection:
         # The DIRECT peer decides: only a listed load balancer may say who
         # the client is.  Anyone else could name any address, so it gets no
         # say at all (and no read).
-        if not proxy_trust.trusts(self._peer_ip):
+        if not proxy_trust.trusts(self.peer_ip):
             log.info("%s: peer not in --proxy-allow-from, PROXY header not accepted; closing",
                      self.peer_text)
             self._close()
@@ -378,9 +372,9 @@ class Connection:
         src, dst = _unmapped(info.src), _unmapped(info.dst)
         self.peer, self.server_addr = src, dst
         if isinstance(src, tuple):
-            self.peer_text = self._peer_ip = src[0]
+            self.peer_text = self.peer_ip = src[0]
         else:  # the proxy's client came over a unix socket
-            self.peer_text, self._peer_ip = "unix", None
+            self.peer_text, self.peer_ip = "unix", None
 
     # -- TLS handshake --------------------------------------------------------------
     def _do_handshake(self) -> None:
@@ -403,6 +397,9 @@ class Connection:
         self.s.counters.handshakes_ok += 1
         info = self.transport.info()
         self.tls_info = info
+        self.tls_environ = {"HTTPS": "on", "SSL_PROTOCOL": info.get("tls_version", ""),
+                            "SSL_CIPHER": info.get("cipher", ""),
+                            "ktlswsgi.ktls": info.get("ktls", "off")}
         ktls = info.get("ktls", "off")
         if "tx" in ktls:
             self.s.counters.ktls_tx_connections += 1
@@ -434,7 +431,7 @@ class Connection:
                 self._on_peer_eof()
                 return
             self._last_read = time.monotonic()
-            if self.state == ACTIVE and (self._body is None or self._body.complete):
+            if self.state == ACTIVE and (self._ex.body is None or self._ex.body.complete):
                 self._paused_bytes += len(data)
             elif self.state == CLOSING:
                 continue  # lingering close: discard
@@ -469,7 +466,7 @@ class Connection:
             return
         # ACTIVE: a half-close is allowed once the request is complete; in the
         # middle of a body the client is gone.
-        body = self._body
+        body = self._ex.body
         if body is not None and not body.complete:
             self._abort("client closed before the end of the request body")
 
@@ -477,10 +474,10 @@ class Connection:
         """Pull protocol events until the driver needs data or must wait."""
         http = self.http
         while self.state not in (CLOSED, CLOSING):
-            body = self._body
-            if (self.state == ACTIVE and body is not None and not body.complete
-                    and body.space() <= 0):
-                return  # body buffer full: resumes when the app reads
+            if self.state == ACTIVE:
+                body = self._ex.body
+                if body is not None and not body.complete and body.space() <= 0:
+                    return  # body buffer full: resumes when the app reads
             ev = http.next_event()
             if ev is http1.NEED_DATA:
                 if self.state == IDLE and http.has_partial_request():
@@ -511,18 +508,11 @@ class Connection:
     def _on_request(self, req: http1.Request) -> None:
         self._to(ACTIVE)
         self._first_request = False
-        self._request = req
-        self._request_started = time.monotonic()
-        self._resp_status = 0
-        self._resp_bytes = 0
+        self._ex = ex = Exchange(self, req)
         self._close_after_response = False
         self._paused_bytes = 0
         self._linger_bytes = 0
-        self._last_read = self._last_write = self._request_started
-        self.s.counters.requests += 1
-        if self.s.on_request is not None:
-            self.s.on_request()
-        cfg = self.cfg
+        self._last_read = self._last_write = ex.started
         length = None
         chunked = False
         for name, value in req.headers:
@@ -530,47 +520,16 @@ class Connection:
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = True
-        if length is not None and length > cfg.max_body_bytes:
-            log.info("%s: Content-Length %d over --max-body %d: 413", self.peer_text,
-                     length, cfg.max_body_bytes)
+        cfg = self.cfg
+        refused = ex.admit(length, chunked or bool(length), on_output=self._output_threadsafe,
+                           high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
+                           on_drained=self._resume_threadsafe,
+                           on_first_read=self._first_read_threadsafe,
+                           head_only=req.method == b"HEAD",
+                           close_after=req.http_version == b"1.0")
+        if refused == 413:
             self._reply_canned(413, "request body too large")
-            return
-        has_body = chunked or bool(length)
-        self._body = None
-        if has_body:
-            self._body = RequestBody(cfg.body_buffer_bytes, self._resume_threadsafe,
-                                     self._first_read_threadsafe)
-        self._out = OutboundQueue(cfg.high_water_bytes, cfg.low_water_bytes,
-                                  self._output_threadsafe)
-        out = self._out
-        body = self._body
-        s = self.s
-        head_only = req.method == b"HEAD"
-        close_after = req.http_version == b"1.0"
-        extra = None
-        if self.tls_info:
-            extra = {"HTTPS": "on", "SSL_PROTOCOL": self.tls_info.get("tls_version", ""),
-                     "SSL_CIPHER": self.tls_info.get("cipher", ""),
-                     "ktlswsgi.ktls": self.tls_info.get("ktls", "off")}
-        server_addr, peer = self.server_addr, self.peer
-        peer_ip, trust = self._peer_ip, self._forwarded_trust
-
-        def job():
-            scheme, remote, environ_extra = s.scheme, peer, extra
-            # Off the reactor; one pass over the header names when none is there.
-            forwarded = apply_forwarded(req.headers, peer_ip, trust)
-            if forwarded is not UNCHANGED:
-                scheme, remote, environ_extra = _forwarded_view(forwarded, scheme, remote, extra)
-            environ = build_environ(req, scheme=scheme, server_addr=server_addr,
-                                    peer_addr=remote, body=body,
-                                    multiprocess=s.multiprocess, extra=environ_extra)
-            run_app(s.app, environ, out, head_only=head_only, close_after=close_after)
-
-        if not s.pool.submit(job):
-            s.counters.responses_503 += 1
-            log.warning("%s: worker queue full (%d queued): 503", self.peer_text,
-                        s.pool.queued)
-            self._out = None
+        elif refused == 503:
             self._reply_canned(503, "server busy, retry later",
                                extra_headers=[(b"retry-after", b"1")])
 
@@ -580,34 +539,28 @@ class Connection:
         The response in progress still goes out (the app answers a broken body
         with the status the body error carries); then the connection closes.
         """
-        body = self._body
-        if body is not None and not body.complete:
+        ex = self._ex
+        if ex.body is not None and not ex.body.complete:
             err = BodyError(ev.reason)
             err.status = ev.status
-            body.fail(err)
-        self._body_limit_hit = True
+            ex.fail_body(err)
+        ex.body_stopped = True
         self._input_closed = True
         self._close_after_response = True
 
     def _on_body(self, data: bytes) -> None:
-        if self.state == LINGER or self._body is None or self._body_limit_hit:
+        ex = self._ex
+        if self.state == LINGER or ex.body is None or ex.body_stopped:
             self._linger_bytes += len(data)
             if self._linger_bytes > self.cfg.linger_bytes:
                 self._close()
             return
-        body = self._body
-        if body.received_bytes + len(data) > self.cfg.max_body_bytes:
-            log.info("%s: request body over --max-body %d: 413", self.peer_text,
-                     self.cfg.max_body_bytes)
-            body.fail(BodyTooLarge("request body too large"))
-            self._body_limit_hit = True
+        if not ex.feed(data):
             self._close_after_response = True
-            return
-        body.feed(data)
 
     def _on_body_end(self) -> None:
-        if self._body is not None:
-            self._body.finish()
+        if self._ex.body is not None:
+            self._ex.body.finish()
         if self.state == LINGER:
             self._next_cycle()
 
@@ -662,15 +615,15 @@ class Connection:
         close = False
         if body_pending:
             length = None
-            for name, value in self._request.headers:
+            for name, value in self._ex.request.headers:
                 if name == b"content-length":
                     length = int(value)
             waiting = self.http.they_are_waiting_for_100_continue
             close = waiting or length is None or length > self.cfg.linger_bytes
-        self._body_limit_hit = True
+        self._ex.body_stopped = True
         data = self.http.simple_response(status, text, close=close,
                                          extra_headers=standard_headers() + list(extra_headers))
-        self._resp_status = status
+        self._ex.status = status
         self._close_after_response = close
         self._wire.append(memoryview(data))
         self._wire.append(_Done(status, len(text) + 1))
@@ -710,7 +663,7 @@ class Connection:
                 # EPOLLOUT brings us back as soon as the socket is writable.
                 self._write_on = rx.OUT
                 break
-            out = self._out
+            out = self._ex.out if self._ex is not None else None
             if out is not None and _wire_bytes(wire) < _COALESCE_BYTES:
                 # Serialize what is queued, so small pieces leave in one write.
                 while _wire_bytes(wire) < _COALESCE_BYTES:
@@ -743,7 +696,7 @@ class Connection:
                     rest = view[n:]
                     wire.appendleft((rest, counted) if counted else rest)
                 elif counted:
-                    self._resp_bytes += counted
+                    self._ex.bytes_sent += counted
                     if out is not None:
                         out.sent(counted)
             elif kind is _FileSend:
@@ -759,7 +712,7 @@ class Connection:
                 self._last_write = time.monotonic()
                 counters.add("bytes_" + t.file_method, n)
                 budget -= n
-                self._resp_bytes += n
+                self._ex.bytes_sent += n
                 piece.offset += n
                 piece.left -= n
                 if piece.left == 0:
@@ -796,7 +749,7 @@ class Connection:
             close = (item.close or self._close_after_response or self._draining
                      or self._must_close_after())
             self._close_after_response = close
-            self._resp_status = item.status
+            self._ex.status = item.status
             wire.append(memoryview(http.response_head(item.status, item.headers, item.reason, close)))
         elif kind is FileRange:
             self.s.counters.file_transfers += 1
@@ -816,12 +769,9 @@ class Connection:
         """Close after this response if the unread request body cannot be drained."""
         if self.http.request_complete:
             return False
-        body = self._body
         if self.http.they_are_waiting_for_100_continue:
             return True  # the client may never send the body it announced
-        if body is not None and self._body_limit_hit:
-            return True
-        return False
+        return self._ex.body is not None and self._ex.body_stopped
 
     def _release_closer(self, closer) -> None:
         release = getattr(self.transport, "release_file_buffer", None)
@@ -831,22 +781,13 @@ class Connection:
             self.s.pool.submit_cleanup(lambda: close_iterable(closer))
 
     def _response_done(self, done: _Done) -> None:
-        req = self._request
-        if req is not None:
-            self.s.counters.record_response(req.method, done.status,
-                                            time.monotonic() - self._request_started)
-            log_response(self.peer_text, req, done.status, done.body_bytes,
-                         self._request_started, self.tls_info)
-        self._request = None
-        self._resp_status = 0
+        self._ex.finish(done.status, done.body_bytes)
         if self._close_after_response or not self._can_keep_alive():
-            self._out = None
             self._to(CLOSING)
             return
         if self.http.request_complete:
             self._next_cycle()
         else:
-            self._out = None
             self._linger_bytes = 0
             self._to(LINGER)
 
@@ -855,9 +796,7 @@ class Connection:
         return h.response_complete and (h.keep_alive or not h.request_complete) and not self._peer_eof
 
     def _next_cycle(self) -> None:
-        self._body = None
-        self._body_limit_hit = False
-        self._out = None
+        self._ex = None
         self._paused_bytes = 0
         self.http.start_next_cycle()
         self._to(IDLE)
@@ -908,23 +847,12 @@ class Connection:
         if self.state == CLOSED:
             return
         self.s.counters.connections_closed += 1
-        req = self._request
-        if req is not None:  # every request that reached the app gets its line
-            self._request = None
-            self.s.counters.record_response(req.method, self._resp_status or unsent_status,
-                                            time.monotonic() - self._request_started)
-            log_response(self.peer_text, req, self._resp_status or unsent_status,
-                         self._resp_bytes, self._request_started, self.tls_info,
-                         aborted=True)
         self.state = CLOSED
         if self._timer is not None:
             self._timer.cancel()
-        if self._body is not None:
-            self._body.fail(ClientDisconnected("connection closed"))
-        if self._out is not None:
-            for item in self._out.abort("connection closed"):
-                if type(item) is FileRange:
-                    self._release_closer(item.closer)
+        if self._ex is not None:  # every request that reached the app gets its line
+            for item in self._ex.abandon(unsent_status):
+                self._release_closer(item.closer)
         for piece in self._wire:
             if type(piece) is _FileSend:
                 self._release_closer(piece.closer)
@@ -945,22 +873,6 @@ def _unmapped(addr):
         if mapped is not None:
             return (str(mapped), addr[1])
     return addr
-
-
-def _forwarded_view(forwarded, scheme: str, peer, extra):
-    """(scheme, peer, extra environ) of a request once trusted forwarding
-    headers apply.  HTTPS follows the scheme the client used at the proxy:
-    "on" for https, absent for http (SSL_* still describe our own TLS hop)."""
-    if forwarded.remote_addr is not None:
-        peer = (forwarded.remote_addr, forwarded.remote_port)
-    if forwarded.url_scheme is not None and forwarded.url_scheme != scheme:
-        scheme = forwarded.url_scheme
-        extra = dict(extra) if extra else {}
-        if scheme == "https":
-            extra["HTTPS"] = "on"
-        else:
-            extra.pop("HTTPS", None)
-    return scheme, peer, extra
 
 
 def _wire_bytes(wire) -> int:

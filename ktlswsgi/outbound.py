@@ -1,9 +1,10 @@
-"""A connection's outbound queue: ordered segments from a worker to the reactor.
+"""Outbound queues: ordered response items from a worker to the reactor.
 
-Owns: the hand-over of response pieces between threads and the producer-side
-backpressure.  A worker `put`s items (opaque to this module: head, bytes, a
-file range, end); above the high-water mark the *worker* waits until the
-reactor has drained below the low-water mark.  The reactor `pop`s and never
+Owns: the item types a response is made of (`Head`, `Chunk`, `FileRange`,
+`End`, `Abort`), the hand-over of those items between threads, and the
+producer-side backpressure.  One queue per HTTP/1 response and one per
+HTTP/2 stream.  A worker `put`s items; above the high-water mark the
+*worker* waits until the reactor has drained below the low-water mark.  The reactor `pop`s and never
 waits.  An aborted queue wakes every waiting producer with `QueueAborted`.
 
 Bytes are counted from `put` until the reactor reports them sent with `sent()`,
@@ -13,6 +14,44 @@ from __future__ import annotations
 
 import collections
 import threading
+
+
+# -- response items (worker -> reactor) ---------------------------------------
+class Head:
+    __slots__ = ("status", "reason", "headers", "close")
+
+    def __init__(self, status: int, reason: bytes, headers: list, close: bool):
+        self.status, self.reason, self.headers, self.close = status, reason, headers, close
+
+
+class Chunk:
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
+class FileRange:
+    """`count` bytes of `fd` from `offset`; `closer` runs on the pool when done."""
+
+    __slots__ = ("fd", "offset", "count", "closer")
+
+    def __init__(self, fd: int, offset: int, count: int, closer):
+        self.fd, self.offset, self.count, self.closer = fd, offset, count, closer
+
+
+class End:
+    __slots__ = ("status", "body_bytes")
+
+    def __init__(self, status: int, body_bytes: int):
+        self.status, self.body_bytes = status, body_bytes
+
+
+class Abort:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
 
 
 class QueueAborted(Exception):

@@ -23,49 +23,12 @@ import threading
 from urllib.parse import unquote_to_bytes
 
 from .filewrapper import FileWrapper
+from .forwarded import UNCHANGED, apply as apply_forwarded
 from .httpdate import SERVER, date_value
-from .outbound import QueueAborted
+from .outbound import Abort, Chunk, End, FileRange, Head, QueueAborted
 
 log = logging.getLogger("ktlswsgi.wsgi")
 error_log = logging.getLogger("ktlswsgi.error")
-
-
-# -- response items (worker -> reactor) ---------------------------------------
-class Head:
-    __slots__ = ("status", "reason", "headers", "close")
-
-    def __init__(self, status: int, reason: bytes, headers: list, close: bool):
-        self.status, self.reason, self.headers, self.close = status, reason, headers, close
-
-
-class Chunk:
-    __slots__ = ("data",)
-
-    def __init__(self, data):
-        self.data = data
-
-
-class FileRange:
-    """`count` bytes of `fd` from `offset`; `closer` runs on the pool when done."""
-
-    __slots__ = ("fd", "offset", "count", "closer")
-
-    def __init__(self, fd: int, offset: int, count: int, closer):
-        self.fd, self.offset, self.count, self.closer = fd, offset, count, closer
-
-
-class End:
-    __slots__ = ("status", "body_bytes")
-
-    def __init__(self, status: int, body_bytes: int):
-        self.status, self.body_bytes = status, body_bytes
-
-
-class Abort:
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str):
-        self.reason = reason
 
 
 # -- request body ---------------------------------------------------------------
@@ -93,10 +56,12 @@ class RequestBody:
     Bounded by `limit_bytes`: the reactor stops reading the socket while
     `space()` is 0, and the worker's read calls `on_drained` (a thread-safe
     hand-over to the reactor) when it frees room.  `on_first_read` lets the
-    reactor send `100 Continue` only when the app asks for the body.
+    reactor send `100 Continue` only when the app asks for the body;
+    `on_consumed(n)`, if given, hears of every read (HTTP/2 reopens the
+    stream's flow-control window by what the app took).
     """
 
-    def __init__(self, limit_bytes: int, on_drained, on_first_read):
+    def __init__(self, limit_bytes: int, on_drained, on_first_read, on_consumed=None):
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = limit_bytes
@@ -105,6 +70,7 @@ class RequestBody:
         self._cond = threading.Condition(threading.Lock())
         self._on_drained = on_drained
         self._on_first_read = on_first_read
+        self._on_consumed = on_consumed
         self._asked = False
         self.received_bytes = 0
 
@@ -157,6 +123,8 @@ class RequestBody:
             self._size -= len(data)
         if was_full:
             self._on_drained()
+        if self._on_consumed is not None:
+            self._on_consumed(len(data))
         return data
 
 
@@ -324,6 +292,36 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
     if extra:
         environ.update(extra)
     return environ
+
+
+def serve_request(app, request, *, scheme: str, server_addr, peer_addr, peer_ip,
+                  forwarded_trust, tls_extra: dict | None, body: RequestBody | None, out,
+                  multiprocess: bool, head_only: bool, close_after: bool) -> None:
+    """One request on a pool thread: trusted forwarding headers, the environ,
+    the app, its response into `out`.  Works for HTTP/1 and HTTP/2 alike."""
+    forwarded = apply_forwarded(request.headers, peer_ip, forwarded_trust)
+    if forwarded is not UNCHANGED:
+        scheme, peer_addr, tls_extra = _forwarded_view(forwarded, scheme, peer_addr, tls_extra)
+    environ = build_environ(request, scheme=scheme, server_addr=server_addr,
+                            peer_addr=peer_addr, body=body, multiprocess=multiprocess,
+                            extra=tls_extra)
+    run_app(app, environ, out, head_only=head_only, close_after=close_after)
+
+
+def _forwarded_view(forwarded, scheme: str, peer, extra):
+    """(scheme, peer, extra environ) of a request once trusted forwarding
+    headers apply.  HTTPS follows the scheme the client used at the proxy:
+    "on" for https, absent for http (SSL_* still describe our own TLS hop)."""
+    if forwarded.remote_addr is not None:
+        peer = (forwarded.remote_addr, forwarded.remote_port)
+    if forwarded.url_scheme is not None and forwarded.url_scheme != scheme:
+        scheme = forwarded.url_scheme
+        extra = dict(extra) if extra else {}
+        if scheme == "https":
+            extra["HTTPS"] = "on"
+        else:
+            extra.pop("HTTPS", None)
+    return scheme, peer, extra
 
 
 # -- running the app -------------------------------------------------------------
