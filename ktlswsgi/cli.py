@@ -127,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="socket: OpenSSL on the fd, kTLS when the kernel allows; "
                         "memory: BIO pair, userspace (default %(default)s)")
     g.add_argument("--no-ktls", action="store_true", help="never enable kTLS on the TLS context")
+    g.add_argument("--http2", action=argparse.BooleanOptionalAction, default=d.http2,
+                   help="offer HTTP/2 (ALPN h2) on TLS connections (default: on)")
+    g.add_argument("--h2-max-concurrent-streams", type=int, default=d.h2_max_concurrent_streams,
+                   help="HTTP/2 streams one connection may have open (default %(default)s)")
+    g.add_argument("--h2-max-reset-streams", type=int, default=d.h2_max_reset_streams,
+                   help="RST_STREAM frames a client may send per 10 s before GOAWAY "
+                        "ENHANCE_YOUR_CALM (Rapid Reset; default %(default)s)")
+    g.add_argument("--h2-max-control-frames", type=int, default=d.h2_max_control_frames,
+                   help="PING, SETTINGS, PRIORITY, empty DATA and surplus WINDOW_UPDATE frames "
+                        "a client may send per 10 s before GOAWAY (default %(default)s)")
     g.add_argument("--check-ktls", action="store_true",
                    help="probe kTLS on this host, run a loopback self-test, exit 0/1")
     g = p.add_argument_group("proxies (gunicorn's names)")
@@ -280,7 +290,10 @@ def config_from_args(args, file_binds=None) -> Config:
         keyfile_password=_read_password(args.keyfile_password_file),
         ciphers=args.ciphers, tls13_ciphersuites=args.tls13_ciphersuites,
         tls_min_version=args.tls_min_version, tls_transport=args.tls_transport,
-        ktls=not args.no_ktls,
+        ktls=not args.no_ktls, http2=args.http2,
+        h2_max_concurrent_streams=args.h2_max_concurrent_streams,
+        h2_max_reset_streams=args.h2_max_reset_streams,
+        h2_max_control_frames=args.h2_max_control_frames,
         forwarded_allow_ips=args.forwarded_allow_ips, forwarded_header=args.forwarded_header,
         proxy_protocol=args.proxy_protocol, proxy_allow_from=args.proxy_allow_from,
         proxy_header_timeout_s=args.proxy_header_timeout,

@@ -124,6 +124,10 @@ class Config:
     tls_min_version: str = "1.2"
     tls_transport: str = "auto"        # auto | socket | memory
     ktls: bool = True                  # SSL_OP_ENABLE_KTLS on the context
+    http2: bool = True                 # offer h2 by ALPN on TLS (h2 before http/1.1)
+    h2_max_concurrent_streams: int = 100     # SETTINGS_MAX_CONCURRENT_STREAMS
+    h2_max_reset_streams: int = 200    # RST_STREAM from the client per 10 s -> GOAWAY (Rapid Reset)
+    h2_max_control_frames: int = 1000  # PING/SETTINGS/PRIORITY/empty DATA/WINDOW_UPDATE per 10 s
     max_handshakes: int = 256          # concurrent TLS handshakes; beyond: stop accepting
 
     # behind proxies (forwarded.py, proxyproto.py; README "Behind proxies and load balancers")
@@ -203,7 +207,9 @@ class Config:
                     "limit_request_line", "limit_request_field_size",
                     "limit_request_fields", "limit_request_headers_bytes",
                     "body_buffer_bytes", "pipeline_buffer_bytes",
-                    "high_water_bytes", "recv_bytes", "max_handshakes"]
+                    "high_water_bytes", "recv_bytes", "max_handshakes",
+                    "h2_max_concurrent_streams", "h2_max_reset_streams",
+                    "h2_max_control_frames"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")

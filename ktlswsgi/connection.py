@@ -1,16 +1,18 @@
-"""One client connection: a transport joined to the HTTP/1 driver, on the reactor.
+"""One client connection: a transport joined to a protocol, on the reactor.
 
 Owns: the connection's life (its states and their deadlines), reading the
-PROXY protocol header off the raw socket (before TLS), reading and feeding
-the protocol, dispatching requests to the pool (where trusted forwarding
-headers are applied, in the job), and the write pump that turns the outbound
-queue's items into bytes and file ranges on the transport.  The only module
-that joins a transport to a protocol.  Runs on the reactor thread only, except
-the thread-safe entry points named `*_threadsafe` and the jobs it submits.
+PROXY protocol header off the raw socket (before TLS), the choice of protocol
+by the ALPN the handshake settled (h2: the streams of `streams.H2Session`;
+else HTTP/1.1 here, one `exchange.Exchange` per request), reading and feeding
+the protocol, and the write pump that turns framed pieces (bytes, file
+ranges, end markers) into writes on the transport.  The only module that
+joins a transport to a protocol.  Runs on the reactor thread only, except the
+thread-safe entry points named `*_threadsafe` and the jobs it submits.
 
 States (a transfer's life is in the outbound items: head -> body -> file -> end):
 
     [PROXY ->] [HANDSHAKE ->] IDLE -> HEADERS -> ACTIVE -> (IDLE | LINGER | CLOSING) ... -> CLOSED
+    [PROXY ->] HANDSHAKE -> H2 -> CLOSING -> CLOSED             (ALPN h2)
 
   PROXY      PROXY header being read (--proxy-protocol)  deadline proxy_header_timeout_s
   HANDSHAKE  TLS handshake running                  deadline handshake_timeout_s
@@ -20,6 +22,9 @@ States (a transfer's life is in the outbound items: head -> body -> file -> end)
                                                     write stall write_timeout_s -> close
   LINGER     response sent, unread body drained     linger_s / linger_bytes, else close
   CLOSING    output flushed, then shutdown + drain  linger_s
+  H2         HTTP/2 streams (streams.py)            idle keep_alive_s -> GOAWAY; body stall
+                                                    read_timeout_s -> 408 on that stream;
+                                                    write or window stall write_timeout_s -> close
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from . import http1, proxyproto, reactor as rx
+from . import http1, proxyproto, reactor as rx, streams
 from .exchange import Exchange
 from .httpdate import standard_headers
 from .outbound import Abort, Chunk, End, FileRange, Head
@@ -39,12 +44,13 @@ from .wsgi import BodyError, BodyTimeout, close_iterable
 
 log = logging.getLogger("ktlswsgi.connection")
 
-PROXY, HANDSHAKE, IDLE, HEADERS, ACTIVE, LINGER, CLOSING, CLOSED = (
-    "proxy", "handshake", "idle", "headers", "active", "linger", "closing", "closed")
+PROXY, HANDSHAKE, IDLE, HEADERS, ACTIVE, LINGER, CLOSING, CLOSED, H2 = (
+    "proxy", "handshake", "idle", "headers", "active", "linger", "closing", "closed", "h2")
 
 TRANSITIONS = {
     PROXY: {HANDSHAKE, IDLE, CLOSED},
-    HANDSHAKE: {IDLE, CLOSED},
+    HANDSHAKE: {IDLE, H2, CLOSED},
+    H2: {CLOSING, CLOSED},
     IDLE: {HEADERS, ACTIVE, CLOSING, CLOSED},
     HEADERS: {ACTIVE, CLOSING, CLOSED},
     ACTIVE: {IDLE, LINGER, CLOSING, CLOSED},
@@ -58,6 +64,9 @@ _COALESCE_BYTES = 64 * 1024
 # cold file (sendfile/pread waiting on the disk) can hold the reactor.
 _WRITE_BUDGET_BYTES = 512 * 1024
 _READS_PER_EVENT = 4
+# HTTP/2: reading stops while this much is queued for a peer that does not read
+# (PING and SETTINGS acknowledgements would otherwise pile up).
+_H2_WIRE_READ_BOUND = 4 * _COALESCE_BYTES
 # A draining server keeps an idle keep-alive connection this long for a request
 # the client may already be sending (closing at once would fail it).
 _DRAIN_IDLE_S = 1.0
@@ -127,7 +136,8 @@ class Connection:
         self._last_read = now
         self._ex: Exchange | None = None  # the request in flight, until the next one starts
         # writing
-        self._wire: collections.deque = collections.deque()
+        self.wire: collections.deque = collections.deque()  # framed pieces, in order
+        self.h2: streams.H2Session | None = None
         self._write_on = 0              # 0 = nothing blocked; else the event awaited
         self._last_write = now
         self._close_after_response = False
@@ -203,6 +213,8 @@ class Connection:
             return False
         if self._input_closed:
             return self.state == CLOSING
+        if self.state == H2:
+            return self.h2.reading() and _wire_bytes(self.wire) < _H2_WIRE_READ_BOUND
         if self.state in (IDLE, HEADERS, LINGER, CLOSING):
             return True
         if self.state == ACTIVE:
@@ -233,9 +245,16 @@ class Connection:
             return self._phase_since + c.header_timeout_s, "headers"
         if st in (LINGER, CLOSING):
             return self._phase_since + c.linger_s, "linger"
+        if st == H2:
+            best = self.h2.deadline()
+            if self.wire or self._write_on:
+                cand = (self._last_write + c.write_timeout_s, "write")
+                if best is None or cand[0] < best[0]:
+                    best = cand
+            return best
         if st == ACTIVE:
             best = None
-            if self._wire or self._write_on:
+            if self.wire or self._write_on:
                 best = (self._last_write + c.write_timeout_s, "write")
             ex = self._ex
             body = ex.body
@@ -300,6 +319,8 @@ class Connection:
             self._abort("write timeout")
         elif what == "linger":
             self._close()
+        elif what.startswith("h2-"):
+            self.h2.expire(what)
 
     # -- PROXY protocol header ---------------------------------------------------------
     def _begin_proxy_header(self, proxy_trust) -> None:
@@ -408,6 +429,14 @@ class Connection:
         log.debug("%s: TLS %s %s alpn=%s sni=%s ktls=%s", self.peer_text,
                   info.get("tls_version"), info.get("cipher"), info.get("alpn"),
                   info.get("sni"), ktls)
+        if info.get("alpn") == "h2":
+            self._to(H2)
+            self.s.counters.h2_connections += 1
+            self.h2 = streams.H2Session(self)
+            self.s.on_handshake_done(self)
+            self._kick()  # our SETTINGS
+            self._do_read()
+            return
         self._to(IDLE)
         self.s.on_handshake_done(self)
         self._do_read()  # the client's first request may already be buffered
@@ -431,6 +460,13 @@ class Connection:
                 self._on_peer_eof()
                 return
             self._last_read = time.monotonic()
+            if self.state == H2:
+                self.h2.receive(data)
+                if self.state == CLOSED:
+                    return
+                if len(data) < self.cfg.recv_bytes and not t.has_pending():
+                    return
+                continue
             if self.state == ACTIVE and (self._ex.body is None or self._ex.body.complete):
                 self._paused_bytes += len(data)
             elif self.state == CLOSING:
@@ -457,6 +493,12 @@ class Connection:
             self._update()
 
     def _on_peer_eof(self) -> None:
+        if self.state == H2:
+            if self.h2.streams:
+                self._abort("client closed with HTTP/2 streams open")
+            else:
+                self._close()
+            return
         if self.state in (IDLE, CLOSING, LINGER):
             self._close()
             return
@@ -587,7 +629,7 @@ class Connection:
 
     def _send_continue(self) -> None:
         if self.state == ACTIVE and self.http.they_are_waiting_for_100_continue:
-            self._wire.append(memoryview(self.http.continue_100()))
+            self.wire.append(memoryview(self.http.continue_100()))
             self._on_output()
 
     def _on_output(self) -> None:
@@ -604,7 +646,7 @@ class Connection:
     def _reply_error(self, status: int, text: str) -> None:
         """Answer a broken request and close (nothing else can be trusted)."""
         if self.http.can_respond():
-            self._wire.append(memoryview(self.http.simple_response(
+            self.wire.append(memoryview(self.http.simple_response(
                 status, text, close=True, extra_headers=standard_headers())))
         self._to(CLOSING)
         self._kick()
@@ -625,8 +667,8 @@ class Connection:
                                          extra_headers=standard_headers() + list(extra_headers))
         self._ex.status = status
         self._close_after_response = close
-        self._wire.append(memoryview(data))
-        self._wire.append(_Done(status, len(text) + 1))
+        self.wire.append(memoryview(data))
+        self.wire.append(_Done(status, len(text) + 1))
         self._kick()
 
     # -- the write pump ------------------------------------------------------------------
@@ -650,7 +692,7 @@ class Connection:
 
     def _pump_once(self) -> None:
         """Move outbound items to the transport until it would block."""
-        wire = self._wire
+        wire = self.wire
         t = self.transport
         counters = self.s.counters
         if not wire:
@@ -664,7 +706,11 @@ class Connection:
                 self._write_on = rx.OUT
                 break
             out = self._ex.out if self._ex is not None else None
-            if out is not None and _wire_bytes(wire) < _COALESCE_BYTES:
+            if self.h2 is not None:
+                room = _COALESCE_BYTES - _wire_bytes(wire)
+                if room > 0 and self.state == H2:
+                    self.h2.fill(room)
+            elif out is not None and _wire_bytes(wire) < _COALESCE_BYTES:
                 # Serialize what is queued, so small pieces leave in one write.
                 while _wire_bytes(wire) < _COALESCE_BYTES:
                     item = out.pop()
@@ -699,7 +745,18 @@ class Connection:
                     self._ex.bytes_sent += counted
                     if out is not None:
                         out.sent(counted)
-            elif kind is _FileSend:
+            elif kind is streams.More:
+                n = t.send_more(piece.view)
+                if n is WANT_WRITE or n is WANT_READ:
+                    self._write_on = rx.OUT if n is WANT_WRITE else rx.IN
+                    break
+                self._last_write = time.monotonic()
+                counters.add("bytes_" + t.send_method, n)
+                if n < len(piece.view):
+                    piece.view = piece.view[n:]
+                else:
+                    wire.popleft()
+            elif kind is _FileSend or kind is streams.FileFrame:
                 n = t.send_file(piece.fd, piece.offset, piece.left)
                 if n is WANT_WRITE or n is WANT_READ:
                     self._write_on = rx.OUT if n is WANT_WRITE else rx.IN
@@ -712,7 +769,8 @@ class Connection:
                 self._last_write = time.monotonic()
                 counters.add("bytes_" + t.file_method, n)
                 budget -= n
-                self._ex.bytes_sent += n
+                if kind is _FileSend:
+                    self._ex.bytes_sent += n
                 piece.offset += n
                 piece.left -= n
                 if piece.left == 0:
@@ -721,6 +779,9 @@ class Connection:
             elif kind is _Done:
                 wire.popleft()
                 self._response_done(piece)
+            elif kind is streams.StreamDone:
+                wire.popleft()
+                self.h2.written(piece)
             elif kind is Abort:
                 wire.popleft()
                 log.info("%s: response aborted: %s", self.peer_text, piece.reason)
@@ -733,9 +794,31 @@ class Connection:
         elif self.state == CLOSING and not wire and not self._write_on:
             self._shutdown()
 
+    # -- what the HTTP/2 session asks of its connection ---------------------------------
+    @property
+    def closed(self) -> bool:
+        return self.state == CLOSED
+
+    def output_ready(self) -> None:
+        """Frames are queued or may be framed now: run the pump."""
+        if self.state != CLOSED:
+            self._kick()
+
+    def h2_finished(self) -> None:
+        """GOAWAY is queued and no stream is left: flush, then close."""
+        if self.state == H2:
+            self._to(CLOSING)
+            self._kick()
+
+    def abort(self, reason: str) -> None:
+        self._abort(reason, notable=True)
+
+    def abort_file_shrank(self) -> None:
+        self._abort("file shrank during transfer", unsent_status=500)
+
     def _serialize(self, item) -> None:
         http = self.http
-        wire = self._wire
+        wire = self.wire
         kind = type(item)
         if kind is Chunk:
             pieces = http.body(item.data)
@@ -817,6 +900,8 @@ class Connection:
         if not self._draining:
             self._draining = True
             self._drain_since = time.monotonic()
+            if self.state == H2:
+                self.h2.close_gracefully()
             if self.state != CLOSED:
                 self._update()
 
@@ -853,10 +938,15 @@ class Connection:
         if self._ex is not None:  # every request that reached the app gets its line
             for item in self._ex.abandon(unsent_status):
                 self._release_closer(item.closer)
-        for piece in self._wire:
-            if type(piece) is _FileSend:
+        if self.h2 is not None:
+            self.h2.abandon_all(unsent_status)
+        for piece in self.wire:
+            kind = type(piece)
+            if (kind is _FileSend or kind is streams.FileFrame) and piece.closer is not None:
                 self._release_closer(piece.closer)
-        self._wire.clear()
+            elif kind is streams.StreamDone:
+                piece.stream.ex.abandon(unsent_status)
+        self.wire.clear()
         self.s.reactor.remove(self.fd)
         try:
             self.transport.close()
@@ -884,8 +974,10 @@ def _wire_bytes(wire) -> int:
             total += len(p)
         elif kind is tuple:
             total += len(p[0])
-        elif kind is _FileSend:
+        elif kind is _FileSend or kind is streams.FileFrame:
             return _COALESCE_BYTES
+        elif kind is streams.More:
+            total += len(p.view)
     return total
 
 

@@ -392,7 +392,7 @@ def tls_transport_factory(config):
     from .tls.transports import MemoryTransport, SocketTransport
 
     kwargs = {"min_version": config.tls_min_version, "ktls": config.ktls,
-              "alpn": ("http/1.1",)}
+              "alpn": ("h2", "http/1.1") if config.http2 else ("http/1.1",)}
     if config.ciphers:
         kwargs["ciphers"] = config.ciphers
     if config.tls13_ciphersuites:

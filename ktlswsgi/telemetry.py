@@ -21,7 +21,7 @@ FIELDS = (
     "handshakes_ok", "handshakes_failed", "ktls_tx_connections", "ktls_rx_connections",
     "bytes_send", "bytes_ssl_write", "bytes_sendfile", "bytes_ssl_sendfile",
     "bytes_pread_ssl_write", "file_transfers", "aborted_connections",
-    "connections_closed",
+    "connections_closed", "h2_connections", "h2_streams",
 )
 
 # The request methods that get their own label; any other is "OTHER", so a

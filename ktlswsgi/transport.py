@@ -9,6 +9,8 @@ Results (the connection never sees errno or OpenSSL codes):
   - ``handshake()`` -> ``None`` when done, else ``WANT_READ`` / ``WANT_WRITE``.
   - ``recv(max_bytes)`` -> ``bytes`` (``b""`` is a clean EOF), or a WANT.
   - ``send(view)`` -> ``int`` (> 0, bytes of the view taken), or a WANT.
+  - ``send_more(view)`` -> as send(), for bytes the next write continues
+    (MSG_MORE where the kernel frames the bytes: plain TCP, kTLS TX).
   - ``send_file(fd, offset, count)`` -> ``int`` (bytes of the file taken; 0
     means the file ended early: it shrank under us), or a WANT.
   - ``flush()`` -> ``True`` when nothing is held back for the socket.
@@ -60,6 +62,12 @@ class PlainTransport:
     def send(self, view):
         try:
             return self.sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            return WANT_WRITE
+
+    def send_more(self, view):
+        try:
+            return self.sock.send(view, socket.MSG_MORE)
         except (BlockingIOError, InterruptedError):
             return WANT_WRITE
 

@@ -205,23 +205,29 @@ def test_no_header_value_reaches_any_log_on_any_error_path(start_cli):
 
 # -- real Django -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("tls", [True, False], ids=["https", "http"])
-def test_django_admin_login_and_set_cookie(tls, tmp_path, start_cli):
+@pytest.mark.parametrize("proto", ["https-h2", "https-h1", "http"])
+def test_django_admin_login_and_set_cookie(proto, tmp_path, start_cli):
+    tls = proto.startswith("https")
     args = ["--tls"] if tls else []
     proc = start_cli("apps.django_site:application", "--access-logfile", "-", *args)
     base = f"{'https' if tls else 'http'}://127.0.0.1:{proc.port}"
+    version = "--http2" if proto == "https-h2" else "--http1.1"
+    status_line = "HTTP/2 200 " if proto == "https-h2" else "HTTP/1.1 200 "
+    # HTTP/2 field names are lower-case on the wire (curl prints them so).
+    set_cookie = "set-cookie" if proto == "https-h2" else "Set-Cookie"
     jar = tmp_path / "jar"
-    r = curl("-k", "-D", "-", "-o", "/dev/null", "-c", str(jar), f"{base}/admin/login/")
+    r = curl("-k", version, "-D", "-", "-o", "/dev/null", "-c", str(jar), f"{base}/admin/login/")
     head = r.stdout.decode("latin-1")
-    assert head.startswith("HTTP/1.1 200 "), head
-    assert "\r\nSet-Cookie: csrftoken=" in head
-    r = curl("-k", "-D", "-", "-c", str(jar), f"{base}/set-cookie?value={MARKER}")
+    assert head.startswith(status_line), head
+    assert f"\r\n{set_cookie}: csrftoken=" in head
+    r = curl("-k", version, "-D", "-", "-c", str(jar), f"{base}/set-cookie?value={MARKER}")
     head = r.stdout.decode("latin-1")
-    assert head.startswith("HTTP/1.1 200 ") and f"\r\nSet-Cookie: sessionid={MARKER}; " in head
+    assert head.startswith(status_line) and f"\r\n{set_cookie}: sessionid={MARKER}; " in head
     assert r.stdout.endswith(b"cookie set\n")
-    r = curl("-k", "-b", str(jar), f"{base}/echo-cookie")
+    r = curl("-k", version, "-b", str(jar), f"{base}/echo-cookie")
     assert r.stdout == MARKER.encode()
     code, _, out, err = stop(proc)
     assert code == 0, err
-    assert err.count('"GET /admin/login/ HTTP/1.1" 200') == 1
+    protocol = "HTTP/2" if proto == "https-h2" else "HTTP/1.1"
+    assert err.count(f'"GET /admin/login/ {protocol}" 200') == 1
     assert "cannot frame" not in err and MARKER not in err.replace(f"value={MARKER}", "")

@@ -91,13 +91,17 @@ def test_python_ssl_client_environ(serve_tls, cert_pair, transport, version):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_alpn_selects_http11(serve_tls, cert_pair, transport):
-    srv = serve_tls(info_app, transport=transport)
+@pytest.mark.parametrize("http2, offer, chosen", [
+    (True, ["h2", "http/1.1"], "h2"), (True, ["http/1.1", "h2"], "h2"),
+    (True, ["http/1.1"], "http/1.1"), (False, ["h2", "http/1.1"], "http/1.1")])
+def test_alpn_prefers_h2_unless_turned_off(serve_tls, cert_pair, transport, http2, offer,
+                                           chosen):
+    srv = serve_tls(info_app, transport=transport, http2=http2)
     ctx = tls_client_context(cert_pair)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(offer)
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            assert s.selected_alpn_protocol() == "http/1.1"
+            assert s.selected_alpn_protocol() == chosen
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -460,7 +464,8 @@ def test_demo_with_generated_certificate_and_ktls_line_once(tmp_path):
     if not probe.available:
         assert "kernel has no tls ULP" in err or "unavailable" in err
     flag = "tx" if probe.available else "off"  # auto picks the socket transport there
-    assert re.search(rf'"GET /download HTTP/1.1" 200 4194304 .* tls=TLSv1.3/\S+ ktls={flag}', err)
+    # curl offers h2 first, and gets it.
+    assert re.search(rf'"GET /download HTTP/2" 200 4194304 .* tls=TLSv1.3/\S+ ktls={flag}', err)
     counter = "bytes_ssl_sendfile" if probe.available else "bytes_pread_ssl_write"
     assert re.search(rf"counters: .*handshakes_ok=1 .*{counter}=4194304", err)
 

@@ -249,6 +249,22 @@ class _TLSTransport:
         self._write_through()
         return taken
 
+    def send_more(self, view):
+        """Like send(), for bytes the next write continues (an HTTP/2 DATA
+        frame's header before its payload).  kTLS TX engaged: straight to the
+        kernel with MSG_MORE, which holds them and starts the next record with
+        them, so header and sendfile payload share one record.  The kernel
+        encrypts them: this is only done on a socket whose kTLS TX is on."""
+        if not self.ktls_tx or self._retry is not None:
+            return self.send(view)
+        self._check_open("write")
+        try:
+            n = self.sock.send(view, socket.MSG_MORE)
+        except (BlockingIOError, InterruptedError):
+            return WANT_WRITE
+        self.bytes_ssl_write += n
+        return n
+
     def send_file(self, fd: int, offset: int, count: int):
         """Bytes of the file taken (0: the file ended early), or a WANT.
 

@@ -1,0 +1,368 @@
+"""The HTTP/2 driver: h2's state machine plus the limits that stop known attacks.
+
+Owns: turning received bytes into stream events (`Request`, `Data`,
+`EndOfBody`, `Reset`, `WindowsChanged`, `GoingAway`, `Failed`) and response
+pieces into frames; the frame-level bounds h2 itself does not keep:
+
+  - a header block (HEADERS + CONTINUATION) larger than `header_block_bytes`
+    on the wire (CONTINUATION flood, CVE-2024-27316 and kin) -> GOAWAY
+    ENHANCE_YOUR_CALM;
+  - more than `max_resets` RST_STREAM frames from the client per window
+    (Rapid Reset, CVE-2023-44487) -> GOAWAY ENHANCE_YOUR_CALM;
+  - more than `max_control` PING, SETTINGS, PRIORITY, empty DATA and
+    WINDOW_UPDATE frames per window, the WINDOW_UPDATEs beyond two per DATA
+    frame sent (floods that cost work and produce none) -> GOAWAY
+    ENHANCE_YOUR_CALM.
+
+h2 keeps the rest: SETTINGS_MAX_CONCURRENT_STREAMS, the decoded header list
+size (HPACK bomb: DenialOfServiceError, ENHANCE_YOUR_CALM), malformed
+requests (missing, repeated or unknown pseudo-headers, upper-case names,
+connection-specific headers, a content-length the DATA disagrees with:
+PROTOCOL_ERROR) and flow control.  Both h2 and this module treat these as
+connection errors: GOAWAY with the RFC 9113 code, then close.
+
+DATA frames are built here, not by h2, so that a file's payload can go out
+by sendfile after a 9-byte header built in userspace: `data_header()` does
+h2's flow-control and stream-state accounting for a frame whose payload the
+caller sends itself.  Sans-I/O: no sockets, no threads, no clock of its own
+(callers pass `now`).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.connection import ConnectionInputs
+from h2.errors import ErrorCodes
+from h2.stream import StreamInputs, StreamState
+from hyperframe.frame import GoAwayFrame
+
+PREFACE_BYTES = 24
+FRAME_HEADER_BYTES = 9
+TLS_RECORD_BYTES = 16384
+_DATA, _HEADERS, _PRIORITY, _RST, _SETTINGS, _PUSH, _PING, _GOAWAY, _WINDOW, _CONT = range(10)
+_END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
+_FRAME_HEADER = struct.Struct(">HBBBI")  # length (24 bits as H+B), type, flags, stream id
+# Request headers an h2 server must not map onto the WSGI environ's HTTP_* keys.
+_PSEUDO = (b":method", b":scheme", b":authority", b":path")
+# Connection-specific response headers (RFC 9113 8.2.2): never sent over HTTP/2.
+CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection",
+                                 b"transfer-encoding", b"upgrade"))
+NO_BODY_STATUSES = frozenset((204, 304))
+_REMOTE_OPEN = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
+
+
+@dataclass
+class Limits:
+    max_concurrent_streams: int = 100
+    initial_window: int = 256 * 1024      # per-stream request body window (= body buffer)
+    connection_window: int = 1024 * 1024  # all streams' request bodies together
+    header_list_bytes: int = 64 * 1024    # decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE)
+    header_block_bytes: int = 64 * 1024   # one header block on the wire, CONTINUATIONs included
+    max_resets: int = 200                 # RST_STREAM frames from the client per window
+    max_control: int = 1000               # PING/SETTINGS/PRIORITY/empty DATA/WINDOW_UPDATE per window
+    window_s: float = 10.0
+
+
+# -- events -------------------------------------------------------------------
+@dataclass
+class Request:
+    """A request head on a new stream (field names as http1.Request)."""
+
+    stream_id: int
+    method: bytes
+    target: bytes
+    headers: list          # [(lower-case name, value)], host first when :authority was given
+    ended: bool            # no body follows
+    expects_continue: bool = False
+    http_version: bytes = b"2"
+
+
+@dataclass
+class Data:
+    stream_id: int
+    data: bytes
+    flow_length: int       # what it took of the window (padding included)
+
+
+@dataclass
+class EndOfBody:
+    stream_id: int
+
+
+@dataclass
+class Reset:
+    """The client reset a stream."""
+
+    stream_id: int
+    code: int
+
+
+class WindowsChanged:
+    """The client opened flow-control windows or changed SETTINGS: sending may resume."""
+
+
+WINDOWS_CHANGED = WindowsChanged()
+
+
+@dataclass
+class GoingAway:
+    """The client sent GOAWAY: no new streams; those up to `last_stream_id` may finish."""
+
+    last_stream_id: int
+
+
+@dataclass
+class Failed:
+    """A connection error: GOAWAY with `code` is queued; flush it and close."""
+
+    code: int
+    reason: str             # fixed text, never the peer's bytes
+
+
+class Http2:
+    """One server-side HTTP/2 connection (see the module docstring)."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_outbound_headers=False,
+                                           normalize_outbound_headers=False)
+        self._h2 = conn = h2.connection.H2Connection(config=config)
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.header_list_bytes,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        })
+        conn.decoder.max_header_list_size = limits.header_list_bytes
+        conn.initiate_connection()
+        extra = limits.connection_window - 65535
+        if extra > 0:
+            conn.increment_flow_control_window(extra)
+        self.failed = False
+        self.highest_stream_id = 0
+        # frame scanner state
+        self._skip = PREFACE_BYTES      # bytes of the current frame (or preface) still to pass
+        self._partial = b""             # a frame header split across reads
+        self._block_bytes = 0           # of the header block being received
+        self._in_block = False
+        self._window_start = None
+        self._resets = 0
+        self._control = 0
+        self._data_frames_sent = 0
+
+    # -- input --------------------------------------------------------------
+    def receive(self, data: bytes, now: float) -> list:
+        """Events for `data`; after a `Failed`, nothing more is read."""
+        if self.failed:
+            return []
+        verdict = self._scan(data, now)
+        if verdict is not None:
+            return [self._fail(ErrorCodes.ENHANCE_YOUR_CALM, verdict)]
+        try:
+            h2_events = self._h2.receive_data(data)
+        except h2.exceptions.DenialOfServiceError:
+            return [self._failed(ErrorCodes.ENHANCE_YOUR_CALM, "header list over the limit")]
+        except h2.exceptions.TooManyStreamsError:
+            return [self._failed(ErrorCodes.PROTOCOL_ERROR,
+                                 "client opened more streams than SETTINGS_MAX_CONCURRENT_STREAMS")]
+        except h2.exceptions.FlowControlError:
+            return [self._failed(ErrorCodes.FLOW_CONTROL_ERROR, "flow-control window exceeded")]
+        except h2.exceptions.ProtocolError as exc:
+            code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            return [self._failed(code, _protocol_reason(exc))]
+        return self._translate(h2_events)
+
+    def _translate(self, h2_events) -> list:
+        out = []
+        windows = False
+        for ev in h2_events:
+            kind = type(ev)
+            if kind is h2.events.RequestReceived:
+                out.append(self._request(ev))
+                if ev.stream_ended is not None:
+                    out.append(EndOfBody(ev.stream_id))
+            elif kind is h2.events.DataReceived:
+                out.append(Data(ev.stream_id, ev.data, ev.flow_controlled_length))
+                if ev.stream_ended is not None:
+                    out.append(EndOfBody(ev.stream_id))
+            elif kind is h2.events.StreamEnded:
+                pass  # reported with the event that carried END_STREAM
+            elif kind is h2.events.StreamReset:
+                out.append(Reset(ev.stream_id, int(ev.error_code)))
+            elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
+                windows = True
+            elif kind is h2.events.ConnectionTerminated:
+                out.append(GoingAway(ev.last_stream_id or 0))
+        if windows:
+            out.append(WINDOWS_CHANGED)
+        return out
+
+    def _request(self, ev) -> Request:
+        method = target = authority = b""
+        headers = []
+        expects_continue = False
+        for name, value in ev.headers:
+            if name[0:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    target = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name == b"host":
+                if authority:
+                    continue  # :authority wins (RFC 9113 8.3.1)
+                authority = value
+                continue
+            if name == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+            headers.append((name, value))
+        if authority:
+            headers.insert(0, (b"host", authority))
+        self.highest_stream_id = max(self.highest_stream_id, ev.stream_id)
+        return Request(ev.stream_id, method, target, headers, ev.stream_ended is not None,
+                       expects_continue)
+
+    def _scan(self, data, now: float) -> str | None:
+        """Walk the frame headers in `data`; a reason to fail, or None."""
+        lim = self.limits
+        if self._window_start is None or now - self._window_start >= lim.window_s:
+            self._window_start = now
+            self._resets = self._control = self._data_frames_sent = 0
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._skip:
+                step = min(self._skip, n - pos)
+                self._skip -= step
+                pos += step
+                continue
+            need = FRAME_HEADER_BYTES - len(self._partial)
+            if n - pos < need:
+                self._partial += bytes(data[pos:])
+                return None
+            if self._partial:
+                head = self._partial + bytes(data[pos:pos + need])
+                self._partial = b""
+                hi, lo, ftype, flags, sid = _FRAME_HEADER.unpack(head)
+            else:
+                hi, lo, ftype, flags, sid = _FRAME_HEADER.unpack_from(data, pos)
+            pos += need
+            length = (hi << 8) | lo
+            self._skip = length
+            if ftype == _HEADERS or ftype == _CONT:
+                if ftype == _HEADERS:
+                    self._block_bytes = 0
+                self._block_bytes += length
+                if self._block_bytes > lim.header_block_bytes:
+                    return "header block over the limit (CONTINUATION flood?)"
+                self._in_block = not flags & _END_HEADERS
+            elif ftype == _RST:
+                self._resets += 1
+                if self._resets > lim.max_resets:
+                    return "too many streams reset by the client (Rapid Reset?)"
+            elif (ftype == _PING and not flags & _ACK) or ftype == _PRIORITY or (
+                    ftype == _SETTINGS and not flags & _ACK) or (
+                    ftype == _DATA and length == 0 and not flags & _END_STREAM):
+                self._control += 1
+            elif ftype == _WINDOW:
+                self._control += 1 if self._control >= 2 * self._data_frames_sent else 0
+            if self._control > lim.max_control:
+                return "control-frame flood"
+        return None
+
+    # -- output ---------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        return self._h2.data_to_send()
+
+    def window(self, stream_id: int) -> int:
+        """Bytes of DATA the stream may send now (its window and the connection's)."""
+        try:
+            return self._h2.local_flow_control_window(stream_id)
+        except h2.exceptions.StreamClosedError:
+            return 0
+
+    @property
+    def max_frame(self) -> int:
+        return self._h2.max_outbound_frame_size
+
+    def send_head(self, stream_id: int, status: int, headers, end_stream: bool) -> None:
+        fields = [(b":status", b"%d" % status)]
+        for name, value in headers:
+            name = name.lower()
+            if name not in CONNECTION_SPECIFIC:
+                fields.append((name, value))
+        self._h2.send_headers(stream_id, fields, end_stream=end_stream)
+
+    def send_continue(self, stream_id: int) -> None:
+        self._h2.send_headers(stream_id, [(b":status", b"100")])
+
+    def data_header(self, stream_id: int, length: int, end_stream: bool) -> bytes:
+        """The 9-byte header of a DATA frame whose `length` payload bytes the
+        caller sends right after it; accounts the frame as h2.send_data would."""
+        conn = self._h2
+        conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        stream = conn._get_stream_by_id(stream_id)
+        stream.state_machine.process_input(StreamInputs.SEND_DATA)
+        if end_stream:
+            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= length
+        conn.outbound_flow_control_window -= length
+        self._data_frames_sent += 1
+        return _FRAME_HEADER.pack(length >> 8, length & 0xFF, _DATA,
+                                  _END_STREAM if end_stream else 0, stream_id)
+
+    def end_stream(self, stream_id: int) -> None:
+        self._h2.end_stream(stream_id)
+
+    def reset(self, stream_id: int, code: int) -> None:
+        try:
+            self._h2.reset_stream(stream_id, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def client_may_send(self, stream_id: int) -> bool:
+        """True while the request side of the stream is open (its body not ended)."""
+        stream = self._h2.streams.get(stream_id)
+        return stream is not None and stream.state_machine.state in _REMOTE_OPEN
+
+    def acknowledge(self, nbytes: int, stream_id: int) -> None:
+        """`nbytes` of a stream's DATA are consumed (the app read them, or they
+        were discarded): reopen the windows by as much.  A closed stream's
+        bytes still reopen the connection's window."""
+        if nbytes > 0 and not self.failed:
+            self._h2.acknowledge_received_data(nbytes, stream_id)
+
+    def goaway(self, code: int = ErrorCodes.NO_ERROR) -> bytes:
+        """A GOAWAY frame naming the last stream this side will answer.  With
+        NO_ERROR (graceful): h2's state is left open so those streams finish;
+        the caller refuses streams opened after it."""
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.highest_stream_id
+        frame.error_code = code
+        return frame.serialize()
+
+    def _fail(self, code, reason: str) -> Failed:
+        """A limit of this module hit: h2 closes with GOAWAY `code`."""
+        self._h2.close_connection(error_code=code, last_stream_id=self.highest_stream_id)
+        return self._failed(code, reason)
+
+    def _failed(self, code, reason: str) -> Failed:
+        self.failed = True
+        return Failed(int(code), reason)
+
+
+def _protocol_reason(exc) -> str:
+    """A fixed reason for the log: h2's messages may quote header values."""
+    name = type(exc).__name__
+    return {"InvalidBodyLengthError": "content-length disagrees with the DATA received",
+            "FrameTooLargeError": "frame over SETTINGS_MAX_FRAME_SIZE",
+            "StreamClosedError": "frame on a closed stream",
+            }.get(name, "protocol error (%s)" % name)

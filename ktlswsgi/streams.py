@@ -1,0 +1,504 @@
+"""The streams of one HTTP/2 connection, between the connection and the h2 driver.
+
+Owns: each stream's exchange (one WSGI job on the pool) and its outbound
+queue; request bodies fed from DATA frames, the flow-control windows opened
+as the app reads (never ahead of the per-stream body buffer); the scheduler
+that turns the streams' queued responses into frames for the connection's
+wire, round-robin, one frame per stream per pass, within the connection and
+stream windows and the peer's SETTINGS_MAX_FRAME_SIZE; GOAWAY on errors,
+idle and graceful shutdown; the HTTP/2 deadlines (idle, body stall,
+flow-control stall).
+
+File ranges become DATA frames whose payload is not copied when kTLS TX is
+engaged: a 9-byte header from userspace, sent with MSG_MORE so that the
+kernel opens a record with it, then the payload by SSL_sendfile; the payload
+of a frame is 16384 - 9 bytes, so header and payload fill exactly one TLS
+record.  Without kTLS, several frames' payloads are read with one preadv
+into a cache-sized buffer with room left for the headers, and go out in one
+write.
+
+Runs on the reactor thread only, like the connection; the jobs run on the pool
+and reach back only through the thread-safe callbacks named `*_threadsafe`.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import time
+
+from . import http2
+from .exchange import Exchange
+from .outbound import Abort, Chunk, End, FileRange, Head
+from .wsgi import BodyTimeout
+
+log = logging.getLogger("ktlswsgi.connection")
+
+# A slice of the wire the scheduler may fill per pump pass: what a few
+# frames of several streams take; it keeps the L2-sized coalescing of HTTP/1.
+FILE_READ_BYTES = 64 * 1024
+_NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _REFUSED_STREAM, _CANCEL = 0, 1, 2, 7, 8
+
+
+class More:
+    """Wire piece: bytes to send with MSG_MORE (kTLS: they open the next record)."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view):
+        self.view = view
+
+
+class FileFrame:
+    """Wire piece: `left` bytes of `fd` from `offset`, a DATA frame's payload.
+    `closer` is set on the last frame of a file (the pump releases it)."""
+
+    __slots__ = ("fd", "offset", "left", "closer")
+
+    def __init__(self, fd: int, offset: int, left: int, closer):
+        self.fd, self.offset, self.left, self.closer = fd, offset, left, closer
+
+
+class StreamDone:
+    """Wire marker: the stream's response has been handed to the transport."""
+
+    __slots__ = ("stream", "status", "body_bytes")
+
+    def __init__(self, stream, status: int, body_bytes: int):
+        self.stream, self.status, self.body_bytes = stream, status, body_bytes
+
+
+class _Stream:
+    __slots__ = ("sid", "ex", "items", "cur", "cur_counted", "file", "no_body", "head_sent",
+                 "done", "last_data", "blocked_since", "expects_continue")
+
+    def __init__(self, sid: int, ex: Exchange, expects_continue: bool):
+        self.sid = sid
+        self.ex = ex
+        self.items: collections.deque = collections.deque()  # popped, not yet framed
+        self.cur = None            # memoryview of a Chunk being framed
+        self.cur_counted = 0
+        self.file: FileRange | None = None  # a file range being framed (offset/count advance)
+        self.no_body = False       # HEAD, 204, 304: DATA is dropped
+        self.head_sent = False
+        self.done = False          # END_STREAM framed (or reset): nothing more to frame
+        self.last_data = ex.started
+        self.blocked_since = 0.0   # waiting for the client to open a window, since
+        self.expects_continue = expects_continue
+
+
+class H2Session:
+    """HTTP/2 on one connection (see the module docstring)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        cfg = conn.cfg
+        self.driver = http2.Http2(http2.Limits(
+            max_concurrent_streams=cfg.h2_max_concurrent_streams,
+            initial_window=min(cfg.body_buffer_bytes, 2 ** 31 - 1),
+            connection_window=min(max(4 * cfg.body_buffer_bytes, 65535), 2 ** 31 - 1),
+            header_list_bytes=cfg.limit_request_headers_bytes,
+            header_block_bytes=cfg.limit_request_headers_bytes,
+            max_resets=cfg.h2_max_reset_streams,
+            max_control=cfg.h2_max_control_frames))
+        self.streams: dict[int, _Stream] = {}
+        self._order: collections.deque = collections.deque()  # responding streams, round-robin
+        self._zero_copy = bool(getattr(conn.transport, "ktls_tx", False))
+        self.goaway_sent = False   # graceful: no new streams, the others finish
+        self.failed = False
+        self.idle_since = time.monotonic()
+        self._flush_control()
+
+    # -- input (reactor) -------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        for ev in self.driver.receive(data, time.monotonic()):
+            kind = type(ev)
+            if kind is http2.Request:
+                self._on_request(ev)
+            elif kind is http2.Data:
+                self._on_data(ev)
+            elif kind is http2.EndOfBody:
+                st = self.streams.get(ev.stream_id)
+                if st is not None and st.ex.body is not None:
+                    st.ex.body.finish()
+            elif kind is http2.Reset:
+                self._on_reset(ev.stream_id)
+            elif kind is http2.WindowsChanged:
+                pass  # the pump below looks at every stream
+            elif kind is http2.GoingAway:
+                log.debug("%s: client sent GOAWAY", self.conn.peer_text)
+                self.goaway_sent = True  # answer what is open, take nothing new
+            elif kind is http2.Failed:
+                self._fail(ev)
+                return
+        self._flush_control()
+        self.conn.output_ready()
+
+    def _on_request(self, ev: http2.Request) -> None:
+        conn = self.conn
+        sid = ev.stream_id
+        if self.goaway_sent:
+            self.driver.reset(sid, _REFUSED_STREAM)  # opened after our GOAWAY
+            return
+        ex = Exchange(conn, ev)
+        conn.s.counters.h2_streams += 1
+        st = _Stream(sid, ex, ev.expects_continue)
+        length = None
+        for name, value in ev.headers:
+            if name == b"content-length":
+                length = int(value)
+        cfg = conn.cfg
+        refused = ex.admit(
+            length, not ev.ended, on_output=conn._output_threadsafe,
+            high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
+            on_drained=_nothing, on_first_read=lambda: self._threadsafe(self._continue, sid),
+            on_consumed=lambda n: self._threadsafe(self._consumed, sid, n),
+            head_only=ev.method == b"HEAD", close_after=False)
+        if refused == 503:
+            # Not processed: the client may retry it elsewhere (RFC 9113 8.7).
+            self.driver.reset(sid, _REFUSED_STREAM)
+            ex.finish(503, 0)
+            return
+        self.streams[sid] = st
+        self._order.append(st)
+        if refused == 413:
+            ex.out = None
+            self._respond_without_app(st, 413, b"request body too large\n")
+
+    def _respond_without_app(self, st: _Stream, status: int, body: bytes) -> None:
+        from .httpdate import standard_headers
+        headers = [(b"content-type", b"text/plain; charset=utf-8"),
+                   (b"content-length", b"%d" % len(body))] + standard_headers()
+        st.items.extend((Head(status, b"", headers, False), Chunk(body), End(status, len(body))))
+
+    def _on_data(self, ev: http2.Data) -> None:
+        st = self.streams.get(ev.stream_id)
+        if st is None or st.ex.body is None or st.ex.body_stopped:
+            self.driver.acknowledge(ev.flow_length, ev.stream_id)  # discarded
+            return
+        st.last_data = time.monotonic()
+        if ev.flow_length > len(ev.data):
+            self.driver.acknowledge(ev.flow_length - len(ev.data), ev.stream_id)  # padding
+        if ev.data and not st.ex.feed(ev.data):
+            self.driver.acknowledge(len(ev.data), ev.stream_id)
+
+    def _on_reset(self, sid: int) -> None:
+        st = self.streams.pop(sid, None)
+        if st is None:
+            return
+        log.debug("%s: stream %d reset by the client", self.conn.peer_text, sid)
+        self._drop(st, 499)
+
+    def _drop(self, st: _Stream, unsent_status: int) -> None:
+        """The stream will not complete: stop its app, release its files."""
+        st.done = True
+        closers = st.ex.abandon(unsent_status)
+        if st.file is not None:
+            closers.append(st.file)
+            st.file = None
+        closers.extend(i for i in st.items if type(i) is FileRange)
+        st.items.clear()
+        for item in closers:
+            self.conn._release_closer(item.closer)
+        try:
+            self._order.remove(st)
+        except ValueError:
+            pass
+
+    def _fail(self, ev: http2.Failed) -> None:
+        self.failed = True
+        self.conn.s.counters.bad_requests += 1
+        log.info("%s: HTTP/2 connection error %d: %s", self.conn.peer_text, ev.code, ev.reason)
+        self._flush_control()   # the GOAWAY h2 queued
+        for st in list(self.streams.values()):
+            self._drop(st, 499)
+        self.streams.clear()
+        self.conn.h2_finished()
+
+    # -- cross-thread (workers) -----------------------------------------------------
+    def _threadsafe(self, fn, *args) -> None:
+        self.conn.s.reactor.call_soon_threadsafe(lambda: self._run(fn, *args))
+
+    def _run(self, fn, *args) -> None:
+        if self.failed or self.conn.closed:
+            return
+        fn(*args)
+        self._flush_control()
+        self.conn.output_ready()
+
+    def _consumed(self, sid: int, nbytes: int) -> None:
+        self.driver.acknowledge(nbytes, sid)
+
+    def _continue(self, sid: int) -> None:
+        st = self.streams.get(sid)
+        if st is not None and st.expects_continue and not st.head_sent:
+            st.expects_continue = False
+            self.driver.send_continue(sid)
+
+    # -- output: the scheduler (reactor, from the connection's pump) ----------------
+    def _flush_control(self) -> None:
+        data = self.driver.data_to_send()
+        if data:
+            self.conn.wire.append(memoryview(data))
+
+    def fill(self, room: int) -> None:
+        """Frame queued responses into the wire, up to about `room` bytes."""
+        order = self._order
+        progress = True
+        while room > 0 and progress and order:
+            progress = False
+            for _ in range(len(order)):
+                st = order[0]
+                order.rotate(-1)
+                n = self._frame_one(st, room)
+                if st.done and st in order:
+                    order.remove(st)
+                if n:
+                    progress = True
+                    room -= n
+                    if room <= 0:
+                        break
+        self._flush_control()
+
+    def _next_item(self, st: _Stream):
+        if st.items:
+            return st.items.popleft()
+        out = st.ex.out
+        return out.pop() if out is not None else None
+
+    def _peek_end(self, st: _Stream) -> bool:
+        """Is the stream's next item its End?  (The last DATA frame then carries END_STREAM.)"""
+        if not st.items:
+            out = st.ex.out
+            item = out.pop() if out is not None else None
+            if item is None:
+                return False
+            st.items.append(item)
+        return type(st.items[0]) is End
+
+    def _frame_one(self, st: _Stream, room: int) -> int:
+        """Frame the stream's next piece: bytes framed, 0 if it must wait."""
+        driver = self.driver
+        framed = 0
+        while not st.done:
+            if st.cur is not None or st.file is not None:
+                return framed + self._frame_data(st, room)
+            item = self._next_item(st)
+            if item is None:
+                return framed
+            kind = type(item)
+            if kind is Head:
+                st.no_body = st.ex.request.method == b"HEAD" or item.status in http2.NO_BODY_STATUSES
+                st.head_sent = True
+                st.ex.status = item.status
+                end = self._peek_end(st) or False
+                if end:
+                    st.items.popleft()
+                driver.send_head(st.sid, item.status, item.headers, end)
+                framed += 64
+                if end:
+                    self._stream_end(st, item.status, 0)
+                    return framed
+            elif kind is Chunk:
+                n = len(item.data)
+                if st.no_body or not n:
+                    if st.ex.out is not None:
+                        st.ex.out.sent(n)
+                    continue
+                st.cur = memoryview(item.data).cast("B")
+            elif kind is FileRange:
+                self.conn.s.counters.file_transfers += 1
+                if st.no_body or item.count == 0:
+                    self.conn._release_closer(item.closer)
+                    continue
+                st.file = item
+            elif kind is End:
+                driver.end_stream(st.sid)
+                self._stream_end(st, item.status, item.body_bytes)
+                return framed + 9
+            elif kind is Abort:
+                log.info("%s: stream %d response aborted: %s", self.conn.peer_text, st.sid,
+                         item.reason)
+                self._flush_control()
+                driver.reset(st.sid, _INTERNAL_ERROR)
+                self.streams.pop(st.sid, None)
+                self._drop(st, 500)
+                return framed + 13
+        return framed
+
+    def _frame_data(self, st: _Stream, room: int) -> int:
+        driver = self.driver
+        window = driver.window(st.sid)
+        if window <= 0:
+            if not st.blocked_since:
+                st.blocked_since = time.monotonic()
+            return 0
+        st.blocked_since = 0.0
+        max_frame = driver.max_frame
+        wire = self.conn.wire
+        if st.cur is not None:
+            view = st.cur
+            n = min(len(view), window, max_frame)
+            last = n == len(view)
+            end = last and self._peek_end(st)
+            self._flush_control()
+            wire.append(memoryview(driver.data_header(st.sid, n, end)))
+            wire.append(view[:n])
+            st.ex.bytes_sent += n
+            if st.ex.out is not None:
+                st.ex.out.sent(n)
+            st.cur = None if last else view[n:]
+            if end:
+                end_item = st.items.popleft()
+                self._stream_end(st, end_item.status, end_item.body_bytes)
+            return n + 9
+        f = st.file
+        if self._zero_copy:
+            return self._frame_file_zero_copy(st, f, window, max_frame)
+        return self._frame_file_copied(st, f, window, max_frame, room)
+
+    def _frame_file_zero_copy(self, st: _Stream, f: FileRange, window: int, max_frame: int) -> int:
+        # Header + payload = one full TLS record when the frame is this size.
+        n = min(f.count, window, max_frame, http2.TLS_RECORD_BYTES - http2.FRAME_HEADER_BYTES)
+        last = n == f.count
+        end = last and self._peek_end(st)
+        self._flush_control()
+        wire = self.conn.wire
+        wire.append(More(memoryview(self.driver.data_header(st.sid, n, end))))
+        wire.append(FileFrame(f.fd, f.offset, n, f.closer if last else None))
+        st.ex.bytes_sent += n
+        f.offset += n
+        f.count -= n
+        if last:
+            st.file = None
+            if end:
+                end_item = st.items.popleft()
+                self._stream_end(st, end_item.status, end_item.body_bytes)
+        return n + 9
+
+    def _frame_file_copied(self, st: _Stream, f: FileRange, window: int, max_frame: int,
+                           room: int) -> int:
+        """Several frames' payloads with one preadv, headers written into the gaps."""
+        budget = min(f.count, window, max(room, max_frame), FILE_READ_BYTES)
+        sizes = []
+        while budget > 0:
+            n = min(budget, max_frame)
+            sizes.append(n)
+            budget -= n
+        total = sum(sizes)
+        buf = bytearray(total + 9 * len(sizes))
+        view = memoryview(buf)
+        slots, pos = [], 9
+        for n in sizes:
+            slots.append(view[pos:pos + n])
+            pos += n + 9
+        got = os.preadv(f.fd, slots, f.offset)
+        if got < total:
+            log.error("%s: file ended %d bytes early (truncated while sent?): aborting "
+                      "the connection", self.conn.peer_text, f.count - got)
+            self.conn.abort_file_shrank()
+            return 0
+        last = total == f.count
+        end = last and self._peek_end(st)
+        self._flush_control()
+        pos = 0
+        for i, n in enumerate(sizes):
+            frame_end = end and i == len(sizes) - 1
+            view[pos:pos + 9] = self.driver.data_header(st.sid, n, frame_end)
+            pos += n + 9
+        self.conn.wire.append(view)
+        counters = self.conn.s.counters
+        counters.bytes_pread_ssl_write += total
+        counters.bytes_ssl_write -= total  # the pump counts the whole buffer as written bytes
+        st.ex.bytes_sent += total
+        f.offset += total
+        f.count -= total
+        if last:
+            st.file = None
+            self.conn._release_closer(f.closer)
+            if end:
+                end_item = st.items.popleft()
+                self._stream_end(st, end_item.status, end_item.body_bytes)
+        return pos
+
+    def _stream_end(self, st: _Stream, status: int, body_bytes: int) -> None:
+        """END_STREAM is framed: the log line follows once the wire hands it over."""
+        st.done = True
+        self._flush_control()
+        self.conn.wire.append(StreamDone(st, status, body_bytes))
+
+    def written(self, done: StreamDone) -> None:
+        """The pump handed a stream's last frame to the transport."""
+        st = done.stream
+        st.ex.finish(done.status, done.body_bytes)
+        if self.streams.pop(st.sid, None) is not None and self.driver.client_may_send(st.sid):
+            # The response is complete and the request body is not wanted any more.
+            self.driver.reset(st.sid, _NO_ERROR)
+            self._flush_control()
+        if not self.streams:
+            self.idle_since = time.monotonic()
+            if self.goaway_sent:
+                self.conn.h2_finished()
+
+    # -- deadlines -------------------------------------------------------------------
+    def deadline(self):
+        """(when, what) of the nearest HTTP/2 deadline, or None."""
+        cfg = self.conn.cfg
+        if not self.streams:
+            return self.idle_since + cfg.keep_alive_s, "h2-idle"
+        best = None
+        for st in self.streams.values():
+            body = st.ex.body
+            if body is not None and not body.complete and not st.ex.body_stopped:
+                cand = st.last_data + cfg.read_timeout_s
+                if best is None or cand < best[0]:
+                    best = (cand, "h2-body")
+            if st.blocked_since:
+                cand = st.blocked_since + cfg.write_timeout_s
+                if best is None or cand < best[0]:
+                    best = (cand, "h2-window")
+        return best
+
+    def expire(self, what: str) -> None:
+        now = time.monotonic()
+        cfg = self.conn.cfg
+        if what == "h2-idle":
+            self.close_gracefully()
+        elif what == "h2-body":
+            for st in list(self.streams.values()):
+                body = st.ex.body
+                if (body is not None and not body.complete and not st.ex.body_stopped
+                        and st.last_data + cfg.read_timeout_s <= now):
+                    log.info("%s: stream %d request body stalled for %.1fs: 408",
+                             self.conn.peer_text, st.sid, cfg.read_timeout_s)
+                    st.ex.fail_body(BodyTimeout("request body timed out"))
+        elif what == "h2-window":
+            log.info("%s: client opened no flow-control window for %.1fs; closing",
+                     self.conn.peer_text, cfg.write_timeout_s)
+            self.conn.abort("flow-control window stayed closed")
+
+    # -- ending ------------------------------------------------------------------------
+    def close_gracefully(self) -> None:
+        """GOAWAY naming the last stream taken; those finish, then the connection closes."""
+        if self.failed:
+            return
+        if not self.goaway_sent:
+            self.goaway_sent = True
+            self._flush_control()
+            self.conn.wire.append(memoryview(self.driver.goaway()))
+        if not self.streams:
+            self.conn.h2_finished()
+        else:
+            self.conn.output_ready()
+
+    def abandon_all(self, unsent_status: int) -> None:
+        for st in list(self.streams.values()):
+            self._drop(st, unsent_status)
+        self.streams.clear()
+
+    def reading(self) -> bool:
+        return not self.failed
+
+
+def _nothing() -> None:
+    pass
