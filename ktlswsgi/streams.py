@@ -37,6 +37,12 @@ log = logging.getLogger("ktlswsgi.connection")
 # A slice of the wire the scheduler may fill per pump pass: what a few
 # frames of several streams take; it keeps the L2-sized coalescing of HTTP/1.
 FILE_READ_BYTES = 64 * 1024
+# How a file DATA frame goes out under kTLS TX.  "merged": the 9-byte header
+# with MSG_MORE, then 16384 - 9 payload bytes by sendfile, one TLS record per
+# frame.  "separate": the header by SSL_write, its own record, then a payload
+# of up to SETTINGS_MAX_FRAME_SIZE.  Both measured in the kTLS VM
+# (tests/ktls/test_ktls_h2.py); "merged" is kept.
+ZERO_COPY_LAYOUT = "merged"
 _NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _REFUSED_STREAM, _CANCEL = 0, 1, 2, 7, 8
 
 
@@ -358,13 +364,16 @@ class H2Session:
         return self._frame_file_copied(st, f, window, max_frame, room)
 
     def _frame_file_zero_copy(self, st: _Stream, f: FileRange, window: int, max_frame: int) -> int:
-        # Header + payload = one full TLS record when the frame is this size.
-        n = min(f.count, window, max_frame, http2.TLS_RECORD_BYTES - http2.FRAME_HEADER_BYTES)
+        merged = ZERO_COPY_LAYOUT == "merged"
+        if merged:  # header + payload = one full TLS record
+            max_frame = min(max_frame, http2.TLS_RECORD_BYTES - http2.FRAME_HEADER_BYTES)
+        n = min(f.count, window, max_frame)
         last = n == f.count
         end = last and self._peek_end(st)
         self._flush_control()
         wire = self.conn.wire
-        wire.append(More(memoryview(self.driver.data_header(st.sid, n, end))))
+        header = memoryview(self.driver.data_header(st.sid, n, end))
+        wire.append(More(header) if merged else header)
         wire.append(FileFrame(f.fd, f.offset, n, f.closer if last else None))
         st.ex.bytes_sent += n
         f.offset += n
