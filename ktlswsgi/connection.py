@@ -434,8 +434,11 @@ class Connection:
             self.s.counters.h2_connections += 1
             self.h2 = streams.H2Session(self)
             self.s.on_handshake_done(self)
+            if self._draining:
+                self.h2.close_gracefully()
             self._kick()  # our SETTINGS
-            self._do_read()
+            if self.state == H2:
+                self._do_read()
             return
         self._to(IDLE)
         self.s.on_handshake_done(self)
@@ -709,7 +712,13 @@ class Connection:
             if self.h2 is not None:
                 room = _COALESCE_BYTES - _wire_bytes(wire)
                 if room > 0 and self.state == H2:
-                    self.h2.fill(room)
+                    try:
+                        self.h2.fill(room)
+                    except Exception as exc:  # h2 refused a frame: a server bug
+                        log.error("%s: cannot frame an HTTP/2 response (%s)", self.peer_text,
+                                  type(exc).__name__)
+                        self._abort("HTTP/2 framing error", unsent_status=500)
+                        return
             elif out is not None and _wire_bytes(wire) < _COALESCE_BYTES:
                 # Serialize what is queued, so small pieces leave in one write.
                 while _wire_bytes(wire) < _COALESCE_BYTES:

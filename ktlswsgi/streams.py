@@ -29,6 +29,7 @@ import time
 
 from . import http2
 from .exchange import Exchange
+from .httpdate import standard_headers
 from .outbound import Abort, Chunk, End, FileRange, Head
 from .wsgi import BodyTimeout
 
@@ -117,6 +118,8 @@ class H2Session:
 
     # -- input (reactor) -------------------------------------------------------
     def receive(self, data: bytes) -> None:
+        if self.failed:
+            return
         for ev in self.driver.receive(data, time.monotonic()):
             kind = type(ev)
             if kind is http2.Request:
@@ -132,8 +135,12 @@ class H2Session:
             elif kind is http2.WindowsChanged:
                 pass  # the pump below looks at every stream
             elif kind is http2.GoingAway:
+                # h2 sends nothing after a GOAWAY it received: what is open is lost.
                 log.debug("%s: client sent GOAWAY", self.conn.peer_text)
-                self.goaway_sent = True  # answer what is open, take nothing new
+                self.failed = True
+                self.abandon_all(499)
+                self.conn.h2_finished()
+                return
             elif kind is http2.Failed:
                 self._fail(ev)
                 return
@@ -172,7 +179,6 @@ class H2Session:
             self._respond_without_app(st, 413, b"request body too large\n")
 
     def _respond_without_app(self, st: _Stream, status: int, body: bytes) -> None:
-        from .httpdate import standard_headers
         headers = [(b"content-type", b"text/plain; charset=utf-8"),
                    (b"content-length", b"%d" % len(body))] + standard_headers()
         st.items.extend((Head(status, b"", headers, False), Chunk(body), End(status, len(body))))
@@ -189,11 +195,17 @@ class H2Session:
             self.driver.acknowledge(len(ev.data), ev.stream_id)
 
     def _on_reset(self, sid: int) -> None:
-        st = self.streams.pop(sid, None)
+        st = self._forget(sid)
         if st is None:
             return
         log.debug("%s: stream %d reset by the client", self.conn.peer_text, sid)
         self._drop(st, 499)
+
+    def _forget(self, sid: int):
+        st = self.streams.pop(sid, None)
+        if st is not None and not self.streams:
+            self.idle_since = time.monotonic()
+        return st
 
     def _drop(self, st: _Stream, unsent_status: int) -> None:
         """The stream will not complete: stop its app, release its files."""
@@ -327,7 +339,7 @@ class H2Session:
                          item.reason)
                 self._flush_control()
                 driver.reset(st.sid, _INTERNAL_ERROR)
-                self.streams.pop(st.sid, None)
+                self._forget(st.sid)
                 self._drop(st, 500)
                 return framed + 13
         return framed
@@ -440,14 +452,12 @@ class H2Session:
         """The pump handed a stream's last frame to the transport."""
         st = done.stream
         st.ex.finish(done.status, done.body_bytes)
-        if self.streams.pop(st.sid, None) is not None and self.driver.client_may_send(st.sid):
+        if self._forget(st.sid) is not None and self.driver.client_may_send(st.sid):
             # The response is complete and the request body is not wanted any more.
             self.driver.reset(st.sid, _NO_ERROR)
             self._flush_control()
-        if not self.streams:
-            self.idle_since = time.monotonic()
-            if self.goaway_sent:
-                self.conn.h2_finished()
+        if not self.streams and self.goaway_sent:
+            self.conn.h2_finished()
 
     # -- deadlines -------------------------------------------------------------------
     def deadline(self):
