@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--h2-max-concurrent-streams", type=int, default=d.h2_max_concurrent_streams,
                    help="HTTP/2 streams one connection may have open (default %(default)s)")
     g.add_argument("--h2-max-reset-streams", type=int, default=d.h2_max_reset_streams,
-                   help="RST_STREAM frames a client may send per 10 s before GOAWAY "
-                        "ENHANCE_YOUR_CALM (Rapid Reset; default %(default)s)")
+                   help="HTTP/2 streams a client may have reset (its RST_STREAMs, our resets "
+                        "for its stream errors, refused streams) per 10 s before GOAWAY "
+                        "ENHANCE_YOUR_CALM (Rapid Reset, MadeYouReset; default %(default)s)")
     g.add_argument("--h2-max-control-frames", type=int, default=d.h2_max_control_frames,
                    help="PING, SETTINGS, PRIORITY, empty DATA and surplus WINDOW_UPDATE frames "
                         "a client may send per 10 s before GOAWAY (default %(default)s)")

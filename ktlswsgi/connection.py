@@ -810,14 +810,13 @@ class Connection:
 
     def output_ready(self) -> None:
         """Frames are queued or may be framed now: run the pump."""
-        if self.state != CLOSED:
-            self._kick()
+        self._on_output()
 
     def h2_finished(self) -> None:
         """GOAWAY is queued and no stream is left: flush, then close."""
         if self.state == H2:
             self._to(CLOSING)
-            self._kick()
+            self._on_output()
 
     def abort(self, reason: str) -> None:
         self._abort(reason, notable=True)

@@ -9,12 +9,17 @@ pieces into frames; the frame-level bounds h2 itself does not keep:
     ENHANCE_YOUR_CALM;
   - more than `max_resets` RST_STREAM frames from the client per window
     (Rapid Reset, CVE-2023-44487) -> GOAWAY ENHANCE_YOUR_CALM;
-  - more than `max_control` PING, SETTINGS, PRIORITY, empty DATA and
-    WINDOW_UPDATE frames per window, the WINDOW_UPDATEs beyond two per DATA
-    frame sent (floods that cost work and produce none) -> GOAWAY
+  - more than `max_control` PING, SETTINGS, PRIORITY, empty DATA, unknown
+    and WINDOW_UPDATE frames per window, the WINDOW_UPDATEs beyond two per
+    DATA frame sent (floods that cost work and produce none) -> GOAWAY
     ENHANCE_YOUR_CALM.
 
-h2 keeps the rest: SETTINGS_MAX_CONCURRENT_STREAMS, the decoded header list
+Streams the client opens beyond SETTINGS_MAX_CONCURRENT_STREAMS are the
+session's to refuse (REFUSED_STREAM, a stream error as RFC 9113 5.1.2 asks);
+those refusals, and the resets h2 sends for a client's stream errors
+(MadeYouReset, CVE-2025-8671), count with the client's RST_STREAMs.
+
+h2 keeps the rest: the decoded header list
 size (HPACK bomb: DenialOfServiceError, ENHANCE_YOUR_CALM), malformed
 requests (missing, repeated or unknown pseudo-headers, upper-case names,
 connection-specific headers, a content-length the DATA disagrees with:
@@ -101,6 +106,7 @@ class Reset:
 
     stream_id: int
     code: int
+    by_client: bool = True   # False: h2 reset it for a client error
 
 
 class WindowsChanged:
@@ -134,14 +140,14 @@ class Http2:
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
         self._h2 = conn = h2.connection.H2Connection(config=config)
-        conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.header_list_bytes,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        })
+        conn.local_settings = _settings(limits, limits.max_concurrent_streams)
         conn.decoder.max_header_list_size = limits.header_list_bytes
         conn.initiate_connection()
+        # The SETTINGS frame is out with the advertised limit.  A stream over it
+        # must be a stream error (RFC 9113 5.1.2), which the session gives
+        # (REFUSED_STREAM); h2 would end the connection, so h2 is told a hard
+        # cap of twice as many, which only a hostile client reaches.
+        conn.local_settings = _settings(limits, self.hard_stream_cap)
         extra = limits.connection_window - 65535
         if extra > 0:
             conn.increment_flow_control_window(extra)
@@ -156,6 +162,7 @@ class Http2:
         self._resets = 0
         self._control = 0
         self._data_frames_sent = 0
+        self._window_updates = 0
 
     # -- input --------------------------------------------------------------
     def receive(self, data: bytes, now: float) -> list:
@@ -164,7 +171,7 @@ class Http2:
             return []
         verdict = self._scan(data, now)
         if verdict is not None:
-            return [self._fail(ErrorCodes.ENHANCE_YOUR_CALM, verdict)]
+            return [self.fail(ErrorCodes.ENHANCE_YOUR_CALM, verdict)]
         try:
             h2_events = self._h2.receive_data(data)
         except h2.exceptions.DenialOfServiceError:
@@ -195,7 +202,12 @@ class Http2:
             elif kind is h2.events.StreamEnded:
                 pass  # reported with the event that carried END_STREAM
             elif kind is h2.events.StreamReset:
-                out.append(Reset(ev.stream_id, int(ev.error_code)))
+                out.append(Reset(ev.stream_id, int(ev.error_code), ev.remote_reset))
+                if not ev.remote_reset and self._count_reset():
+                    # The client's own stream errors make us reset (MadeYouReset,
+                    # CVE-2025-8671): they count as its resets.
+                    return [self.fail(ErrorCodes.ENHANCE_YOUR_CALM,
+                                       "too many streams reset for the client's errors")]
             elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
                 windows = True
             elif kind is h2.events.ConnectionTerminated:
@@ -236,7 +248,7 @@ class Http2:
         lim = self.limits
         if self._window_start is None or now - self._window_start >= lim.window_s:
             self._window_start = now
-            self._resets = self._control = self._data_frames_sent = 0
+            self._resets = self._control = self._data_frames_sent = self._window_updates = 0
         pos, n = 0, len(data)
         while pos < n:
             if self._skip:
@@ -265,18 +277,32 @@ class Http2:
                     return "header block over the limit (CONTINUATION flood?)"
                 self._in_block = not flags & _END_HEADERS
             elif ftype == _RST:
-                self._resets += 1
-                if self._resets > lim.max_resets:
+                if self._count_reset():
                     return "too many streams reset by the client (Rapid Reset?)"
-            elif (ftype == _PING and not flags & _ACK) or ftype == _PRIORITY or (
-                    ftype == _SETTINGS and not flags & _ACK) or (
-                    ftype == _DATA and length == 0 and not flags & _END_STREAM):
-                self._control += 1
             elif ftype == _WINDOW:
-                self._control += 1 if self._control >= 2 * self._data_frames_sent else 0
+                # A client opens windows as our DATA arrives: two per DATA frame
+                # sent are work; any beyond that count as control frames.
+                self._window_updates += 1
+                if self._window_updates > 2 * self._data_frames_sent:
+                    self._control += 1
+            elif ftype == _PING or ftype == _PRIORITY or ftype == _SETTINGS or (
+                    ftype == _DATA and length == 0 and not flags & _END_STREAM) or (
+                    ftype > _CONT):
+                self._control += 1
             if self._control > lim.max_control:
                 return "control-frame flood"
         return None
+
+    def _count_reset(self) -> bool:
+        """One more stream reset for this window; True once over the cap."""
+        self._resets += 1
+        return self._resets > self.limits.max_resets
+
+    def refuse(self, stream_id: int) -> bool:
+        """RST_STREAM REFUSED_STREAM; True when refusals pushed the resets over
+        the cap (a client that keeps opening streams it was refused)."""
+        self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
+        return self._count_reset()
 
     # -- output ---------------------------------------------------------------
     def data_to_send(self) -> bytes:
@@ -288,6 +314,10 @@ class Http2:
             return self._h2.local_flow_control_window(stream_id)
         except h2.exceptions.StreamClosedError:
             return 0
+
+    @property
+    def hard_stream_cap(self) -> int:
+        return 2 * self.limits.max_concurrent_streams + 16
 
     @property
     def max_frame(self) -> int:
@@ -349,14 +379,23 @@ class Http2:
         frame.error_code = code
         return frame.serialize()
 
-    def _fail(self, code, reason: str) -> Failed:
-        """A limit of this module hit: h2 closes with GOAWAY `code`."""
+    def fail(self, code, reason: str) -> Failed:
+        """A limit hit: GOAWAY `code` is queued, nothing more is read."""
         self._h2.close_connection(error_code=code, last_stream_id=self.highest_stream_id)
         return self._failed(code, reason)
 
     def _failed(self, code, reason: str) -> Failed:
         self.failed = True
         return Failed(int(code), reason)
+
+
+def _settings(limits: Limits, max_streams: int):
+    return h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.header_list_bytes,
+        h2.settings.SettingCodes.ENABLE_PUSH: 0,
+    })
 
 
 def _protocol_reason(exc) -> str:

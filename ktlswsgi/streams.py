@@ -44,7 +44,7 @@ FILE_READ_BYTES = 64 * 1024
 # of up to SETTINGS_MAX_FRAME_SIZE.  Both measured in the kTLS VM
 # (tests/ktls/test_ktls_h2.py); "merged" is kept.
 ZERO_COPY_LAYOUT = "merged"
-_NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _REFUSED_STREAM, _CANCEL = 0, 1, 2, 7, 8
+_NO_ERROR, _INTERNAL_ERROR = 0, 2
 
 
 class More:
@@ -121,6 +121,8 @@ class H2Session:
         if self.failed:
             return
         for ev in self.driver.receive(data, time.monotonic()):
+            if self.failed:
+                return
             kind = type(ev)
             if kind is http2.Request:
                 self._on_request(ev)
@@ -131,7 +133,7 @@ class H2Session:
                 if st is not None and st.ex.body is not None:
                     st.ex.body.finish()
             elif kind is http2.Reset:
-                self._on_reset(ev.stream_id)
+                self._on_reset(ev)
             elif kind is http2.WindowsChanged:
                 pass  # the pump below looks at every stream
             elif kind is http2.GoingAway:
@@ -150,8 +152,11 @@ class H2Session:
     def _on_request(self, ev: http2.Request) -> None:
         conn = self.conn
         sid = ev.stream_id
-        if self.goaway_sent:
-            self.driver.reset(sid, _REFUSED_STREAM)  # opened after our GOAWAY
+        if self.goaway_sent or len(self.streams) >= conn.cfg.h2_max_concurrent_streams:
+            # Opened after our GOAWAY, or over SETTINGS_MAX_CONCURRENT_STREAMS.
+            if self.driver.refuse(sid):
+                self._fail(self.driver.fail(http2.ErrorCodes.ENHANCE_YOUR_CALM,
+                                            "too many streams refused"))
             return
         ex = Exchange(conn, ev)
         conn.s.counters.h2_streams += 1
@@ -169,8 +174,10 @@ class H2Session:
             head_only=ev.method == b"HEAD", close_after=False)
         if refused == 503:
             # Not processed: the client may retry it elsewhere (RFC 9113 8.7).
-            self.driver.reset(sid, _REFUSED_STREAM)
             ex.finish(503, 0)
+            if self.driver.refuse(sid):
+                self._fail(self.driver.fail(http2.ErrorCodes.ENHANCE_YOUR_CALM,
+                                            "too many streams refused"))
             return
         self.streams[sid] = st
         self._order.append(st)
@@ -194,12 +201,13 @@ class H2Session:
         if ev.data and not st.ex.feed(ev.data):
             self.driver.acknowledge(len(ev.data), ev.stream_id)
 
-    def _on_reset(self, sid: int) -> None:
-        st = self._forget(sid)
+    def _on_reset(self, ev: http2.Reset) -> None:
+        st = self._forget(ev.stream_id)
         if st is None:
             return
-        log.debug("%s: stream %d reset by the client", self.conn.peer_text, sid)
-        self._drop(st, 499)
+        log.debug("%s: stream %d reset %s (code %d)", self.conn.peer_text, ev.stream_id,
+                  "by the client" if ev.by_client else "for a client error", ev.code)
+        self._drop(st, 499 if ev.by_client else 400)
 
     def _forget(self, sid: int):
         st = self.streams.pop(sid, None)
