@@ -3,7 +3,8 @@
 Plain HTTP and TLS, a raw WSGI app and a Flask app, h2load --h1 on loopback
 (server on core 0, client on core 1; with --workers N the server on cores
 0..N-1), server CPU per request, RSS with idle TLS keep-alive connections, and a
-locust mixed workload. Writes bench/results/<date>[-quick].{json,md,png}. See
+locust mixed workload. With --protocols h1,h2 also HTTP/2 over TLS (h2load -m 10)
+against granian, hypercorn and nginx. Writes bench/results/<date>[-quick].{json,md,png}. See
 bench/README.md.
 """
 from __future__ import annotations
@@ -34,7 +35,10 @@ CASES = [
     ("file_1m", "/file/1m", 1024 * 1024),
 ]
 CASE_NAMES = [c[0] for c in CASES]
-PEER_KINDS = ["ktlswsgi", "gunicorn", "granian", "uwsgi", "nginx"]
+PEER_KINDS = ["ktlswsgi", "gunicorn", "granian", "uwsgi", "nginx", "hypercorn"]
+# HTTP/2 rows (--protocols ...,h2): the raw app's cases, and the Flask app's (send_file).
+H2_CASES = "tiny,file_16k,file_64k,file_1m"
+H2_FLASK_CASES = "file_1m"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -110,6 +114,7 @@ def host_meta(args) -> dict:
             "granian": _version(["granian", "--version"]),
             "uwsgi": _version(["uwsgi", "--version"]),
             "nginx": _version(["nginx", "-v"]),
+            "hypercorn": _hypercorn_version(),
             "h2load": _version(["h2load", "--version"]),
             "locust": _version(["locust", "--version"]),
         },
@@ -123,6 +128,17 @@ def host_meta(args) -> dict:
         "loadavg_start": os.getloadavg(),
         "git": _git_state(),
     }
+
+
+def _hypercorn_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return "hypercorn " + version("hypercorn")
+        except PackageNotFoundError:
+            return "not installed"
+    except ImportError:
+        return "?"
 
 
 def _git_state() -> dict:
@@ -143,7 +159,8 @@ def _git_state() -> dict:
 
 def _row(peer: peers.Peer, case: str, **kw) -> dict:
     r = {"server": peer.label, "kind": peer.kind, "transport": peer.transport,
-         "scheme": peer.scheme, "app": peer.app, "workers": peer.workers,
+         "scheme": peer.scheme, "protocol": peer.protocol, "app": peer.app,
+         "workers": peer.workers,
          "server_cpus": peers.server_cpus(peer.workers),
          "client_core": load.client_core(peer.workers), "case": case}
     r.update(kw)
@@ -172,10 +189,26 @@ def _summarise(res: dict, size: int) -> dict:
     return out
 
 
-def bench_peer(peer, ctx, args, budget, results) -> None:
-    cases = [c for c in CASES if c[0] in args.cases]
+def _probe_h2(server, path: str, size: int, core: str) -> str | None:
+    """One request over HTTP/2 with h2load: None if it answered 2xx over h2 with the
+    exact body size, else why not."""
+    res = load.probe(server.url(path), "h2", core=core)
+    if res.get("error"):
+        return res["error"]
+    if res.get("app_protocol") != "h2":
+        return "negotiated %s, not h2" % res.get("app_protocol", "no protocol")
+    if res.get("s2xx") != 1 or res.get("bytes_data") != size:
+        codes = "/".join(str(res.get(k, "?")) for k in ("s2xx", "s3xx", "s4xx", "s5xx"))
+        return "over h2: 2xx/3xx/4xx/5xx %s, %s body bytes (want one 2xx, %d)" % (
+            codes, res.get("bytes_data", "?"), size)
+    return None
+
+
+def bench_peer(peer, ctx, args, budget, results, case_names=None) -> None:
+    case_names = args.cases if case_names is None else case_names
+    cases = [c for c in CASES if c[0] in case_names]
     srv_info = {"server": peer.label, "scheme": peer.scheme, "app": peer.app,
-                "workers": peer.workers}
+                "workers": peer.workers, "protocol": peer.protocol}
     results["servers"].append(srv_info)
     why = peer.available()
     if why:
@@ -185,6 +218,25 @@ def bench_peer(peer, ctx, args, budget, results) -> None:
         log("%s %s %s: %s" % (peer.tag, peer.scheme, peer.app, why))
         return
     server = peers.Server(peer, ctx)
+    old_logs: list[str] = []     # logs of server instances replaced by a restart
+
+    def restart(why: str) -> bool:
+        """h2 rows only: replace a server that stopped answering (hypercorn's WSGI
+        threads wedge when h2load closes connections with streams in flight, at the end
+        of every -D run). -> whether the new one is up."""
+        nonlocal server
+        log("  restarting %s: %s" % (peer.tag, why))
+        srv_info.setdefault("restarts", []).append(why)
+        server.stop()
+        old_logs.append(server.log_text())
+        server = peers.Server(peer, ctx)
+        try:
+            server.start("/tiny", timeout=args.start_timeout)
+            return True
+        except Exception as e:  # noqa: BLE001
+            srv_info["restarts"].append("restart failed: %s" % str(e)[:300])
+            return False
+
     try:
         try:
             server.start("/tiny", timeout=args.start_timeout)
@@ -213,38 +265,78 @@ def bench_peer(peer, ctx, args, budget, results) -> None:
                                                         server.log_tail(300))
                 results["runs"].append(_row(peer, name, status="failed", reason=reason))
                 continue
+            notes = []
             try:
                 status, body = peers.fetch(server.port, peer.scheme, path, timeout=10)
             except OSError as e:
-                results["runs"].append(_row(peer, name, status="failed",
-                                            reason="probe request: %s" % e))
-                continue
+                if peer.protocol == "h2" and restart("no answer before %s (%s)" % (name, e)):
+                    notes.append("server restarted before this case: it no longer answered "
+                                 "after the previous run (%s)" % e)
+                    try:
+                        status, body = peers.fetch(server.port, peer.scheme, path, timeout=10)
+                    except OSError as e2:
+                        e = e2
+                        status = None
+                else:
+                    status = None
+                if status is None:
+                    results["runs"].append(_row(peer, name, status="failed",
+                                                reason="probe request: %s" % e))
+                    continue
             if status != 200 or len(body) != size:
                 reason = "HTTP %d, %d bytes (want 200, %d): %s" % (
                     status, len(body), size, body[:80].decode(errors="replace"))
                 results["runs"].append(_row(peer, name, status="unsupported", reason=reason))
                 log("  %-12s unsupported: %s" % (name, reason))
                 continue
+            if peer.protocol == "h2":
+                # The HTTP/1.1 probe above checked the app; this checks h2 itself.
+                why = _probe_h2(server, path, size, core)
+                if why:
+                    results["runs"].append(_row(peer, name, status="failed",
+                                                reason="h2 probe: " + why))
+                    log("  %-12s failed: h2 probe: %s" % (name, why))
+                    continue
             url = server.url(path)
             quiet = proc.wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else {}
+            h2kw = {"protocol": peer.protocol, "streams": args.h2_streams}
             if args.warmup > 0:
-                load.run_h2load(url, args.warmup, args.connections, None, core=core)
-            res = load.run_h2load(url, args.duration, args.connections, server.pid, core=core)
+                load.run_h2load(url, args.warmup, args.connections, None, core=core, **h2kw)
+                if peer.protocol == "h2":
+                    # The warm-up ends by closing connections with streams in flight: check
+                    # the server still answers, else restart it and measure without warm-up.
+                    why = _probe_h2(server, path, size, core)
+                    if why:
+                        if not restart("no answer after the warm-up of %s (%s)" % (name, why)):
+                            results["runs"].append(_row(
+                                peer, name, status="failed",
+                                reason="no answer after the warm-up (%s); restart failed" % why))
+                            continue
+                        notes.append("wedged after the warm-up (h2load closed connections "
+                                     "with streams in flight): restarted, measured without "
+                                     "warm-up")
+                        url = server.url(path)
+            res = load.run_h2load(url, args.duration, args.connections, server.pid, core=core,
+                                  **h2kw)
+            extra = {"note": "; ".join(notes)} if notes else {}
             row = _row(peer, name, path=path, body_bytes=size, quiet_before=quiet,
-                       **_summarise(res, size))
+                       h2load_streams=args.h2_streams if peer.protocol == "h2" else 1,
+                       **extra, **_summarise(res, size))
             results["runs"].append(row)
             log("  %-12s %9.0f req/s %8.1f MB/s  srv-cpu %4.0f%%  %9s req/cpu-s  fail %d "
-                "non2xx %d  other %.2f cores%s"
+                "non2xx %d  other %.2f cores%s%s"
                 % (name, row.get("req_s") or 0, row.get("mb_s") or 0,
                    100 * (row.get("server_cpu_util") or 0),
                    "%.0f" % row["req_per_cpu_s"] if row.get("req_per_cpu_s") else "-",
                    row.get("failures", 0), row.get("non2xx", 0),
                    row.get("other_cpu_cores") or 0,
-                   "  ERROR " + row["reason"] if row["status"] != "ok" else ""))
+                   "  ERROR " + row["reason"] if row["status"] != "ok" else "",
+                   "  NOTE " + row["note"] if row.get("note") else ""))
     finally:
         server.stop()
         if peer.kind == "ktlswsgi":
-            srv_info["telemetry"] = peers.ktlswsgi_telemetry(server.log_text())
+            srv_info["telemetry"] = peers.ktlswsgi_telemetry(
+                "\n".join(old_logs + [server.log_text()]))
         if server.popen is None and srv_info.get("error") is None:
             tail = server.log_tail(400)
             if "Traceback" in tail:
@@ -513,6 +605,16 @@ def parse_args(argv=None):
     ap.add_argument("--peers", default=",".join(PEER_KINDS), help="comma list of: %s"
                     % ",".join(PEER_KINDS))
     ap.add_argument("--schemes", default="http,https")
+    ap.add_argument("--protocols", default="h1",
+                    help="comma list of h1 (h2load --h1, every peer but hypercorn, every scheme) "
+                         "and h2 (HTTP/2 over TLS, h2load -m STREAMS, https only: ktlswsgi, granian, "
+                         "hypercorn, nginx; gunicorn and uWSGI have no HTTP/2)")
+    ap.add_argument("--h2-streams", type=int, default=load.H2_STREAMS,
+                    help="h2load -m (concurrent streams per connection) for h2 rows")
+    ap.add_argument("--h2-cases", default=H2_CASES,
+                    help="cases for the h2 rows with the raw app (nginx: the same files)")
+    ap.add_argument("--h2-flask-cases", default=H2_FLASK_CASES,
+                    help="cases for the h2 rows with the Flask app (file_* = send_file)")
     ap.add_argument("--apps", default="raw,flask")
     ap.add_argument("--transports", default="socket,memory", help="ktlswsgi TLS transports")
     ap.add_argument("--cases", default=",".join(CASE_NAMES))
@@ -549,11 +651,21 @@ def parse_args(argv=None):
         args.locust_seconds = min(args.locust_seconds, 8)
         args.locust_users = min(args.locust_users, 16)
         args.quiet_wait = 0
-    for key in ("peers", "schemes", "apps", "transports", "cases"):
+    for key in ("peers", "schemes", "apps", "transports", "cases", "protocols", "h2_cases",
+                "h2_flask_cases"):
         setattr(args, key, [x.strip() for x in getattr(args, key).split(",") if x.strip()])
-    bad = [c for c in args.cases if c not in CASE_NAMES]
-    if bad:
-        ap.error("unknown case(s) %s; known: %s" % (bad, CASE_NAMES))
+    for key in ("cases", "h2_cases", "h2_flask_cases"):
+        bad = [c for c in getattr(args, key) if c not in CASE_NAMES]
+        if bad:
+            ap.error("--%s: unknown case(s) %s; known: %s" % (key.replace("_", "-"), bad,
+                                                                CASE_NAMES))
+    bad = [p for p in args.protocols if p not in load.PROTOCOLS]
+    if bad or not args.protocols:
+        ap.error("--protocols: a comma list of %s" % ",".join(load.PROTOCOLS))
+    if "h2" in args.protocols and "https" not in args.schemes:
+        ap.error("--protocols h2 needs --schemes with https (HTTP/2 here is ALPN h2 over TLS)")
+    if args.h2_streams < 1:
+        ap.error("--h2-streams: at least 1")
     try:
         workers = [int(x) for x in args.workers.split(",") if x.strip()]
     except ValueError:
@@ -597,11 +709,21 @@ def main(argv=None) -> int:
     log("workdir %s; results -> %s/%s.*" % (workdir, args.out, tag))
     code = 0
     try:
-        all_p = [p for p in peers.all_peers(args.schemes, args.apps, args.transports,
-                                            args.workers)
-                 if p.kind in args.peers]
-        for peer in all_p:
-            bench_peer(peer, ctx, args, budget, results)
+        if "h1" in args.protocols:
+            # hypercorn has HTTP/2 rows only (all_peers does not list it).
+            all_p = [p for p in peers.all_peers(args.schemes, args.apps, args.transports,
+                                                args.workers)
+                     if p.kind in args.peers]
+            for peer in all_p:
+                bench_peer(peer, ctx, args, budget, results)
+        if "h2" in args.protocols:
+            results["h2_not_offered"] = [k for k in peers.NO_H2_PEER_KINDS if k in args.peers]
+            for peer in peers.h2_peers(args.apps, args.transports, args.workers):
+                if peer.kind not in args.peers:
+                    continue
+                names = args.h2_flask_cases if peer.app == "flask" else args.h2_cases
+                if names:
+                    bench_peer(peer, ctx, args, budget, results, case_names=names)
         if args.spread and "ktlswsgi" in args.peers:
             app = "raw" if "raw" in args.apps else args.apps[0]
             for n in args.workers:

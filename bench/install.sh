@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the bench's peers and load tools (idempotent): h2load, nginx and
-# taskset from Debian; gunicorn, granian, uWSGI (compiled: needs gcc,
-# python3-dev and libssl-dev), Flask, matplotlib and locust from PyPI.
+# taskset from Debian; gunicorn, granian, hypercorn (HTTP/2 rows), uWSGI
+# (compiled: needs gcc, python3-dev and libssl-dev), Flask, matplotlib and
+# locust from PyPI (bench/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

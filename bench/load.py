@@ -1,4 +1,9 @@
-"""The load client: h2load --h1 pinned to the client core, and its output parsed."""
+"""The load client: h2load pinned to the client core, and its output parsed.
+
+Protocol "h1": `h2load --h1` (HTTP/1.1, keep-alive, one request in flight per
+connection). Protocol "h2": h2load's default HTTP/2 (ALPN h2 over TLS) with
+`-m <streams>` concurrent streams per connection.
+"""
 from __future__ import annotations
 
 import re
@@ -32,11 +37,40 @@ def _taskset(core: str, argv: list[str]) -> list[str]:
     return argv
 
 
+PROTOCOLS = ("h1", "h2")
+H2_STREAMS = 10         # h2load -m for protocol h2
+
+
+def _proto_args(protocol: str, streams: int) -> list[str]:
+    if protocol == "h1":
+        return ["--h1"]
+    if protocol == "h2":
+        return ["-m", str(streams)]
+    raise ValueError("protocol: one of %s, not %r" % (PROTOCOLS, protocol))
+
+
 def h2load_argv(url: str, duration: float, connections: int, threads: int = 1,
-                core: str = CLIENT_CORE) -> list[str]:
+                core: str = CLIENT_CORE, protocol: str = "h1",
+                streams: int = H2_STREAMS) -> list[str]:
     return _taskset(core, [
-        "h2load", "--h1", "-c", str(connections), "-t", str(threads),
+        "h2load", *_proto_args(protocol, streams), "-c", str(connections), "-t", str(threads),
         "-D", "%ds" % max(1, round(duration)), url])
+
+
+def probe(url: str, protocol: str = "h1", timeout: float = 15.0,
+          core: str = CLIENT_CORE) -> dict:
+    """One request with h2load (-n 1 -c 1) in the given protocol: -> parse_h2load's dict
+    (status codes, body bytes, the negotiated application protocol), plus `error`."""
+    argv = _taskset(core, ["h2load", *_proto_args(protocol, 1), "-n", "1", "-c", "1", url])
+    try:
+        cp = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            timeout=timeout, text=True, errors="replace")
+    except subprocess.TimeoutExpired:
+        return {"error": "h2load probe timed out after %.0fs" % timeout}
+    res = parse_h2load(cp.stdout)
+    if cp.returncode != 0 or "succeeded" not in res:
+        res["error"] = "h2load probe exit %d: %s" % (cp.returncode, cp.stdout[-300:])
+    return res
 
 
 _FINISHED = re.compile(r"finished in ([\d.]+)(ms|s), ([\d.]+) req/s")
@@ -63,7 +97,8 @@ def parse_h2load(text: str) -> dict:
     m = _TRAFFIC.search(text)
     if m:
         out["bytes_total"], out["bytes_headers"], out["bytes_data"] = map(int, m.groups())
-    for key, label in (("tls_protocol", "TLS Protocol"), ("tls_cipher", "Cipher")):
+    for key, label in (("tls_protocol", "TLS Protocol"), ("tls_cipher", "Cipher"),
+                       ("app_protocol", "Application protocol")):
         m = re.search(r"^%s: (\S+)" % label, text, re.M)
         if m:
             out[key] = m.group(1)
@@ -71,9 +106,11 @@ def parse_h2load(text: str) -> dict:
 
 
 def run_h2load(url: str, duration: float, connections: int, server_pid: int | None,
-               timeout_extra: float = 30.0, core: str = CLIENT_CORE) -> dict:
+               timeout_extra: float = 30.0, core: str = CLIENT_CORE, protocol: str = "h1",
+               streams: int = H2_STREAMS) -> dict:
     """One bounded h2load run; server CPU is measured over exactly this run."""
-    argv = h2load_argv(url, duration, connections, core=core)
+    argv = h2load_argv(url, duration, connections, core=core, protocol=protocol,
+                       streams=streams)
     cpu0 = proc.tree_cpu_seconds(server_pid) if server_pid else None
     ccpu0 = proc.children_cpu_seconds()
     busy0 = proc.system_busy_seconds()
@@ -101,5 +138,9 @@ def run_h2load(url: str, duration: float, connections: int, server_pid: int | No
                                      - res["client_cpu_seconds"]) / wall
     if rc != 0 or "succeeded" not in res:
         res["error"] = "h2load exit %d" % rc
+        res["h2load_tail"] = text[-800:]
+    elif protocol == "h2" and res.get("app_protocol") != "h2":
+        # h2load falls back to HTTP/1.1 when the server's ALPN has no h2: not an h2 run.
+        res["error"] = "negotiated %s, not h2" % res.get("app_protocol", "no protocol")
         res["h2load_tail"] = text[-800:]
     return res

@@ -67,14 +67,19 @@ class Peer:
     """One server configuration: name, scheme, app; argv(port) builds the launch."""
 
     name = "?"
-    kind = "?"          # ktlswsgi | gunicorn | granian | uwsgi | nginx
+    kind = "?"          # ktlswsgi | gunicorn | granian | uwsgi | nginx | hypercorn
     static_only = False
+    # Whether the server speaks HTTP/2 (ALPN h2 over TLS); without it a peer gets
+    # no h2 rows, only a "-" in the HTTP/2 table.
+    http2 = False
     # For the idle-connection case: what the launch raises and the cap it leaves.
     idle_note = ""
 
-    def __init__(self, scheme: str, app: str, transport: str | None = None, workers: int = 1):
+    def __init__(self, scheme: str, app: str, transport: str | None = None, workers: int = 1,
+                 protocol: str = "h1"):
         self.scheme, self.app, self.transport = scheme, app, transport
         self.workers = workers      # worker processes (-w / --workers / --processes / ...)
+        self.protocol = protocol    # the load's protocol: "h1" (h2load --h1) or "h2"
 
     @property
     def label(self) -> str:
@@ -84,8 +89,10 @@ class Peer:
 
     @property
     def tag(self) -> str:
-        """label + worker count, for logs and file names: `ktlswsgi/socket w2`."""
-        return "%s w%d" % (self.label, self.workers)
+        """label + worker count (+ protocol for h2), for logs and file names:
+        `ktlswsgi/socket w2`, `granian w1 h2`."""
+        return "%s w%d%s" % (self.label, self.workers,
+                             " h2" if self.protocol == "h2" else "")
 
     def available(self) -> str | None:
         """None if launchable here, else the reason it is not."""
@@ -100,10 +107,12 @@ class Peer:
 
 class Ktlswsgi(Peer):
     kind = "ktlswsgi"
+    http2 = True        # --http2 is on by default: ALPN offers h2 before http/1.1
     idle_note = "--max-connections %d --keep-alive %d" % (IDLE_MAX_CONNECTIONS, IDLE_KEEPALIVE)
 
-    def __init__(self, scheme, app, transport=None, workers=1, reuse_port=False):
-        super().__init__(scheme, app, transport, workers)
+    def __init__(self, scheme, app, transport=None, workers=1, reuse_port=False,
+                 protocol="h1"):
+        super().__init__(scheme, app, transport, workers, protocol)
         self.reuse_port = reuse_port    # --reuse-port: one SO_REUSEPORT socket per worker
 
     def argv(self, port, ctx, idle=False):
@@ -141,6 +150,7 @@ class Gunicorn(Peer):
 
 class Granian(Peer):
     kind = "granian"
+    http2 = True
     idle_note = "--backlog 4096 --backpressure %d (no idle timeout)" % IDLE_MAX_CONNECTIONS
 
     def available(self):
@@ -152,6 +162,10 @@ class Granian(Peer):
              "--no-ws", "--log-level", "warning"]
         if self.scheme == "https":
             a += ["--ssl-certificate", ctx.cert, "--ssl-keyfile", ctx.key]
+        if self.protocol == "h2":
+            # auto (the default) = ALPN h2 or http/1.1; `--http 2` would answer the
+            # harness's HTTP/1.1 readiness probe with h2 frames. h2load checks it got h2.
+            a += ["--http", "auto"]
         if idle:
             a += ["--backlog", "4096", "--backpressure", str(IDLE_MAX_CONNECTIONS)]
         return a + ["bench.apps:%s_app" % self.app]
@@ -181,6 +195,30 @@ class Uwsgi(Peer):
         return a
 
 
+class Hypercorn(Peer):
+    """hypercorn (HTTP/2 rows only): serves a WSGI callable directly (its WSGIWrapper runs
+    the app in asyncio's default thread pool: min(32, cores + 4) threads, not settable
+    from the command line; no wsgi.file_wrapper, so the raw app's file cases answer
+    501). h2 by ALPN with --certfile/--keyfile."""
+    kind = "hypercorn"
+    http2 = True
+    idle_note = "--backlog 4096 --keep-alive %d" % IDLE_KEEPALIVE
+
+    def available(self):
+        return None if _which_module_or_script("hypercorn", "hypercorn") else \
+            "hypercorn not installed (pip install hypercorn)"
+
+    def argv(self, port, ctx, idle=False):
+        a = _which_module_or_script("hypercorn", "hypercorn") + [
+            "-b", "127.0.0.1:%d" % port, "-w", str(self.workers), "-k", "asyncio",
+            "--log-level", "warning", "--backlog", "4096" if idle else "1024"]
+        if self.scheme == "https":
+            a += ["--certfile", ctx.cert, "--keyfile", ctx.key]
+        if idle:
+            a += ["--keep-alive", str(IDLE_KEEPALIVE)]
+        return a + ["bench.apps:%s_app" % self.app]
+
+
 NGINX_CONF = """
 daemon off;
 master_process on;
@@ -204,7 +242,7 @@ http {{
     types {{ }}
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port}{ssl} backlog=4096;
+        listen 127.0.0.1:{port}{ssl}{http2} backlog=4096;
         {ssl_lines}
         location = /tiny {{ default_type text/plain; return 200 "ok"; }}
         location /file/ {{ alias {static_dir}/; }}
@@ -216,10 +254,11 @@ http {{
 class Nginx(Peer):
     kind = "nginx"
     static_only = True
+    http2 = True        # `listen ... ssl http2` (nginx 1.22 syntax)
     idle_note = "worker_connections %d, keepalive_timeout %ds" % (IDLE_MAX_CONNECTIONS, IDLE_KEEPALIVE)
 
-    def __init__(self, scheme, app="static", transport=None, workers=1):
-        super().__init__(scheme, "static", transport, workers)
+    def __init__(self, scheme, app="static", transport=None, workers=1, protocol="h1"):
+        super().__init__(scheme, "static", transport, workers, protocol)
 
     def available(self):
         return None if (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")) else \
@@ -236,6 +275,7 @@ class Nginx(Peer):
             worker_connections=IDLE_MAX_CONNECTIONS + 1000 if idle else 4096,
             keepalive=IDLE_KEEPALIVE if idle else 75,
             ssl=" ssl" if self.scheme == "https" else "", ssl_lines=ssl_lines,
+            http2=" http2" if self.protocol == "h2" else "",
             static_dir=ctx.static_dir)
         path = os.path.join(ctx.workdir, "nginx-%d.conf" % port)
         with open(path, "w") as f:
@@ -262,6 +302,24 @@ def all_peers(schemes, apps, transports=("socket", "memory"), workers=(1,)) -> l
             for cls in (Gunicorn, Granian, Uwsgi):
                 out += [cls(scheme, app, workers=n) for n in workers]
         out += [Nginx(scheme, workers=n) for n in workers]
+    return out
+
+
+# HTTP/2 peers, and those without HTTP/2 (shown as "-" in the HTTP/2 table).
+H2_PEER_KINDS = ("ktlswsgi", "granian", "hypercorn", "nginx")
+NO_H2_PEER_KINDS = ("gunicorn", "uwsgi")
+
+
+def h2_peers(apps, transports=("socket", "memory"), workers=(1,)) -> list[Peer]:
+    """The HTTP/2 configurations (TLS only: ALPN h2): ktlswsgi with each transport,
+    granian, hypercorn per app, and nginx serving the static files."""
+    out: list[Peer] = []
+    for app in apps:
+        for t in transports:
+            out += [Ktlswsgi("https", app, t, workers=n, protocol="h2") for n in workers]
+        for cls in (Granian, Hypercorn):
+            out += [cls("https", app, workers=n, protocol="h2") for n in workers]
+    out += [Nginx("https", workers=n, protocol="h2") for n in workers]
     return out
 
 
@@ -313,8 +371,8 @@ class Server:
                 if status < 500 or status == 501:
                     return
                 last = "HTTP %d" % status
-            except OSError as e:
-                last = str(e)
+            except (OSError, http.client.HTTPException) as e:
+                last = "%s: %s" % (type(e).__name__, str(e)[:200])
             time.sleep(0.2)
         raise RuntimeError("not ready after %.0fs (%s): %s" % (timeout, last, self.log_tail(300)))
 

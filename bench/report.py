@@ -25,6 +25,11 @@ def _w(r: dict) -> int:
     return r.get("workers") or 1
 
 
+def _p(r: dict) -> str:
+    """A row's protocol: "h1" (h2load --h1; results from before --protocols) or "h2"."""
+    return r.get("protocol") or "h1"
+
+
 def worker_counts(results: dict) -> list[int]:
     seen = set()
     for sect in ("runs", "idle", "locust", "spread"):
@@ -69,24 +74,32 @@ def ratio(a, b):
 
 
 def add_ratios(results: dict) -> None:
-    """Each ok run gets ratio_req_s / ratio_req_per_cpu_s against ktlswsgi (same scheme,
-    same app, same worker count; nginx against the raw app)."""
+    """Each ok run gets ratio_req_s / ratio_req_per_cpu_s against ktlswsgi (same protocol,
+    scheme, app and worker count; nginx against the raw app): peer ÷ ktlswsgi. HTTP/2
+    rows also get the inverse, ktlswsgi ÷ peer (`ktlswsgi_ratio_req_s`,
+    `ktlswsgi_ratio_req_per_cpu_s`), which the HTTP/2 tables show."""
     ref = {}
     for r in results["runs"]:
         if r.get("status") == "ok" and r["server"] == reference_label(r["scheme"]):
-            ref[(r["scheme"], r["app"], r["case"], _w(r))] = r
+            ref[(_p(r), r["scheme"], r["app"], r["case"], _w(r))] = r
     for r in results["runs"]:
-        b = ref.get((r["scheme"], _ref_app(r["app"]), r["case"], _w(r)))
+        b = ref.get((_p(r), r["scheme"], _ref_app(r["app"]), r["case"], _w(r)))
         if r.get("status") == "ok" and b:
             r["ratio_req_s"] = ratio(r.get("req_s"), b.get("req_s"))
             r["ratio_req_per_cpu_s"] = ratio(r.get("req_per_cpu_s"), b.get("req_per_cpu_s"))
+            if _p(r) == "h2":
+                r["ktlswsgi_ratio_req_s"] = ratio(b.get("req_s"), r.get("req_s"))
+                r["ktlswsgi_ratio_req_per_cpu_s"] = ratio(b.get("req_per_cpu_s"),
+                                                          r.get("req_per_cpu_s"))
 
 
-def _groups(results):
-    """[((scheme, workers), [(server, app)])]: schemes in run order, then worker counts
-    ascending; servers in run order."""
+def _groups(results, protocol="h1"):
+    """[((scheme, workers), [(server, app)])] of one protocol's runs: schemes in run order,
+    then worker counts ascending; servers in run order."""
     out = {}
     for r in results["runs"]:
+        if _p(r) != protocol:
+            continue
         key = (r["server"], r["app"])
         lst = out.setdefault((r["scheme"], _w(r)), [])
         if key not in lst:
@@ -95,19 +108,21 @@ def _groups(results):
     return sorted(out.items(), key=lambda kv: (schemes.index(kv[0][0]), kv[0][1]))
 
 
-def _cases(results):
+def _cases(results, protocol=None):
     seen = []
     for r in results["runs"]:
+        if protocol is not None and _p(r) != protocol:
+            continue
         if r["case"] not in seen:
             seen.append(r["case"])
     order = [c[0] for c in results.get("cases", [])]
     return sorted(seen, key=lambda c: order.index(c) if c in order else 99)
 
 
-def _find(results, scheme, server, app, case, workers=1):
+def _find(results, scheme, server, app, case, workers=1, protocol="h1"):
     for r in results["runs"]:
-        if ((r["scheme"], r["server"], r["app"], r["case"], _w(r))
-                == (scheme, server, app, case, workers)):
+        if ((r["scheme"], r["server"], r["app"], r["case"], _w(r), _p(r))
+                == (scheme, server, app, case, workers, protocol)):
             return r
     return None
 
@@ -134,9 +149,9 @@ def _pinning_text(m: dict, counts: list[int]) -> str:
     pin = m["pinning"]
     by = pin.get("by_workers") or {}
     if counts == [1] or not by:
-        return ("Server pinned to core %s, client (h2load --h1, locust, idle client) to core %s."
+        return ("Server pinned to core %s, client (h2load, locust, idle client) to core %s."
                 % (pin["server_core"], pin["client_core"]))
-    return ("Server trees pinned with `taskset`, client (h2load --h1, locust, idle client) "
+    return ("Server trees pinned with `taskset`, client (h2load, locust, idle client) "
             "to one core: %s." % "; ".join(
                 "%d worker%s: server cores %s, client core %s" % (
                     n, "s" if n > 1 else "", by[str(n)]["server_cpus"],
@@ -202,8 +217,9 @@ def markdown(results: dict) -> str:
              "%.1f). Load average at start %s, at end %s." % (
                  NOISY_CORES, _la(m.get("loadavg_start")), _la(m.get("loadavg_end"))))
     add_ratios(results)
-    cases = _cases(results)
-    for (scheme, workers), servers in _groups(results):
+    h1_cases = _cases(results, "h1")
+    for (scheme, workers), servers in _groups(results, "h1"):
+        cases = h1_cases
         wtitle = (", %d worker process%s" % (workers, "es" if workers > 1 else "")
                   if multi else "")
         for key, rkey, title in (("req_per_cpu_s", "ratio_req_per_cpu_s",
@@ -220,20 +236,28 @@ def markdown(results: dict) -> str:
                          for c in cases]
                 shown = name({"server": server, "workers": workers}, multi)
                 L.append("| %s | %s | %s |" % (shown, app, " | ".join(cells)))
+    if any(_p(r) == "h2" for r in results["runs"]):
+        L.extend(h2_markdown(results, multi))
+    cases = _cases(results)
     L.append("")
     L.append("## All runs")
     L.append("")
-    L.append("| scheme | case | server | workers | app | req/s | MB/s | srv CPU | req/CPU-s | "
-             "×req/s | ×req/CPU-s | fail | non-2xx | cli CPU | other CPU | TLS |")
-    L.append("| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-             "| ---: | ---: | ---: | --- |")
-    for r in sorted(results["runs"], key=lambda r: (r["scheme"], _w(r), cases.index(r["case"])
+    L.append("(×req/s and ×req/CPU-s here are always peer ÷ ktlswsgi, HTTP/2 rows included.)")
+    L.append("")
+    L.append("| proto | scheme | case | server | workers | app | req/s | MB/s | srv CPU | "
+             "req/CPU-s | ×req/s | ×req/CPU-s | fail | non-2xx | cli CPU | other CPU | TLS |")
+    L.append("| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: | ---: | ---: | ---: | --- |")
+    for r in sorted(results["runs"], key=lambda r: (_p(r), r["scheme"], _w(r),
+                                                    cases.index(r["case"])
                                                     if r["case"] in cases else 99)):
         if r.get("status") != "ok":
             continue
-        L.append("| %s | %s | %s | %d | %s | %s | %s | %.0f%% | %s | %s | %s | %d | %d | %.0f%% "
-                 "| %.2f | %s |"
-                 % (r["scheme"], r["case"], r["server"], _w(r), r["app"], fmt(r.get("req_s")),
+        L.append("| %s | %s | %s | %s | %d | %s | %s | %s | %.0f%% | %s | %s | %s | %d | %d "
+                 "| %.0f%% | %.2f | %s |"
+                 % (_p(r) + (" -m%d" % r["h2load_streams"] if _p(r) == "h2"
+                             and r.get("h2load_streams") else ""),
+                    r["scheme"], r["case"], r["server"], _w(r), r["app"], fmt(r.get("req_s")),
                     fmt(r.get("mb_s")), 100 * (r.get("server_cpu_util") or 0),
                     fmt(r.get("req_per_cpu_s")), fmt(r.get("ratio_req_s")),
                     fmt(r.get("ratio_req_per_cpu_s")), r.get("failures", 0),
@@ -245,16 +269,17 @@ def markdown(results: dict) -> str:
         L.append("")
         L.append("## Not measured (unsupported, failed, unavailable)")
         L.append("")
-        L.append("| scheme | server | app | cases | status | reason |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
+        L.append("| proto | scheme | server | app | cases | status | reason |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
         merged = {}
         for r in bad:
-            k = (r["scheme"], name(r, multi), r["app"], r["status"], r.get("reason", ""))
+            k = (_p(r), r["scheme"], name(r, multi), r["app"], r["status"],
+                 r.get("reason", ""))
             merged.setdefault(k, []).append(r["case"])
-        for (scheme, server, app, status, reason), cs in merged.items():
+        for (proto, scheme, server, app, status, reason), cs in merged.items():
             reason = " ".join(str(reason).split())[:300].replace("|", "\\|")
-            L.append("| %s | %s | %s | %s | %s | %s |" % (scheme, server, app, ", ".join(cs),
-                                                          status, reason))
+            L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                proto, scheme, server, app, ", ".join(cs), status, reason))
     if results.get("spread"):
         L.extend(spread_markdown(results))
     if results.get("idle"):
@@ -323,10 +348,114 @@ def markdown(results: dict) -> str:
         for s in tel:
             c = s["telemetry"]["counters"]
             L.append("| %s | %s | %s | %s | %s |" % (
-                name(s, multi), s["scheme"], s["app"], s["telemetry"].get("counter_lines", 1),
+                name(s, multi), s["scheme"] + (" h2" if _p(s) == "h2" else ""), s["app"],
+                s["telemetry"].get("counter_lines", 1),
                 " | ".join(str(c.get(k, "")) for k in keys)))
     L.append("")
     return "\n".join(L)
+
+
+H2_APP_TITLE = {"flask": "Flask send_file"}
+
+
+def _h2_columns(results) -> list[tuple[str, str]]:
+    """The HTTP/2 table's columns: (app, case), the raw app's (and nginx's) cases first,
+    then the Flask app's; cases in the harness's order."""
+    order = [c[0] for c in results.get("cases", [])]
+    cols = []
+    for r in results["runs"]:
+        if _p(r) == "h2":
+            col = (_ref_app(r["app"]), r["case"])
+            if col not in cols:
+                cols.append(col)
+    return sorted(cols, key=lambda ac: (ac[0] != "raw", ac[0],
+                                        order.index(ac[1]) if ac[1] in order else 99))
+
+
+def _h2_col_title(app: str, case: str) -> str:
+    t = CASE_TITLE.get(case, case)
+    if app == "raw":
+        return t
+    prefix = H2_APP_TITLE.get(app, app)
+    return "%s %s" % (prefix, t.replace(" file", "")) if case.startswith("file_") else \
+        "%s %s" % (app, t)
+
+
+def _h2_cell(r, key, rkey):
+    """req/CPU-s (or req/s) and (×this server ÷ ktlswsgi); failures shown in the cell."""
+    if r is None:
+        return ""
+    if r.get("status") != "ok":
+        return "*%s*" % r.get("status")
+    v = fmt(r.get(key))
+    rv = r.get(rkey)
+    if rv is not None and r["server"] != reference_label(r["scheme"]):
+        v += " (×%.2f)" % rv
+    bad = []
+    if r.get("failures"):
+        bad.append("%d fail" % r["failures"])
+    if r.get("non2xx"):
+        bad.append("%d non-2xx" % r["non2xx"])
+    if bad:
+        v += " **%s**" % ", ".join(bad)
+    if r.get("note"):
+        v += " ‡"
+    if (r.get("other_cpu_cores") or 0) > NOISY_CORES:
+        v += " †"
+    return v
+
+
+def h2_markdown(results: dict, multi: bool) -> list[str]:
+    """The HTTP/2 tables: one row per server (raw app and nginx's static files in the
+    file columns, the Flask app in the send_file column), ratio = server ÷ ktlswsgi."""
+    L = []
+    cols = _h2_columns(results)
+    streams = sorted({r.get("h2load_streams") for r in results["runs"]
+                      if _p(r) == "h2" and r.get("h2load_streams")})
+    no_h2 = results.get("h2_not_offered") or []
+    counts = sorted({_w(r) for r in results["runs"] if _p(r) == "h2"})
+    for workers in counts:
+        servers = []
+        for r in results["runs"]:
+            if _p(r) == "h2" and _w(r) == workers and r["server"] not in servers:
+                servers.append(r["server"])
+        wtitle = (", %d worker process%s" % (workers, "es" if workers > 1 else "")
+                  if multi else "")
+        for key, rkey, title in (("req_per_cpu_s", "ratio_req_per_cpu_s",
+                                  "requests per server-CPU-second"),
+                                 ("req_s", "ratio_req_s", "wall requests per second")):
+            L.append("")
+            L.append("## HTTP/2 over TLS%s — %s (ratio server ÷ ktlswsgi)" % (wtitle, title))
+            L.append("")
+            L.append("h2load without `--h1` (ALPN h2), `-m %s` streams per connection, same "
+                     "`-c` and duration as above. **(×r) = this server ÷ `%s`**, as in the "
+                     "HTTP/1.1 tables: above 1, this server serves more requests per %s "
+                     "than ktlswsgi. File columns: the raw app "
+                     "(`wsgi.file_wrapper`; nginx serves the same files itself); Flask "
+                     "send_file: the Flask app. Failed or non-2xx requests are written in "
+                     "the cell. \"-\": the server has no HTTP/2."
+                     % ("/".join(str(s) for s in streams) or "?", reference_label("https"),
+                        "CPU-second" if key == "req_per_cpu_s" else "wall second"))
+            L.append("")
+            L.append("| server | " + " | ".join(_h2_col_title(a, c) for a, c in cols) + " |")
+            L.append("| --- | " + " | ".join("---:" for _ in cols) + " |")
+            for server in servers:
+                cells = []
+                for app, case in cols:
+                    r = (_find(results, "https", server, app, case, workers, "h2")
+                         or (_find(results, "https", server, "static", case, workers, "h2")
+                             if app == "raw" else None))
+                    cells.append(_h2_cell(r, key, rkey))
+                shown = name({"server": server, "workers": workers}, multi)
+                L.append("| %s | %s |" % (shown, " | ".join(cells)))
+            for kind in no_h2:
+                L.append("| %s (no HTTP/2) | %s |" % (kind, " | ".join("-" for _ in cols)))
+    noted = [r for r in results["runs"] if _p(r) == "h2" and r.get("note")]
+    if noted:
+        L.append("")
+        L.append("‡ " + "; ".join("%s %s %s: %s" % (name(r, multi), r["app"], r["case"],
+                                                     r["note"]) for r in noted) + ".")
+    return L
 
 
 def spread_markdown(results: dict) -> list[str]:
@@ -368,7 +497,7 @@ def spread_markdown(results: dict) -> list[str]:
 COLOURS = {"ktlswsgi": "tab:blue", "ktlswsgi/socket": "tab:blue",
            "ktlswsgi/memory": "tab:cyan", "ktlswsgi/auto": "tab:blue",
            "gunicorn": "tab:orange", "granian": "tab:green", "uwsgi": "tab:red",
-           "nginx": "tab:purple"}
+           "nginx": "tab:purple", "hypercorn": "tab:brown"}
 
 
 def plot(results: dict, path: str) -> str | None:
@@ -379,20 +508,25 @@ def plot(results: dict, path: str) -> str | None:
     except ImportError:
         return None
     add_ratios(results)
-    cases = _cases(results)
     multi = multi_workers(results)
     panels = []
-    for (scheme, workers), servers in _groups(results):
-        for app in ("raw", "flask"):
-            sv = [(s, a) for s, a in servers if a == app or (app == "raw" and a == "static")]
-            if any(_find(results, scheme, s, a, c, workers) and
-                   _find(results, scheme, s, a, c, workers).get("status") == "ok"
-                   for s, a in sv for c in cases):
-                panels.append((scheme, workers, app, sv))
+    for proto in ("h1", "h2"):
+        cases = _cases(results, proto)
+        for (scheme, workers), servers in _groups(results, proto):
+            for app in ("raw", "flask"):
+                sv = [(s, a) for s, a in servers
+                      if a == app or (app == "raw" and a == "static")]
+                pc = [c for c in cases
+                      if any(_find(results, scheme, s, a, c, workers, proto) and
+                             _find(results, scheme, s, a, c, workers, proto).get("status")
+                             == "ok" for s, a in sv)]
+                if pc:
+                    panels.append((proto, scheme, workers, app, sv,
+                                   cases if proto == "h1" else pc))
     if not panels:
         return None
     fig, axes = plt.subplots(len(panels), 2, figsize=(16, 3.6 * len(panels)), squeeze=False)
-    for row, (scheme, workers, app, sv) in enumerate(panels):
+    for row, (proto, scheme, workers, app, sv, cases) in enumerate(panels):
         for col, (key, title) in enumerate((("req_s", "wall req/s"),
                                             ("req_per_cpu_s", "req per server-CPU-second"))):
             ax = axes[row][col]
@@ -400,7 +534,7 @@ def plot(results: dict, path: str) -> str | None:
             for i, (server, a) in enumerate(sv):
                 vals = []
                 for c in cases:
-                    r = _find(results, scheme, server, a, c, workers)
+                    r = _find(results, scheme, server, a, c, workers, proto)
                     vals.append(r.get(key) or 0 if r and r.get("status") == "ok" else 0)
                 xs = [j + i * width - 0.4 + width / 2 for j in range(len(cases))]
                 ax.bar(xs, vals, width, color=COLOURS.get(server, "grey"),
@@ -412,8 +546,8 @@ def plot(results: dict, path: str) -> str | None:
             ax.set_xticks(range(len(cases)))
             ax.set_xticklabels([CASE_TITLE.get(c, c) for c in cases], fontsize=8)
             ax.set_yscale("log")
-            ax.set_title("%s, %s app%s — %s (log scale)" % (
-                SCHEME_TITLE.get(scheme, scheme), app,
+            ax.set_title("%s%s, %s app%s — %s (log scale)" % (
+                SCHEME_TITLE.get(scheme, scheme), ", HTTP/2" if proto == "h2" else "", app,
                 ", %d worker%s" % (workers, "s" if workers > 1 else "") if multi else "",
                 title), fontsize=10)
             ax.grid(axis="y", alpha=0.3, which="both")
@@ -469,9 +603,11 @@ def summary_markdown(results: dict, tag: str) -> str:
     head = ("Run `%s` (%s, %s s per case, harness %.0f s; full tables: "
             "[results/%s.md](results/%s.md), chart: [results/%s.png](results/%s.png)). "
             "Cells: requests per server-CPU-second (×ratio to ktlswsgi; above 1 = the peer "
-            "needs less CPU per request); † = other jobs used more than %.1f cores during that "
-            "run." % (tag, m.get("date"), m["settings"].get("duration"),
-                      m.get("harness_seconds", 0), tag, tag, tag, tag, NOISY_CORES))
+            "needs less CPU per request%s); † = other jobs used more than %.1f cores during "
+            "that run." % (tag, m.get("date"), m["settings"].get("duration"),
+                           m.get("harness_seconds", 0), tag, tag, tag, tag,
+                           "",
+                           NOISY_CORES))
     return head + "\n\n" + "\n".join(keep).strip() + "\n"
 
 
