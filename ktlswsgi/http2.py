@@ -325,9 +325,12 @@ class Http2:
 
     def send_head(self, stream_id: int, status: int, headers, end_stream: bool) -> None:
         fields = [(b":status", b"%d" % status)]
+        # 204 must not carry Content-Length; a 304 may, but h2-based clients
+        # (httpx) then wait for that many DATA bytes.
+        drop_length = status in NO_BODY_STATUSES
         for name, value in headers:
             name = name.lower()
-            if name not in CONNECTION_SPECIFIC:
+            if name not in CONNECTION_SPECIFIC and not (drop_length and name == b"content-length"):
                 fields.append((name, value))
         self._h2.send_headers(stream_id, fields, end_stream=end_stream)
 

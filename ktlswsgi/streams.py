@@ -102,7 +102,9 @@ class H2Session:
         cfg = conn.cfg
         self.driver = http2.Http2(http2.Limits(
             max_concurrent_streams=cfg.h2_max_concurrent_streams,
-            initial_window=min(cfg.body_buffer_bytes, 2 ** 31 - 1),
+            # Not below HTTP/2's default: a client may send that much before our
+            # SETTINGS arrive, and some (httpcore) mishandle a window shrunk under them.
+            initial_window=min(max(cfg.body_buffer_bytes, 65535), 2 ** 31 - 1),
             connection_window=min(max(4 * cfg.body_buffer_bytes, 65535), 2 ** 31 - 1),
             header_list_bytes=cfg.limit_request_headers_bytes,
             header_block_bytes=cfg.limit_request_headers_bytes,

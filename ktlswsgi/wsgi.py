@@ -362,6 +362,7 @@ def _check_header(name, value) -> str:
     return value
 
 
+_NO_BODY_STATUSES = (204, 304)
 _HOP_BY_HOP = {"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"}
 
 
@@ -493,7 +494,11 @@ class Responder:
         if not self.headers_sent:
             self._out.put(self._head())
         cl = self._content_length
-        if cl is not None and self.body_bytes < cl and not self._head_only:
+        # HEAD, 1xx, 204 and 304 have no body: their Content-Length describes
+        # the representation a GET or a 200 would carry (RFC 9110 8.6).
+        if (cl is not None and self.body_bytes < cl and not self._head_only
+                and self.status_code not in _NO_BODY_STATUSES
+                and not 100 <= self.status_code < 200):
             raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}")
         self._out.put(End(self.status_code, self.body_bytes))
 
