@@ -181,6 +181,8 @@ def _summarise(res: dict, size: int) -> dict:
         out["client_cpu_util"] = res.get("client_cpu_seconds", 0) / wall
     cpu = res.get("server_cpu_seconds")
     out["req_per_cpu_s"] = ok / cpu if cpu else None
+    if ok and res.get("server_ctx_voluntary") is not None:
+        out["ctx_per_req"] = (res["server_ctx_voluntary"] + res["server_ctx_involuntary"]) / ok
     out["non2xx"] = res.get("s3xx", 0) + res.get("s4xx", 0) + res.get("s5xx", 0)
     out["failures"] = res.get("failed", 0) + res.get("errored", 0) + res.get("timeout", 0)
     out["status"] = "ok" if ok and "error" not in res else "failed"

@@ -112,6 +112,7 @@ def run_h2load(url: str, duration: float, connections: int, server_pid: int | No
     argv = h2load_argv(url, duration, connections, core=core, protocol=protocol,
                        streams=streams)
     cpu0 = proc.tree_cpu_seconds(server_pid) if server_pid else None
+    ctx0 = proc.tree_ctx_switches(server_pid) if server_pid else None
     ccpu0 = proc.children_cpu_seconds()
     busy0 = proc.system_busy_seconds()
     t0 = time.monotonic()
@@ -127,7 +128,12 @@ def run_h2load(url: str, duration: float, connections: int, server_pid: int | No
     wall = time.monotonic() - t0
     busy = proc.system_busy_seconds() - busy0
     cpu1 = proc.tree_cpu_seconds(server_pid) if server_pid else None
+    ctx1 = proc.tree_ctx_switches(server_pid) if server_pid else None
     res = parse_h2load(text)
+    if ctx0 is not None:
+        # Threads that ended during the run are missed (a server's pool keeps its threads).
+        res["server_ctx_voluntary"] = ctx1[0] - ctx0[0]
+        res["server_ctx_involuntary"] = ctx1[1] - ctx0[1]
     res["wall_seconds"] = wall
     res["client_cpu_seconds"] = proc.children_cpu_seconds() - ccpu0
     if cpu0 is not None:

@@ -65,6 +65,28 @@ def per_pid_cpu_seconds(root: int) -> dict[int, float]:
     return out
 
 
+def tree_ctx_switches(root: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of root's live tree, every thread
+    of every process (summed over /proc/PID/task/*/status)."""
+    vol = invol = 0
+    for pid in tree_pids(root):
+        try:
+            tasks = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            invol += int(line.split()[1])
+            except OSError:
+                continue
+    return vol, invol
+
+
 def _status_kib(pid: int, key: str) -> int:
     try:
         with open("/proc/%d/status" % pid) as f:

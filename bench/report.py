@@ -245,22 +245,24 @@ def markdown(results: dict) -> str:
     L.append("(×req/s and ×req/CPU-s here are always peer ÷ ktlswsgi, HTTP/2 rows included.)")
     L.append("")
     L.append("| proto | scheme | case | server | workers | app | req/s | MB/s | srv CPU | "
-             "req/CPU-s | ×req/s | ×req/CPU-s | fail | non-2xx | cli CPU | other CPU | TLS |")
+             "req/CPU-s | ×req/s | ×req/CPU-s | ctx/req | fail | non-2xx | cli CPU | other CPU "
+             "| TLS |")
     L.append("| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
-             "| ---: | ---: | ---: | ---: | --- |")
+             "| ---: | ---: | ---: | ---: | ---: | --- |")
     for r in sorted(results["runs"], key=lambda r: (_p(r), r["scheme"], _w(r),
                                                     cases.index(r["case"])
                                                     if r["case"] in cases else 99)):
         if r.get("status") != "ok":
             continue
-        L.append("| %s | %s | %s | %s | %d | %s | %s | %s | %.0f%% | %s | %s | %s | %d | %d "
-                 "| %.0f%% | %.2f | %s |"
+        L.append("| %s | %s | %s | %s | %d | %s | %s | %s | %.0f%% | %s | %s | %s | %s | %d "
+                 "| %d | %.0f%% | %.2f | %s |"
                  % (_p(r) + (" -m%d" % r["h2load_streams"] if _p(r) == "h2"
                              and r.get("h2load_streams") else ""),
                     r["scheme"], r["case"], r["server"], _w(r), r["app"], fmt(r.get("req_s")),
                     fmt(r.get("mb_s")), 100 * (r.get("server_cpu_util") or 0),
                     fmt(r.get("req_per_cpu_s")), fmt(r.get("ratio_req_s")),
-                    fmt(r.get("ratio_req_per_cpu_s")), r.get("failures", 0),
+                    fmt(r.get("ratio_req_per_cpu_s")), fmt(r.get("ctx_per_req")),
+                    r.get("failures", 0),
                     r.get("non2xx", 0), 100 * (r.get("client_cpu_util") or 0),
                     r.get("other_cpu_cores") or 0,
                     " ".join(x for x in (r.get("tls_protocol"), r.get("tls_cipher")) if x)))
