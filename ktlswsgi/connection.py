@@ -29,6 +29,7 @@ States (a transfer's life is in the outbound items: head -> body -> file -> end)
 from __future__ import annotations
 
 import collections
+import io
 import ipaddress
 import logging
 import socket
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 from . import http1, proxyproto, reactor as rx, streams
 from .exchange import Exchange
+from .filewrapper import FileWrapper
 from .httpdate import standard_headers
 from .outbound import Abort, Chunk, End, FileRange, Head
 from .transport import WANT_READ, WANT_WRITE, TransportError
@@ -64,6 +66,7 @@ _COALESCE_BYTES = 64 * 1024
 # cold file (sendfile/pread waiting on the disk) can hold the reactor.
 _WRITE_BUDGET_BYTES = 512 * 1024
 _READS_PER_EVENT = 4
+_PLAIN_FILES = (io.BufferedReader, io.FileIO)
 # HTTP/2: reading stops while this much is queued for a peer that does not read
 # (PING and SETTINGS acknowledgements would otherwise pile up).
 _H2_WIRE_READ_BOUND = 4 * _COALESCE_BYTES
@@ -868,7 +871,11 @@ class Connection:
         release = getattr(self.transport, "release_file_buffer", None)
         if release is not None:
             release()
-        if getattr(closer, "close", None) is not None:
+        if getattr(closer, "close", None) is None:
+            return
+        if _closes_only_a_file(closer):
+            close_iterable(closer)  # close(2): no app code, no wait, no hop to the pool
+        else:
             self.s.pool.submit_cleanup(lambda: close_iterable(closer))
 
     def _response_done(self, done: _Done) -> None:
@@ -961,6 +968,17 @@ class Connection:
         except OSError:
             pass
         self.s.on_closed(self)
+
+
+def _closes_only_a_file(closer) -> bool:
+    """True when `closer.close()` is just open()'s own file object closing:
+    our wrapper, a plain file, and nobody re-pointed either close at app code
+    (Django sets `file.close = response.close`, which fires request_finished)."""
+    if type(closer) is not FileWrapper:
+        return False
+    f = closer.filelike
+    return (type(f) in _PLAIN_FILES and "close" not in getattr(f, "__dict__", ())
+            and closer.close == f.close)
 
 
 def _unmapped(addr):

@@ -459,6 +459,43 @@ def test_file_wrapper_close_runs_once_on_a_worker_thread_after_the_transfer(serv
     assert app.closes[0] != srv.thread.name  # not the reactor
 
 
+def test_a_plain_open_file_is_closed_by_the_reactor_without_a_worker(serve, tmp_path):
+    """open()'s own file in our wrapper: closing it is close(2), no app code, so
+    the reactor does it at the end of the transfer instead of queueing a job for
+    the pool.  Proof: the only worker is busy when the transfer ends."""
+    size = 32 * MiB   # more than the socket buffers hold: the transfer ends after /block
+    path, digest = make_file(tmp_path, size)
+    opened, busy, release = [], threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            busy.set()
+            release.wait(10)
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
+        f = open(path, "rb")
+        opened.append(f)
+        start_response("200 OK", [("Content-Length", str(size))])
+        return environ["wsgi.file_wrapper"](f)
+
+    srv = serve(app, threads=1)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/file")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        blocker = threading.Thread(target=fetch_http_client, args=(srv, "/block"))
+        blocker.start()
+        assert busy.wait(5)   # the pool's only thread is taken now
+        body = resp.read()
+        assert hashlib.sha256(body).hexdigest() == digest
+        assert wait_for(lambda: opened and opened[0].closed), "the file was not closed"
+    finally:
+        release.set()
+    blocker.join(10)
+    conn.close()
+
+
 def test_django_request_finished_fires_once_on_a_worker_thread(serve, tmp_path):
     from django.core.signals import request_finished
     application = django_app()

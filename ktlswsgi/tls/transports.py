@@ -89,7 +89,11 @@ def classify(ssl, rc: int):
     here too).  Fatal outcomes drain the queue into the reason.
     """
     err = lib.SSL_get_error(ssl, rc)
-    saved_errno = ffi.errno
+    return classify_error(err, rc, ffi.errno)
+
+
+def classify_error(err: int, rc: int, saved_errno: int):
+    """classify() for an SSL_get_error code already taken (by a C step)."""
     if err == lib.SSL_ERROR_NONE:
         return DONE, "", ()
     if err == lib.SSL_ERROR_WANT_READ:
@@ -564,9 +568,9 @@ class MemoryTransport(_TLSTransport):
         super().__init__(context, sock)
         self._net = None
         self._ptr = ffi.new("char **")
-        self._eof_in = False
-        self.socket_sends = 0
-        self.socket_recvs = 0
+        # The C steps' outcome and counters; eof_in and the syscall counts
+        # live here so that the C and Python paths share them.
+        self._step = ffi.new("Ktlswsgi_step *")
         lib.SSL_clear_options(self._ssl, lib.SSL_OP_ENABLE_KTLS)
         internal = ffi.new("BIO **")
         network = ffi.new("BIO **")
@@ -583,13 +587,80 @@ class MemoryTransport(_TLSTransport):
             ffi.release(self._net)
             self._net = None
 
+    @property
+    def _eof_in(self) -> bool:
+        return bool(self._step.eof_in)
+
+    @property
+    def socket_sends(self) -> int:
+        return self._step.sends
+
+    @property
+    def socket_recvs(self) -> int:
+        return self._step.recvs
+
     def has_pending(self) -> bool:
+        """Decrypted bytes, or ciphertext read from the socket but not yet by OpenSSL."""
         if self._ssl is None:
             return False
-        if lib.SSL_has_pending(self._ssl):
-            return True
-        # Ciphertext already read from the socket but not yet by OpenSSL.
-        return lib.BIO_ctrl_pending(lib.SSL_get_rbio(self._ssl)) > 0
+        return bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
+
+    # -- the hot paths, one C call each (Ktlswsgi_mem_* in _cffi_src/ssl.py) --
+    def recv(self, max_bytes: int):
+        if self.state != "open" or self._net is None:
+            return super().recv(max_bytes)   # its checks and errors
+        if self._read_eof:
+            return b""
+        buf = _alloc_uninitialised("unsigned char[]", max_bytes)
+        st = self._step
+        n = lib.Ktlswsgi_mem_read(self._ssl, self._net, self.fd, buf, max_bytes, st)
+        if st.outcome == lib.KTLSWSGI_STEP_DONE:
+            self.bytes_received += n
+            return ffi.buffer(buf, n)[:]
+        want = self._step_outcome("read")
+        if want is CLOSED:
+            self._read_eof = True
+            return b""
+        return want
+
+    def _write_loop(self, data, off: int):
+        st = self._step
+        with ffi.from_buffer("unsigned char[]", data) as base:
+            off = lib.Ktlswsgi_mem_write(self._ssl, self._net, self.fd, base, len(data), off, st)
+        if st.outcome == lib.KTLSWSGI_STEP_DONE:
+            return off, None
+        want = self._step_outcome("write")
+        if want is CLOSED:
+            raise self._fail("write", "peer closed the connection")
+        if want == WANT_READ:
+            # OpenSSL wants input in the middle of a write: feed the pair.
+            nxt = self._pump(WANT_READ)
+            if nxt is None:
+                return self._write_loop(data, off)
+            return off, nxt
+        return off, want
+
+    def _step_outcome(self, phase: str):
+        """WANT_READ / WANT_WRITE / CLOSED from a C step that did not finish;
+        raises TLSTransportError for the fatal ones."""
+        st = self._step
+        outcome = st.outcome
+        if outcome == lib.KTLSWSGI_STEP_WANT_READ:
+            return WANT_READ
+        if outcome == lib.KTLSWSGI_STEP_WANT_WRITE:
+            return WANT_WRITE
+        if outcome == lib.KTLSWSGI_STEP_SSL_FAILED:
+            result = classify_error(st.ssl_error, st.rc, st.sys_errno)
+            if result[0] == WANT_READ or result[0] == WANT_WRITE:
+                return result[0]
+            if result[0] == CLOSED:
+                return CLOSED
+            raise self._fail(phase, result[1], result[2])
+        if outcome == lib.KTLSWSGI_STEP_SOCKET_FAILED:
+            raise self._fail(phase, os.strerror(st.sys_errno) if st.sys_errno else "socket error")
+        if outcome == lib.KTLSWSGI_STEP_PEER_GONE:
+            raise self._fail(phase, "peer closed the connection")
+        raise self._fail(phase, "inbound TLS buffer full")
 
     def _outbound_held(self) -> bool:
         return self._net is not None and lib.BIO_ctrl_pending(self._net) > 0
@@ -609,7 +680,7 @@ class MemoryTransport(_TLSTransport):
                 return sent_total
             except OSError as exc:
                 raise self._fail("write", exc.strerror or str(exc))
-            self.socket_sends += 1
+            self._step.sends += 1
             lib.BIO_nread(net, ptr, sent)
             sent_total += sent
             if sent < n:
@@ -618,10 +689,13 @@ class MemoryTransport(_TLSTransport):
     def _write_through(self) -> bool:
         if self._net is None:
             return True
-        if lib.BIO_ctrl_pending(self._net) == 0:
+        st = self._step
+        if lib.Ktlswsgi_mem_flush(self._net, self.fd, st):
             return True
-        self._send_out()
-        return lib.BIO_ctrl_pending(self._net) == 0
+        if st.outcome == lib.KTLSWSGI_STEP_SOCKET_FAILED:
+            raise self._fail("write", os.strerror(st.sys_errno) if st.sys_errno else
+                             "socket error")
+        return False
 
     def _fill_in(self):
         """Read ciphertext from the socket into the pair -> bytes read, 0 at
@@ -644,9 +718,9 @@ class MemoryTransport(_TLSTransport):
                 continue
             except OSError as exc:
                 raise self._fail("read", exc.strerror or str(exc))
-        self.socket_recvs += 1
+        self._step.recvs += 1
         if got == 0:
-            self._eof_in = True
+            self._step.eof_in = 1
             lib.BIO_ctrl(net, lib.BIO_C_SHUTDOWN_WR, 0, ffi.NULL)
             return 0
         lib.BIO_nwrite(net, ptr, got)

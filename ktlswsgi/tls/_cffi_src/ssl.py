@@ -3,8 +3,11 @@ callbacks (certificate-key password, ALPN selection) that run inside the
 handshake without calling back into Python."""
 
 INCLUDES = """
+#include <errno.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/socket.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 """
 
@@ -66,6 +69,26 @@ typedef struct {
     const unsigned char *protos;
     unsigned int length;
 } Ktlswsgi_alpn;
+
+/* One step of the memory transport, done in C (one call, one GIL release):
+   the outcome, and what Python needs to classify an error and count. */
+typedef struct {
+    int outcome;        /* KTLSWSGI_STEP_* */
+    int ssl_error;      /* SSL_get_error() when outcome is SSL_FAILED */
+    int rc;             /* the failed call's return value */
+    int sys_errno;      /* errno after the failed call or syscall */
+    int eof_in;         /* the socket said EOF (kept across calls) */
+    unsigned long sends;
+    unsigned long recvs;
+} Ktlswsgi_step;
+
+static const int KTLSWSGI_STEP_DONE;
+static const int KTLSWSGI_STEP_WANT_READ;
+static const int KTLSWSGI_STEP_WANT_WRITE;
+static const int KTLSWSGI_STEP_SSL_FAILED;
+static const int KTLSWSGI_STEP_SOCKET_FAILED;
+static const int KTLSWSGI_STEP_PEER_GONE;
+static const int KTLSWSGI_STEP_INBUF_FULL;
 """
 
 FUNCTIONS = """
@@ -124,6 +147,12 @@ int Ktlswsgi_alpn_select_cb(SSL *, const unsigned char **, unsigned char *,
                             const unsigned char *, unsigned int, void *);
 void Ktlswsgi_CTX_set_alpn_select(SSL_CTX *, Ktlswsgi_alpn *);
 void Ktlswsgi_watch_key_update(SSL *, int *);
+
+size_t Ktlswsgi_mem_read(SSL *, BIO *, int, unsigned char *, size_t, Ktlswsgi_step *);
+size_t Ktlswsgi_mem_write(SSL *, BIO *, int, const unsigned char *, size_t, size_t,
+                          Ktlswsgi_step *);
+int Ktlswsgi_mem_flush(BIO *, int, Ktlswsgi_step *);
+int Ktlswsgi_mem_has_pending(SSL *);
 """
 
 CUSTOMIZATIONS = """
@@ -221,5 +250,184 @@ void Ktlswsgi_watch_key_update(SSL *ssl, int *flag)
 {
     SSL_set_msg_callback_arg(ssl, flag);
     SSL_set_msg_callback(ssl, flag != NULL ? Ktlswsgi_msg_cb : NULL);
+}
+
+/* -- the memory transport's steps ----------------------------------------
+   The same loops as the Python code they replace (MemoryTransport.recv,
+   _write_loop, _write_through, has_pending), in one call each: every cffi
+   call releases and re-takes the GIL, and a reactor that gives the GIL up
+   ten times per request hands the core to a worker ten times. */
+typedef struct {
+    int outcome;
+    int ssl_error;
+    int rc;
+    int sys_errno;
+    int eof_in;
+    unsigned long sends;
+    unsigned long recvs;
+} Ktlswsgi_step;
+
+#define KTLSWSGI_STEP_DONE 0
+#define KTLSWSGI_STEP_WANT_READ 1
+#define KTLSWSGI_STEP_WANT_WRITE 2
+#define KTLSWSGI_STEP_SSL_FAILED 3
+#define KTLSWSGI_STEP_SOCKET_FAILED 4
+#define KTLSWSGI_STEP_PEER_GONE 5
+#define KTLSWSGI_STEP_INBUF_FULL 6
+
+/* Send held ciphertext: 1 all of it left, 0 the socket is full, -1 error. */
+static int ktlswsgi_send_out(BIO *net, int fd, Ktlswsgi_step *st)
+{
+    char *p;
+    for (;;) {
+        int n = BIO_nread0(net, &p);
+        if (n <= 0)
+            return 1;
+        ssize_t sent = send(fd, p, (size_t)n, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            st->sys_errno = errno;
+            return -1;
+        }
+        st->sends++;
+        BIO_nread(net, &p, (int)sent);
+        if (sent < n)
+            return 0;
+    }
+}
+
+int Ktlswsgi_mem_flush(BIO *net, int fd, Ktlswsgi_step *st)
+{
+    int r = ktlswsgi_send_out(net, fd, st);
+    if (r < 0) {
+        st->outcome = KTLSWSGI_STEP_SOCKET_FAILED;
+        return 0;
+    }
+    st->outcome = KTLSWSGI_STEP_DONE;
+    return BIO_ctrl_pending(net) == 0;
+}
+
+/* SSL_read_ex, feeding the pair from the socket while OpenSSL wants input.
+   Returns the bytes read (st->outcome DONE), or 0 with the outcome set. */
+size_t Ktlswsgi_mem_read(SSL *ssl, BIO *net, int fd, unsigned char *buf, size_t max,
+                         Ktlswsgi_step *st)
+{
+    size_t got = 0;
+    for (;;) {
+        ERR_clear_error();
+        int rc = SSL_read_ex(ssl, buf, max, &got);
+        if (rc == 1) {
+            if (BIO_ctrl_pending(net) > 0)
+                (void)ktlswsgi_send_out(net, fd, st);  /* e.g. a KeyUpdate answer */
+            st->outcome = KTLSWSGI_STEP_DONE;
+            return got;
+        }
+        int err = SSL_get_error(ssl, rc);
+        st->sys_errno = errno;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            int r = ktlswsgi_send_out(net, fd, st);
+            if (r < 0) {
+                st->outcome = KTLSWSGI_STEP_SOCKET_FAILED;
+                return 0;
+            }
+            if (r == 0) {
+                st->outcome = KTLSWSGI_STEP_WANT_WRITE;
+                return 0;
+            }
+            continue;
+        }
+        if (err != SSL_ERROR_WANT_READ) {
+            st->outcome = KTLSWSGI_STEP_SSL_FAILED;
+            st->ssl_error = err;
+            st->rc = rc;
+            return 0;
+        }
+        if (st->eof_in) {   /* OpenSSL was shown the EOF and still wants input */
+            st->outcome = KTLSWSGI_STEP_PEER_GONE;
+            return 0;
+        }
+        char *p;
+        int room = BIO_nwrite0(net, &p);
+        if (room <= 0) {
+            st->outcome = KTLSWSGI_STEP_INBUF_FULL;
+            return 0;
+        }
+        ssize_t n;
+        do {
+            n = recv(fd, p, (size_t)room, 0);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (ktlswsgi_send_out(net, fd, st) < 0) {
+                    st->outcome = KTLSWSGI_STEP_SOCKET_FAILED;
+                    return 0;
+                }
+                st->outcome = KTLSWSGI_STEP_WANT_READ;
+                return 0;
+            }
+            st->sys_errno = errno;
+            st->outcome = KTLSWSGI_STEP_SOCKET_FAILED;
+            return 0;
+        }
+        st->recvs++;
+        if (n == 0) {
+            st->eof_in = 1;
+            BIO_ctrl(net, BIO_C_SHUTDOWN_WR, 0, NULL);
+            continue;
+        }
+        BIO_nwrite(net, &p, (int)n);
+    }
+}
+
+/* SSL_write_ex data[off:len], draining the pair to the socket as it fills.
+   Returns the new offset; st->outcome DONE (all written and flushed as far
+   as the socket took it), WANT_WRITE or WANT_READ (blocked), or a failure. */
+size_t Ktlswsgi_mem_write(SSL *ssl, BIO *net, int fd, const unsigned char *data,
+                          size_t len, size_t off, Ktlswsgi_step *st)
+{
+    size_t written = 0;
+    while (off < len) {
+        ERR_clear_error();
+        int rc = SSL_write_ex(ssl, data + off, len - off, &written);
+        if (rc == 1) {
+            off += written;
+            continue;
+        }
+        int err = SSL_get_error(ssl, rc);
+        st->sys_errno = errno;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            int r = ktlswsgi_send_out(net, fd, st);
+            if (r < 0) {
+                st->outcome = KTLSWSGI_STEP_SOCKET_FAILED;
+                return off;
+            }
+            if (r > 0)
+                continue;
+            st->outcome = KTLSWSGI_STEP_WANT_WRITE;
+            return off;
+        }
+        if (err == SSL_ERROR_WANT_READ) {
+            st->outcome = KTLSWSGI_STEP_WANT_READ;   /* Python's path feeds the pair */
+            return off;
+        }
+        st->outcome = KTLSWSGI_STEP_SSL_FAILED;
+        st->ssl_error = err;
+        st->rc = rc;
+        return off;
+    }
+    if (ktlswsgi_send_out(net, fd, st) < 0) {
+        st->outcome = KTLSWSGI_STEP_SOCKET_FAILED;
+        return off;
+    }
+    st->outcome = KTLSWSGI_STEP_DONE;
+    return off;
+}
+
+int Ktlswsgi_mem_has_pending(SSL *ssl)
+{
+    return SSL_has_pending(ssl) || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0;
 }
 """
