@@ -319,7 +319,7 @@ class H2Session:
                 st.no_body = st.ex.request.method == b"HEAD" or item.status in http2.NO_BODY_STATUSES
                 st.head_sent = True
                 st.ex.status = item.status
-                end = self._peek_end(st) or False
+                end = self._peek_end(st)
                 if end:
                     st.items.popleft()
                 driver.send_head(st.sid, item.status, item.headers, end)
