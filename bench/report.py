@@ -344,15 +344,23 @@ def markdown(results: dict) -> str:
         L.append("")
         keys = ["connections", "requests", "ktls_tx_connections", "ktls_rx_connections",
                 "bytes_sendfile", "bytes_ssl_sendfile", "bytes_pread_ssl_write",
-                "bytes_ssl_write", "bytes_send", "aborted_connections", "responses_503"]
-        L.append("| server | scheme | app | lines | " + " | ".join(keys) + " |")
-        L.append("| --- | --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " |")
+                "bytes_ssl_write", "bytes_send", "aborted_connections", "responses_503",
+                "tls_mem_sends", "tls_mem_recvs"]
+        L.append("(memory transport: **TLS B/send** = plaintext bytes per send syscall, "
+                 "(bytes_ssl_write + bytes_pread_ssl_write) ÷ tls_mem_sends; one TLS record "
+                 "carries at most 16384.)")
+        L.append("")
+        L.append("| server | scheme | app | lines | " + " | ".join(keys) + " | TLS B/send |")
+        L.append("| --- | --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: |")
         for s in tel:
             c = s["telemetry"]["counters"]
-            L.append("| %s | %s | %s | %s | %s |" % (
+            sends = c.get("tls_mem_sends") or 0
+            per_send = ("%.0f" % ((c.get("bytes_ssl_write", 0) + c.get("bytes_pread_ssl_write", 0))
+                                  / sends)) if sends else "-"
+            L.append("| %s | %s | %s | %s | %s | %s |" % (
                 name(s, multi), s["scheme"] + (" h2" if _p(s) == "h2" else ""), s["app"],
                 s["telemetry"].get("counter_lines", 1),
-                " | ".join(str(c.get(k, "")) for k in keys)))
+                " | ".join(str(c.get(k, "")) for k in keys), per_send))
     L.append("")
     return "\n".join(L)
 

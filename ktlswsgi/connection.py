@@ -963,6 +963,10 @@ class Connection:
                 piece.stream.ex.abandon(unsent_status)
         self.wire.clear()
         self.s.reactor.remove(self.fd)
+        sends = getattr(self.transport, "socket_sends", None)
+        if sends is not None:
+            self.s.counters.tls_mem_sends += sends
+            self.s.counters.tls_mem_recvs += self.transport.socket_recvs
         try:
             self.transport.close()
         except OSError:

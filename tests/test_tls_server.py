@@ -105,6 +105,31 @@ def test_alpn_prefers_h2_unless_turned_off(serve_tls, cert_pair, transport, http
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_memory_transport_counts_its_send_and_recv_syscalls(serve_tls, cert_pair, tmp_path,
+                                                            transport):
+    """tls_mem_sends / tls_mem_recvs: what the bench divides TLS bytes by."""
+    make_file(str(tmp_path), "f.bin", 1 << 20)
+    srv = serve_tls(file_app(str(tmp_path)), transport=transport)
+    ctx = tls_client_context(cert_pair)
+    conn = http.client.HTTPSConnection("localhost", srv.port, context=ctx, timeout=10)
+    conn.request("GET", "/f.bin", headers={"Connection": "close"})
+    assert len(conn.getresponse().read()) == 1 << 20
+    conn.close()
+    srv.wait_idle()
+    c = srv.counters
+    deadline = time.monotonic() + 5
+    while c.connections_closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if transport == "memory":
+        # 1 MiB in 64 KiB pread chunks: each send syscall carries several
+        # records (more sends only when the socket takes part of a chunk).
+        assert 1 <= c.tls_mem_sends <= 256 and c.tls_mem_recvs >= 1
+        assert (c.bytes_ssl_write + c.bytes_pread_ssl_write) / c.tls_mem_sends > 4096
+    else:
+        assert c.tls_mem_sends == 0 and c.tls_mem_recvs == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("flag", ["--tlsv1.2 --tls-max 1.2", "--tlsv1.3"])
 def test_curl(serve_tls, cert_pair, transport, flag):
     srv = serve_tls(info_app, transport=transport)
