@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for its stream errors, refused streams) per 10 s before GOAWAY "
                         "ENHANCE_YOUR_CALM (Rapid Reset, MadeYouReset; default %(default)s)")
     g.add_argument("--h2-max-control-frames", type=int, default=d.h2_max_control_frames,
-                   help="PING, SETTINGS, PRIORITY, empty DATA and surplus WINDOW_UPDATE frames "
-                        "a client may send per 10 s before GOAWAY (default %(default)s)")
+                   help="PING, SETTINGS, PRIORITY, empty DATA, unknown and surplus "
+                        "WINDOW_UPDATE frames a client may send per 10 s before GOAWAY "
+                        "(default %(default)s)")
     g.add_argument("--check-ktls", action="store_true",
                    help="probe kTLS on this host, run a loopback self-test, exit 0/1")
     g = p.add_argument_group("proxies (gunicorn's names)")

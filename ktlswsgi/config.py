@@ -126,8 +126,8 @@ class Config:
     ktls: bool = True                  # SSL_OP_ENABLE_KTLS on the context
     http2: bool = True                 # offer h2 by ALPN on TLS (h2 before http/1.1)
     h2_max_concurrent_streams: int = 100     # SETTINGS_MAX_CONCURRENT_STREAMS
-    h2_max_reset_streams: int = 200    # RST_STREAM from the client per 10 s -> GOAWAY (Rapid Reset)
-    h2_max_control_frames: int = 1000  # PING/SETTINGS/PRIORITY/empty DATA/WINDOW_UPDATE per 10 s
+    h2_max_reset_streams: int = 200    # streams reset or refused per 10 s -> GOAWAY (Rapid Reset)
+    h2_max_control_frames: int = 1000  # PING/SETTINGS/PRIORITY/empty DATA/... per 10 s -> GOAWAY
     max_handshakes: int = 256          # concurrent TLS handshakes; beyond: stop accepting
 
     # behind proxies (forwarded.py, proxyproto.py; README "Behind proxies and load balancers")

@@ -4,8 +4,9 @@ Owns: the item types a response is made of (`Head`, `Chunk`, `FileRange`,
 `End`, `Abort`), the hand-over of those items between threads, and the
 producer-side backpressure.  One queue per HTTP/1 response and one per
 HTTP/2 stream.  A worker `put`s items; above the high-water mark the
-*worker* waits until the reactor has drained below the low-water mark.  The reactor `pop`s and never
-waits.  An aborted queue wakes every waiting producer with `QueueAborted`.
+*worker* waits until the reactor has drained below the low-water mark.
+The reactor `pop`s and never waits.  An aborted queue wakes every waiting
+producer with `QueueAborted`.
 
 Bytes are counted from `put` until the reactor reports them sent with `sent()`,
 so the bound covers what the reactor still holds, not only what is queued.
