@@ -11,9 +11,15 @@ used by the reactor thread only.
 Reasons given with `BadRequest` never contain request bytes: they are logged,
 and a header line may carry a cookie or a credential.
 
-Response bodies go through `send_with_data_passthrough`, so file ranges and
-large chunks are framed without being copied: a `FileBody` placeholder stands
-for a file range and is replaced by the transport's file pump.
+h11 parses requests; responses are framed here, as h11 would frame them
+(same status line, header order and framing: Content-Length, else chunked
+for HTTP/1.1 clients, else close-delimited; `Connection: close` whenever the
+connection will not be kept), without h11's per-event validation: the app's
+header names and values were checked in wsgi.py.  A fresh h11 connection
+parses each request (2 us) instead of h11.start_next_cycle, which needs h11
+to have sent the response.  Body pieces are returned as they are, never
+copied: a `FileBody` placeholder stands for a file range and is replaced by
+the transport's file pump.
 """
 from __future__ import annotations
 
@@ -40,6 +46,16 @@ _BAD_HEAD = re.compile(rb"\n[ \t]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 # h11 puts the offending bytes in some messages: cut them off before logging.
 _RAW_IN_REASON = re.compile(r":? *(?:bytearray\(|b'|b\").*$", re.S)
+
+# Response framing (what h11's writers do), and the response's progress.
+_NONE, _LENGTH, _CHUNKED, _TO_CLOSE = range(4)
+_R_IDLE, _R_BODY, _R_DONE = range(3)
+_REQUEST_IN = (h11.DONE, h11.MUST_CLOSE)
+
+
+class ResponseError(Exception):
+    """A response that cannot be framed (more or less body than its
+    Content-Length, a body where none may be): a server or app bug."""
 
 
 def safe_reason(message: str) -> str:
@@ -96,9 +112,18 @@ class Http1:
         self._limit_fields = limit_request_fields
         self._limit_field = limit_request_field_size
         self._limit_head = limit_request_headers_bytes
-        self._h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=limit_request_headers_bytes)
+        self._h11 = self._new_h11()
         self._failed = False
+        # the response (ours to frame)
+        self._resp = _R_IDLE
+        self._framing = _NONE
+        self._left = 0                # Content-Length bytes still to send
+        self._closing = False         # the connection ends after this response
+        self._sent_100 = False
+        # the request it answers
+        self._req_method = None
+        self._req_version = None
+        self._req_keep_alive = False
         # The raw bytes of the request head being received, kept until its
         # end is seen, for the checks h11 cannot make on parsed headers.
         self._scanning = True
@@ -149,10 +174,13 @@ class Http1:
             self._head_buf = bytearray()
         self._head_error = _head_verdict(self._head)
 
+    def _new_h11(self):
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._limit_head)
+
     @property
     def awaiting_request(self) -> bool:
         """True between requests: no byte of the next request parsed yet."""
-        return self._h11.their_state is h11.IDLE and self._h11.our_state is h11.IDLE
+        return self._h11.their_state is h11.IDLE and self._resp == _R_IDLE
 
     def has_partial_request(self) -> bool:
         """Some bytes of the next request head have arrived."""
@@ -229,32 +257,106 @@ class Http1:
                 self._failed = True
                 return BadRequest(431, f"header {name.decode('latin-1')!r} over "
                                        f"{self._limit_field} bytes")
+        self._req_method = event.method
+        self._req_version = event.http_version
+        # h11's rule: HTTP/1.0, or "close" among the Connection tokens.
+        self._req_keep_alive = (event.http_version >= b"1.1"
+                                and b"close" not in _connection_tokens(headers))
         return Request(event.method, event.target, event.http_version, headers,
                        self._h11.they_are_waiting_for_100_continue)
 
     # -- output ------------------------------------------------------------
     @property
     def they_are_waiting_for_100_continue(self) -> bool:
-        return self._h11.they_are_waiting_for_100_continue
+        return (self._h11.they_are_waiting_for_100_continue and not self._sent_100
+                and self._resp == _R_IDLE)
 
     def continue_100(self) -> bytes:
-        return self._h11.send(h11.InformationalResponse(status_code=100, headers=[]))
+        self._sent_100 = True
+        return b"HTTP/1.1 100 Continue\r\n\r\n"
 
     def response_head(self, status: int, headers: list, reason: bytes = b"",
                       close: bool = False) -> bytes:
-        """Serialize the status line and headers; `close` adds Connection: close."""
+        """The status line and headers, with the framing headers h11 would add;
+        `close` (or a client or app that asked for it) adds Connection: close."""
+        if self._resp != _R_IDLE:
+            raise ResponseError("a second response head")
+        length = None
+        tokens = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise ResponseError("invalid Content-Length")
+                length = int(value)
+            elif lower == b"connection":
+                tokens = (tokens or set()) | _connection_tokens(((lower, value),))
         if close:
             headers = [(n, v) for n, v in headers if n.lower() != b"connection"]
             headers.append((b"connection", b"close"))
-        return self._h11.send(h11.Response(
-            status_code=status, headers=headers, reason=reason or REASONS.get(status, b"")))
+            tokens = {b"close"}
+        method = self._req_method
+        if method == b"HEAD" or status < 200 or status in (204, 304):
+            framing = _NONE
+            if method == b"HEAD" and length is None and status >= 200 and status not in (
+                    204, 304):
+                # As h11: the headers a GET would have had (here: chunked).
+                headers = headers + [(b"Transfer-Encoding", b"chunked")] \
+                    if self._chunked_ok() else headers
+        elif length is not None:
+            framing = _LENGTH
+        elif self._chunked_ok():
+            framing = _CHUNKED
+            headers = headers + [(b"Transfer-Encoding", b"chunked")]
+        else:
+            framing = _TO_CLOSE   # an HTTP/1.0 client: the end of the body is the close
+        if framing == _TO_CLOSE or not self._req_keep_alive:
+            # As h11: its own Connection fields, the app's tokens less keep-alive.
+            kept = sorted((tokens or set()) - {b"keep-alive"} | {b"close"})
+            headers = [(n, v) for n, v in headers if n.lower() != b"connection"]
+            headers.extend((b"Connection", token) for token in kept)
+            closing = True
+        else:
+            closing = tokens is not None and b"close" in tokens
+        self._framing = framing
+        self._left = length or 0
+        self._closing = closing
+        self._resp = _R_BODY
+        reason = reason or REASONS.get(status, b"")
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _chunked_ok(self) -> bool:
+        return self._req_version is not None and self._req_version >= b"1.1"
 
     def body(self, data) -> list:
         """Framing pieces plus `data` itself (not copied)."""
-        return self._h11.send_with_data_passthrough(h11.Data(data=data))
+        n = len(data)
+        framing = self._framing
+        if self._resp != _R_BODY:
+            raise ResponseError("body outside a response")
+        if framing == _LENGTH:
+            if n > self._left:
+                raise ResponseError("more body than its Content-Length")
+            self._left -= n
+            return [data]
+        if framing == _CHUNKED:
+            return [b"%x\r\n" % n, data, b"\r\n"] if n else []
+        if framing == _TO_CLOSE:
+            return [data]
+        if n:
+            raise ResponseError("a body where the response has none")
+        return []
 
     def end(self) -> bytes:
-        return self._h11.send(h11.EndOfMessage())
+        if self._resp != _R_BODY:
+            raise ResponseError("end outside a response")
+        if self._framing == _LENGTH and self._left:
+            raise ResponseError("less body than its Content-Length")
+        self._resp = _R_DONE
+        return b"0\r\n\r\n" if self._framing == _CHUNKED else b""
 
     def simple_response(self, status: int, text: str, close: bool = True,
                         extra_headers: list = ()) -> bytes:
@@ -268,30 +370,56 @@ class Http1:
         return out + self.end()
 
     def can_respond(self) -> bool:
-        return self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+        return self._resp == _R_IDLE
 
     @property
     def response_complete(self) -> bool:
-        return self._h11.our_state is h11.DONE
+        return self._resp == _R_DONE
 
     @property
     def request_complete(self) -> bool:
-        return self._h11.their_state is h11.DONE
+        """The whole request is in (MUST_CLOSE: in, and the client asked to close)."""
+        return self._h11.their_state in _REQUEST_IN
 
     @property
     def keep_alive(self) -> bool:
-        return (self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
-                and not self._failed)
+        return (self._resp == _R_DONE and not self._closing
+                and self._h11.their_state is h11.DONE and not self._failed)
 
     def start_next_cycle(self) -> None:
-        self._h11.start_next_cycle()
+        if not self.keep_alive:
+            raise ResponseError("the connection is not kept alive")
+        pipelined, closed = self._h11.trailing_data
+        self._h11 = conn = self._new_h11()
+        if pipelined:
+            conn.receive_data(bytes(pipelined))
+        if closed:
+            conn.receive_data(b"")
+        self._resp = _R_IDLE
+        self._framing = _NONE
+        self._left = 0
+        self._closing = False
+        self._sent_100 = False
+        self._req_method = self._req_version = None
+        self._req_keep_alive = False
         self._scanning = True
         self._head = b""
         self._head_error = None
-        pipelined = self._h11.trailing_data[0]
         self._head_buf = bytearray()
         if pipelined:
-            self._scan(pipelined)
+            self._scan(bytes(pipelined))
+
+
+def _connection_tokens(headers) -> set:
+    """The lower-cased tokens of every Connection field (h11's get_comma_header)."""
+    tokens = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip()
+                if token:
+                    tokens.add(token)
+    return tokens
 
 
 def _head_verdict(head: bytes) -> BadRequest | None:

@@ -557,3 +557,75 @@ def test_no_lost_wake_up_after_a_burst(serve):
         assert conn.getresponse().read() == b"hello /lone"
         slowest = max(slowest, time.monotonic() - t0)
     assert slowest < 0.5, f"a lone request took {slowest:.2f}s (the reactor missed a wake-up)"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+], ids=["connection-close", "http-1.0", "options-close"])
+def test_a_response_that_ends_the_connection_closes_it_at_once(serve, request_bytes):
+    """No lingering (linger_s, 2 s) when the request was complete: the client
+    that asked to close sees EOF right after the response."""
+    srv = serve(hello_app)
+    with srv.connect() as s:
+        start = time.monotonic()
+        s.sendall(request_bytes)
+        reply = recv_until_closed(s)
+        took = time.monotonic() - start
+    assert reply.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")), reply
+    assert b"\r\nConnection: close\r\n" in reply
+    assert took < 1.0, took
+
+
+# -- responses are framed as h11 frames them ------------------------------------------------------
+_REQUESTS = {
+    "get-1.1": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "get-1.1-close": b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "get-1.0": b"GET / HTTP/1.0\r\n\r\n",
+    "head-1.1": b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+_RESPONSES = {
+    "length": (200, [(b"Content-Type", b"text/plain"), (b"Content-Length", b"5")], [b"hello"]),
+    "no-length": (200, [(b"Content-Type", b"text/plain")], [b"hel", b"lo"]),
+    "204": (204, [(b"X-A", b"1")], []),
+    "304-length": (304, [(b"ETag", b'"v"'), (b"Content-Length", b"99")], []),
+    "app-close": (200, [(b"Content-Length", b"2"), (b"Connection", b"close")], [b"ok"]),
+    "app-keep-alive": (200, [(b"Content-Length", b"2"), (b"Connection", b"keep-alive")], [b"ok"]),
+    "two-connection-fields": (200, [(b"Connection", b"x-a"), (b"Content-Length", b"2"),
+                                    (b"Connection", b"keep-alive, close")], [b"ok"]),
+}
+
+
+@pytest.mark.parametrize("req", sorted(_REQUESTS))
+@pytest.mark.parametrize("resp", sorted(_RESPONSES))
+@pytest.mark.parametrize("close", [False, True])
+def test_response_bytes_and_keep_alive_match_h11(req, resp, close):
+    import h11
+    from ktlswsgi import http1
+    status, headers, chunks = _RESPONSES[resp]
+    if req.startswith("head"):
+        chunks = []
+    ours = http1.Http1(4094, 100, 8190, 65536)
+    ours.receive(_REQUESTS[req])
+    assert isinstance(ours.next_event(), http1.Request)
+    ref = h11.Connection(h11.SERVER)
+    ref.receive_data(_REQUESTS[req])
+    ref.next_event()
+    ref.next_event()
+    ref_headers = list(headers)
+    if close:
+        ref_headers = [(n, v) for n, v in headers if n.lower() != b"connection"]
+        ref_headers.append((b"connection", b"close"))
+    want = ref.send(h11.Response(status_code=status, headers=ref_headers,
+                                 reason=http1.REASONS.get(status, b"")))
+    got = ours.response_head(status, list(headers), close=close)
+    for c in chunks:
+        want += b"".join(ref.send_with_data_passthrough(h11.Data(data=c)))
+        got += b"".join(ours.body(c))
+    want += ref.send(h11.EndOfMessage())
+    got += ours.end()
+    # h11 writes the Connection header it adds in title case, and so do we.
+    assert got == want
+    ours.next_event()  # EndOfBody
+    assert ours.keep_alive == (ref.our_state is h11.DONE and ref.their_state is h11.DONE)
