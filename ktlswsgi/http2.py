@@ -51,7 +51,7 @@ PREFACE_BYTES = 24
 FRAME_HEADER_BYTES = 9
 TLS_RECORD_BYTES = 16384
 _DATA, _HEADERS, _PRIORITY, _RST, _SETTINGS, _PUSH, _PING, _GOAWAY, _WINDOW, _CONT = range(10)
-_END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
+_END_STREAM = 0x1
 _FRAME_HEADER = struct.Struct(">HBBBI")  # length (24 bits as H+B), type, flags, stream id
 # Request headers an h2 server must not map onto the WSGI environ's HTTP_* keys.
 _PSEUDO = (b":method", b":scheme", b":authority", b":path")
@@ -157,7 +157,6 @@ class Http2:
         self._skip = PREFACE_BYTES      # bytes of the current frame (or preface) still to pass
         self._partial = b""             # a frame header split across reads
         self._block_bytes = 0           # of the header block being received
-        self._in_block = False
         self._window_start = None
         self._resets = 0
         self._control = 0
@@ -275,7 +274,6 @@ class Http2:
                 self._block_bytes += length
                 if self._block_bytes > lim.header_block_bytes:
                     return "header block over the limit (CONTINUATION flood?)"
-                self._in_block = not flags & _END_HEADERS
             elif ftype == _RST:
                 if self._count_reset():
                     return "too many streams reset by the client (Rapid Reset?)"
