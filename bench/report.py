@@ -127,7 +127,9 @@ def _find(results, scheme, server, app, case, workers=1, protocol="h1"):
     return None
 
 
-def _cell(r, key, rkey):
+def _cell(r, key, rkey, failures: bool = False):
+    """The value and (×ratio); with `failures`, failed or non-2xx requests and a
+    restart note (‡) in the cell too (the HTTP/2 tables)."""
     if r is None:
         return ""
     if r.get("status") != "ok":
@@ -136,6 +138,16 @@ def _cell(r, key, rkey):
     rv = r.get(rkey)
     if rv is not None and r["server"] != reference_label(r["scheme"]):
         v += " (×%.2f)" % rv
+    if failures:
+        bad = []
+        if r.get("failures"):
+            bad.append("%d fail" % r["failures"])
+        if r.get("non2xx"):
+            bad.append("%d non-2xx" % r["non2xx"])
+        if bad:
+            v += " **%s**" % ", ".join(bad)
+        if r.get("note"):
+            v += " ‡"
     if (r.get("other_cpu_cores") or 0) > NOISY_CORES:
         v += " †"
     return v
@@ -391,30 +403,6 @@ def _h2_col_title(app: str, case: str) -> str:
         "%s %s" % (app, t)
 
 
-def _h2_cell(r, key, rkey):
-    """req/CPU-s (or req/s) and (×this server ÷ ktlswsgi); failures shown in the cell."""
-    if r is None:
-        return ""
-    if r.get("status") != "ok":
-        return "*%s*" % r.get("status")
-    v = fmt(r.get(key))
-    rv = r.get(rkey)
-    if rv is not None and r["server"] != reference_label(r["scheme"]):
-        v += " (×%.2f)" % rv
-    bad = []
-    if r.get("failures"):
-        bad.append("%d fail" % r["failures"])
-    if r.get("non2xx"):
-        bad.append("%d non-2xx" % r["non2xx"])
-    if bad:
-        v += " **%s**" % ", ".join(bad)
-    if r.get("note"):
-        v += " ‡"
-    if (r.get("other_cpu_cores") or 0) > NOISY_CORES:
-        v += " †"
-    return v
-
-
 def h2_markdown(results: dict, multi: bool) -> list[str]:
     """The HTTP/2 tables: one row per server (raw app and nginx's static files in the
     file columns, the Flask app in the send_file column), ratio = server ÷ ktlswsgi."""
@@ -455,7 +443,7 @@ def h2_markdown(results: dict, multi: bool) -> list[str]:
                     r = (_find(results, "https", server, app, case, workers, "h2")
                          or (_find(results, "https", server, "static", case, workers, "h2")
                              if app == "raw" else None))
-                    cells.append(_h2_cell(r, key, rkey))
+                    cells.append(_cell(r, key, rkey, failures=True))
                 shown = name({"server": server, "workers": workers}, multi)
                 L.append("| %s | %s |" % (shown, " | ".join(cells)))
             for kind in no_h2:

@@ -569,7 +569,7 @@ class Connection:
             elif name == b"transfer-encoding":
                 chunked = True
         cfg = self.cfg
-        refused = ex.admit(length, chunked or bool(length), on_output=self._output_threadsafe,
+        refused = ex.admit(length, chunked or bool(length), on_output=self.output_threadsafe,
                            high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
                            on_drained=self._resume_threadsafe,
                            on_first_read=self._first_read_threadsafe,
@@ -619,7 +619,7 @@ class Connection:
     def _first_read_threadsafe(self) -> None:
         self.s.reactor.call_soon_threadsafe(self._send_continue)
 
-    def _output_threadsafe(self) -> None:
+    def output_threadsafe(self) -> None:
         self.s.reactor.call_soon_threadsafe(self._on_output)
 
     def _resume(self) -> None:
@@ -787,7 +787,7 @@ class Connection:
                 piece.left -= n
                 if piece.left == 0:
                     wire.popleft()
-                    self._release_closer(piece.closer)
+                    self.release_closer(piece.closer)
             elif kind is _Done:
                 wire.popleft()
                 self._response_done(piece)
@@ -848,7 +848,7 @@ class Connection:
         elif kind is FileRange:
             self.s.counters.file_transfers += 1
             if item.count == 0:
-                self._release_closer(item.closer)
+                self.release_closer(item.closer)
                 return
             placeholder = http1.FileBody(item.count)
             for p in http.body(placeholder):
@@ -867,7 +867,7 @@ class Connection:
             return True  # the client may never send the body it announced
         return self._ex.body is not None and self._ex.body_stopped
 
-    def _release_closer(self, closer) -> None:
+    def release_closer(self, closer) -> None:
         release = getattr(self.transport, "release_file_buffer", None)
         if release is not None:
             release()
@@ -952,13 +952,13 @@ class Connection:
             self._timer.cancel()
         if self._ex is not None:  # every request that reached the app gets its line
             for item in self._ex.abandon(unsent_status):
-                self._release_closer(item.closer)
+                self.release_closer(item.closer)
         if self.h2 is not None:
             self.h2.abandon_all(unsent_status)
         for piece in self.wire:
             kind = type(piece)
             if (kind is _FileSend or kind is streams.FileFrame) and piece.closer is not None:
-                self._release_closer(piece.closer)
+                self.release_closer(piece.closer)
             elif kind is streams.StreamDone:
                 piece.stream.ex.abandon(unsent_status)
         self.wire.clear()

@@ -169,7 +169,7 @@ class H2Session:
                 length = int(value)
         cfg = conn.cfg
         refused = ex.admit(
-            length, not ev.ended, on_output=conn._output_threadsafe,
+            length, not ev.ended, on_output=conn.output_threadsafe,
             high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
             on_drained=_nothing, on_first_read=lambda: self._threadsafe(self._continue, sid),
             on_consumed=lambda n: self._threadsafe(self._consumed, sid, n),
@@ -227,7 +227,7 @@ class H2Session:
         closers.extend(i for i in st.items if type(i) is FileRange)
         st.items.clear()
         for item in closers:
-            self.conn._release_closer(item.closer)
+            self.conn.release_closer(item.closer)
         try:
             self._order.remove(st)
         except ValueError:
@@ -337,7 +337,7 @@ class H2Session:
             elif kind is FileRange:
                 self.conn.s.counters.file_transfers += 1
                 if st.no_body or item.count == 0:
-                    self.conn._release_closer(item.closer)
+                    self.conn.release_closer(item.closer)
                     continue
                 st.file = item
             elif kind is End:
@@ -446,7 +446,7 @@ class H2Session:
         f.count -= total
         if last:
             st.file = None
-            self.conn._release_closer(f.closer)
+            self.conn.release_closer(f.closer)
             if end:
                 end_item = st.items.popleft()
                 self._stream_end(st, end_item.status, end_item.body_bytes)

@@ -257,8 +257,8 @@ class _TLSTransport:
         return taken
 
     def send_more(self, view):
-        """Like send(), for bytes the next write continues (an HTTP/2 DATA
-        frame's header before its payload).  kTLS TX engaged: straight to the
+        """Like send(), for bytes the next write continues (a frame header
+        whose payload send_file() sends next).  kTLS TX engaged: straight to the
         kernel with MSG_MORE, which holds them and starts the next record with
         them, so header and sendfile payload share one record.  The kernel
         encrypts them: this is only done on a socket whose kTLS TX is on."""

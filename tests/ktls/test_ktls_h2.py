@@ -11,7 +11,6 @@
   the peer's max frame size).  The numbers go to the kTLS report.
 """
 import hashlib
-import shutil
 import socket
 import ssl
 import time
@@ -22,9 +21,9 @@ import h2.events
 import h2.settings
 import pytest
 
-from _ktlskit import CliServer, TlsStat, counters_line, file_url, wait_no_connections
+from _ktlskit import TlsStat, counters_line, file_url, wait_no_connections
 from support import tls_client_context
-from test_ktls_zero_copy import TRACED, parse_strace
+from test_ktls_zero_copy import parse_strace, traced_server
 import ktls_apps
 from ktlswsgi import streams
 
@@ -143,13 +142,8 @@ class H2Client:
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_h2_50mb_file_moves_by_sendfile_not_through_userspace(cert_pair, ktls_files, tmp_path,
                                                              ktls_report, version):
-    strace = shutil.which("strace")
-    assert strace, "strace is not installed (the kTLS VM sees the host's /usr/bin/strace)"
     path, sha = ktls_files.get(BIG)
-    trace = str(tmp_path / "strace.txt")
-    server = CliServer(cert_pair, "--tls-transport", "socket",
-                       wrapper=[strace, "-f", "--seccomp-bpf", "-C", "-o", trace,
-                                "-e", "trace=" + ",".join(TRACED)])
+    server, trace = traced_server(cert_pair, tmp_path)
     try:
         client = H2Client(server.port, cert_pair, version)
         try:

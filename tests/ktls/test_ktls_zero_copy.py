@@ -42,16 +42,22 @@ def parse_strace(text: str):
     return returned, calls, summary
 
 
-@pytest.mark.timeout(500)
-def test_100mib_download_moves_by_sendfile_not_through_userspace(cert_pair, ktls_files, tmp_path,
-                                                                 ktls_report):
+def traced_server(cert_pair, tmp_path):
+    """-> (CliServer with the socket transport under strace -f -C, the trace's path)."""
     strace = shutil.which("strace")
     assert strace, "strace is not installed (the kTLS VM sees the host's /usr/bin/strace)"
-    path, _ = ktls_files.get(SIZE)
     trace = str(tmp_path / "strace.txt")
     server = CliServer(cert_pair, "--tls-transport", "socket",
                        wrapper=[strace, "-f", "--seccomp-bpf", "-C", "-o", trace,
                                 "-e", "trace=" + ",".join(TRACED)])
+    return server, trace
+
+
+@pytest.mark.timeout(500)
+def test_100mib_download_moves_by_sendfile_not_through_userspace(cert_pair, ktls_files, tmp_path,
+                                                                 ktls_report):
+    path, _ = ktls_files.get(SIZE)
+    server, trace = traced_server(cert_pair, tmp_path)
     try:
         # (the sha256 of the same 100 MiB is checked in test_ktls_sendfile)
         r = fetch(server.port, cert_pair, file_url(path), "1.3", digest=False,
