@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="header field count -> 431 (default %(default)s)")
     g.add_argument("--limit-request-headers-bytes", type=_size, default=d.limit_request_headers_bytes,
                    help="whole request head -> 431 (default %(default)s)")
+    g.add_argument("--http", choices=["auto", "h11", "httptools"], default=d.http_parser,
+                   dest="http_parser",
+                   help="HTTP/1 request parser: httptools (llhttp) parses request heads "
+                        "without a body, h11 everything else; h11: h11 alone; auto: "
+                        "httptools when installed (default %(default)s)")
     g.add_argument("--max-body", type=_size, default=d.max_body_bytes,
                    help="request body bytes -> 413 (default %(default)s)")
     g.add_argument("--body-buffer", type=_size, default=d.body_buffer_bytes,
@@ -284,6 +289,7 @@ def config_from_args(args, file_binds=None) -> Config:
         limit_request_field_size=args.limit_request_field_size,
         limit_request_fields=args.limit_request_fields,
         limit_request_headers_bytes=args.limit_request_headers_bytes,
+        http_parser=args.http_parser,
         max_body_bytes=args.max_body, body_buffer_bytes=args.body_buffer,
         high_water_bytes=args.high_water, low_water_bytes=max(1, args.high_water // 4),
         access_logfile=args.access_logfile, log_level=args.log_level, chdir=args.chdir,

@@ -9,6 +9,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from . import h1head
+
 
 class ConfigError(ValueError):
     """A setting is invalid; the message is one line for the operator."""
@@ -106,6 +108,7 @@ class Config:
     high_water_bytes: int = 1024 * 1024      # outbound queue: producer waits above this
     low_water_bytes: int = 256 * 1024        # ... until drained below this
     recv_bytes: int = 64 * 1024              # one read from a socket
+    http_parser: str = "auto"                # HTTP/1 heads: auto | h11 | httptools (http1.py)
 
     access_logfile: str | None = None
     # the logs (logs.py, accesslog.py; README "Logs")
@@ -223,6 +226,10 @@ class Config:
             raise ConfigError("low_water_bytes must be below high_water_bytes")
         if self.tls_transport not in ("auto", "socket", "memory"):
             raise ConfigError(f"tls_transport {self.tls_transport!r}: use auto, socket or memory")
+        if self.http_parser not in ("auto", "h11", "httptools"):
+            raise ConfigError(f"--http {self.http_parser!r}: use auto, h11 or httptools")
+        if self.http_parser == "httptools" and not h1head.AVAILABLE:
+            raise ConfigError("--http httptools: the httptools package is not installed")
         if self.tls_min_version not in ("1.2", "1.3"):
             raise ConfigError(f"tls_min_version {self.tls_min_version!r}: use 1.2 or 1.3")
         if self.keyfile and not self.certfile:

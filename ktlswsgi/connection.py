@@ -163,7 +163,8 @@ class Connection:
     def _new_http(self):
         c = self.cfg
         return http1.Http1(c.limit_request_line, c.limit_request_fields,
-                           c.limit_request_field_size, c.limit_request_headers_bytes)
+                           c.limit_request_field_size, c.limit_request_headers_bytes,
+                           c.http_parser)
 
     # -- state ------------------------------------------------------------------
     def _to(self, state: str) -> None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import h11
 
+from . import h1head
+
 NEED_DATA = h11.NEED_DATA
 PAUSED = h11.PAUSED
 
@@ -42,6 +44,8 @@ REASONS = {
 # or a control character other than HTAB, CR and LF (RFC 9110 5.5).  h11
 # unfolds the first and accepts most of the second.
 _BAD_HEAD = re.compile(rb"\n[ \t]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The blank line that ends a head, as h11 finds it (bare LF line ends allowed).
+_HEAD_END = re.compile(rb"\n\r?\n")
 # RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; empty is allowed.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 # h11 puts the offending bytes in some messages: cut them off before logging.
@@ -51,6 +55,23 @@ _RAW_IN_REASON = re.compile(r":? *(?:bytearray\(|b'|b\").*$", re.S)
 _NONE, _LENGTH, _CHUNKED, _TO_CLOSE = range(4)
 _R_IDLE, _R_BODY, _R_DONE = range(3)
 _REQUEST_IN = (h11.DONE, h11.MUST_CLOSE)
+# A request cycle on the llhttp path: no head yet; head given (EndOfBody
+# next); whole request given.  _TO_H11 means: give this cycle to h11.
+_F_IDLE, _F_HEAD, _F_DONE = range(3)
+_TO_H11 = object()
+
+PARSERS = ("auto", "h11", "httptools")
+
+
+def parser_name(choice: str) -> str:
+    """`--http`: auto is httptools when it is installed, else h11."""
+    if choice not in PARSERS:
+        raise ValueError(f"--http must be one of {', '.join(PARSERS)}")
+    if choice == "auto":
+        return "httptools" if h1head.AVAILABLE else "h11"
+    if choice == "httptools" and not h1head.AVAILABLE:
+        raise ValueError("--http httptools: the httptools package is not installed")
+    return choice
 
 
 class ResponseError(Exception):
@@ -106,13 +127,28 @@ class FileBody:
 
 
 class Http1:
+    """One HTTP/1 connection's requests and responses.
+
+    `parser` "h11": h11 parses every request.  "httptools": a request head
+    without a body is parsed by llhttp (h1head.py); anything else, and every
+    head llhttp refuses, goes to h11 for that request cycle, so rejections
+    and bodies are always h11's.
+    """
+
     def __init__(self, limit_request_line: int, limit_request_fields: int,
-                 limit_request_field_size: int, limit_request_headers_bytes: int):
+                 limit_request_field_size: int, limit_request_headers_bytes: int,
+                 parser: str = "auto"):
         self._limit_line = limit_request_line
         self._limit_fields = limit_request_fields
         self._limit_field = limit_request_field_size
         self._limit_head = limit_request_headers_bytes
-        self._h11 = self._new_h11()
+        self._fast = parser_name(parser) == "httptools"
+        # On the llhttp path h11 is None until a cycle is handed to it; the
+        # bytes not parsed yet wait in _pending.
+        self._h11 = None if self._fast else self._new_h11()
+        self._pending = b""
+        self._eof = False
+        self._fstate = _F_IDLE
         self._failed = False
         # the response (ours to frame)
         self._resp = _R_IDLE
@@ -142,7 +178,12 @@ class Http1:
                 if not data:
                     return
             self._scan(data)
-        self._h11.receive_data(data)
+        if self._h11 is not None:
+            self._h11.receive_data(data)
+        elif data:
+            self._pending = self._pending + data if self._pending else data
+        else:
+            self._eof = True
 
     def _scan(self, data: bytes) -> None:
         buf = self._head_buf
@@ -156,18 +197,15 @@ class Http1:
             stripped = bytes(data).lstrip(b"\r\n")
             start = max(0, start - (len(data) - len(stripped)))
             data = stripped
-        end = data.find(b"\r\n\r\n", start)
-        end = end + 4 if end >= 0 else -1
-        lf = data.find(b"\n\n", start, end if end >= 0 else len(data))
-        if lf >= 0:
-            end = lf + 2
-        if end < 0:
+        m = _HEAD_END.search(data, start)
+        if m is None:
             if not buf:
                 self._head_buf = bytearray(data)
             elif len(buf) > self._limit_head + self._limit_line:
                 self._scanning = False   # h11 answers 431/414 on its own
                 self._head_buf = bytearray()
             return
+        end = m.end()
         self._head = bytes(data[:end])
         self._scanning = False
         if buf:
@@ -177,19 +215,34 @@ class Http1:
     def _new_h11(self):
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._limit_head)
 
+    def _unparsed(self) -> bytes:
+        return self._pending if self._h11 is None else self._h11.trailing_data[0]
+
     @property
     def awaiting_request(self) -> bool:
         """True between requests: no byte of the next request parsed yet."""
+        if self._h11 is None:
+            return self._fstate == _F_IDLE and self._resp == _R_IDLE
         return self._h11.their_state is h11.IDLE and self._resp == _R_IDLE
 
     def has_partial_request(self) -> bool:
         """Some bytes of the next request head have arrived."""
-        return bool(self._h11.trailing_data[0].strip(b"\r\n"))
+        return bool(self._unparsed().strip(b"\r\n"))
 
     def next_event(self):
         """One of Request, Body, EndOfBody, PeerClosed, BadRequest, NEED_DATA, PAUSED."""
         if self._failed:
             return PAUSED
+        if self._h11 is None:
+            event = self._fast_event()
+            if event is not _TO_H11:
+                return event
+            self._h11 = conn = self._new_h11()
+            if self._pending:
+                conn.receive_data(self._pending)
+                self._pending = b""
+            if self._eof:
+                conn.receive_data(b"")
         conn = self._h11
         if self._head_error is not None and conn.their_state is h11.IDLE:
             self._failed = True
@@ -222,29 +275,62 @@ class Http1:
         if kind is h11.EndOfMessage:
             return EndOfBody()
         if kind is h11.Request:
-            return self._request(event)
+            return self._request(event.method, event.target, event.http_version,
+                                 list(event.headers), conn.they_are_waiting_for_100_continue)
         if kind is h11.ConnectionClosed:
             return PeerClosed()
         return NEED_DATA
 
+    def _fast_event(self):
+        """The next event on the llhttp path, or _TO_H11."""
+        state = self._fstate
+        if state == _F_HEAD:
+            self._fstate = _F_DONE
+            return EndOfBody()
+        if state == _F_DONE:   # as h11 in DONE
+            if self._pending:
+                return PAUSED
+            return PeerClosed() if self._eof else NEED_DATA
+        if self._head_error is not None:
+            self._failed = True
+            return self._head_error
+        head = self._head
+        if not head:
+            # No whole head yet.  Past a limit, at the peer's close, or at a
+            # first byte no request line starts with, h11 gives its answer.
+            pending = self._pending
+            if self._eof or len(pending) > self._limit_head or (
+                    pending and (pending[0] < 0x21 or self._line_too_long())):
+                return _TO_H11
+            return NEED_DATA
+        rest = self._pending.lstrip(b"\r\n")
+        if not rest.startswith(head):
+            return _TO_H11
+        parsed = h1head.parse(head)
+        if parsed is None:
+            return _TO_H11
+        self._pending = rest[len(head):]
+        self._fstate = _F_HEAD
+        return self._request(*parsed, False)
+
     def _line_too_long(self) -> bool:
-        pending = self._h11.trailing_data[0].lstrip(b"\r\n")
+        pending = self._unparsed().lstrip(b"\r\n")
         eol = pending.find(b"\n", 0, self._limit_line + 2)
         if eol < 0:
             return len(pending) > self._limit_line + 1
         return len(pending[:eol].rstrip(b"\r")) > self._limit_line
 
-    def _request(self, event: h11.Request):
-        if len(event.target) > self._limit_line:
+    def _request(self, method: bytes, target: bytes, version: bytes, headers: list,
+                 expects_continue: bool):
+        if len(target) > self._limit_line:
             self._failed = True
             return BadRequest(414, f"request target over {self._limit_line} bytes")
-        headers = list(event.headers)
-        bad = _request_verdict(event, headers)
+        bad = _request_verdict(method, target, version, headers)
         if bad is not None:
             self._failed = True
             return bad
         # h11 checks its size limit only while a head is incomplete.
-        head_bytes = len(event.method) + len(event.target) + 12 + sum(
+        head_bytes = len(method) + len(target) + 12 + sum(
             len(n) + len(v) + 4 for n, v in headers)
         if head_bytes > self._limit_head:
             self._failed = True
@@ -257,19 +343,19 @@ class Http1:
                 self._failed = True
                 return BadRequest(431, f"header {name.decode('latin-1')!r} over "
                                        f"{self._limit_field} bytes")
-        self._req_method = event.method
-        self._req_version = event.http_version
+        self._req_method = method
+        self._req_version = version
         # h11's rule: HTTP/1.0, or "close" among the Connection tokens.
-        self._req_keep_alive = (event.http_version >= b"1.1"
+        self._req_keep_alive = (version >= b"1.1"
                                 and b"close" not in _connection_tokens(headers))
-        return Request(event.method, event.target, event.http_version, headers,
-                       self._h11.they_are_waiting_for_100_continue)
+        return Request(method, target, version, headers, expects_continue)
 
     # -- output ------------------------------------------------------------
     @property
     def they_are_waiting_for_100_continue(self) -> bool:
-        return (self._h11.they_are_waiting_for_100_continue and not self._sent_100
-                and self._resp == _R_IDLE)
+        # On the llhttp path an Expect header sends the cycle to h11.
+        return (self._h11 is not None and self._h11.they_are_waiting_for_100_continue
+                and not self._sent_100 and self._resp == _R_IDLE)
 
     def continue_100(self) -> bytes:
         self._sent_100 = True
@@ -379,22 +465,38 @@ class Http1:
     @property
     def request_complete(self) -> bool:
         """The whole request is in (MUST_CLOSE: in, and the client asked to close)."""
+        if self._h11 is None:
+            return self._fstate == _F_DONE
         return self._h11.their_state in _REQUEST_IN
 
     @property
     def keep_alive(self) -> bool:
-        return (self._resp == _R_DONE and not self._closing
-                and self._h11.their_state is h11.DONE and not self._failed)
+        if self._resp != _R_DONE or self._closing or self._failed:
+            return False
+        if self._h11 is None:   # h11's DONE (not MUST_CLOSE) is this rule
+            return self._fstate == _F_DONE and self._req_keep_alive
+        return self._h11.their_state is h11.DONE
 
     def start_next_cycle(self) -> None:
         if not self.keep_alive:
             raise ResponseError("the connection is not kept alive")
-        pipelined, closed = self._h11.trailing_data
-        self._h11 = conn = self._new_h11()
-        if pipelined:
-            conn.receive_data(bytes(pipelined))
-        if closed:
-            conn.receive_data(b"")
+        if self._h11 is None:
+            pipelined, closed = self._pending, self._eof
+        else:
+            pipelined, closed = self._h11.trailing_data
+        # RFC 9112 2.2: empty lines before a request line are ignored.
+        pipelined = bytes(pipelined).lstrip(b"\r\n")
+        if self._fast:
+            self._h11 = None
+            self._pending = pipelined
+            self._eof = closed
+            self._fstate = _F_IDLE
+        else:
+            self._h11 = conn = self._new_h11()
+            if pipelined:
+                conn.receive_data(pipelined)
+            if closed:
+                conn.receive_data(b"")
         self._resp = _R_IDLE
         self._framing = _NONE
         self._left = 0
@@ -407,7 +509,7 @@ class Http1:
         self._head_error = None
         self._head_buf = bytearray()
         if pipelined:
-            self._scan(bytes(pipelined))
+            self._scan(pipelined)
 
 
 def _connection_tokens(headers) -> set:
@@ -449,9 +551,9 @@ def _framing_verdict(head: bytes) -> BadRequest | None:
     return BadRequest(501, "unsupported transfer coding")
 
 
-def _request_verdict(event: h11.Request, headers: list) -> BadRequest | None:
+def _request_verdict(method: bytes, target: bytes, version: bytes,
+                     headers: list) -> BadRequest | None:
     """RFC 9112 rules on a parsed request that h11 does not enforce."""
-    version = event.http_version
     if version[:1] != b"1":
         return BadRequest(505, "HTTP version not supported")
     has_te = has_cl = False
@@ -471,12 +573,11 @@ def _request_verdict(event: h11.Request, headers: list) -> BadRequest | None:
             return BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
     if host is not None and not _HOST.fullmatch(host):
         return BadRequest(400, "invalid Host header")
-    target = event.target
-    if event.method == b"CONNECT":
+    if method == b"CONNECT":
         return BadRequest(501, "CONNECT is not supported")
     if target[:1] != b"/":
         if target == b"*":
-            if event.method != b"OPTIONS":
+            if method != b"OPTIONS":
                 return BadRequest(400, "asterisk-form target outside OPTIONS")
         elif not target.lower().startswith((b"http://", b"https://")):
             return BadRequest(400, "request target is not origin-form or absolute-form")

@@ -1,4 +1,4 @@
-"""HTTP/1.1 and PEP 3333 behaviour over real sockets."""
+"""HTTP/1.1 and PEP 3333 behaviour over real sockets, with each HTTP/1 parser."""
 from __future__ import annotations
 
 import http.client
@@ -12,6 +12,15 @@ from wsgiref.validate import validator
 import pytest
 
 from support import read_response, recv_until_closed, response_reader
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def serve(serve, request):
+    """conftest's `serve`, run once with each `--http` parser."""
+    def start(app, **overrides):
+        overrides.setdefault("http_parser", request.param)
+        return serve(app, **overrides)
+    return start
 
 
 def echo_app(environ, start_response):

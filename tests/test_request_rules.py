@@ -2,7 +2,8 @@
 
 Two layers, as h11's own tests: the sans-I/O driver fed literal bytes (whole,
 and one byte at a time), and the same requests on a real socket to a running
-server, which must answer, close, and keep serving the next client.  The
+server, which must answer, close, and keep serving the next client.  Every
+test runs with each HTTP/1 parser (`--http h11` and `--http httptools`).  The
 smuggling cases prove the request hidden after the body is never answered.
 """
 from __future__ import annotations
@@ -13,12 +14,20 @@ from ktlswsgi import http1
 from support import recv_until_closed
 
 
-def driver() -> http1.Http1:
-    return http1.Http1(4094, 100, 8190, 64 * 1024)
+PARSERS = ["h11", "httptools"]
 
 
-def first_event(data: bytes, bytewise: bool = False):
-    h = driver()
+@pytest.fixture(params=PARSERS)
+def parser(request):
+    return request.param
+
+
+def driver(parser: str) -> http1.Http1:
+    return http1.Http1(4094, 100, 8190, 64 * 1024, parser=parser)
+
+
+def first_event(parser: str, data: bytes, bytewise: bool = False):
+    h = driver(parser)
     pieces = [data[i:i + 1] for i in range(len(data))] if bytewise else [data]
     for piece in pieces:
         h.receive(piece)
@@ -85,21 +94,21 @@ ACCEPTED = [
 
 @pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
 @pytest.mark.parametrize("data,status", REJECTED)
-def test_driver_rejects(data, status, bytewise):
-    ev = first_event(data, bytewise)
+def test_driver_rejects(parser, data, status, bytewise):
+    ev = first_event(parser, data, bytewise)
     assert type(ev) is http1.BadRequest, ev
     assert ev.status == status, ev
 
 
 @pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
 @pytest.mark.parametrize("data", ACCEPTED)
-def test_driver_accepts(data, bytewise):
-    ev = first_event(data, bytewise)
+def test_driver_accepts(parser, data, bytewise):
+    ev = first_event(parser, data, bytewise)
     assert type(ev) is http1.Request, ev
 
 
-def test_driver_checks_a_pipelined_second_head_too():
-    h = driver()
+def test_driver_checks_a_pipelined_second_head_too(parser):
+    h = driver(parser)
     h.receive(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nX: 1\r\n 2\r\n\r\n")
     assert type(h.next_event()) is http1.Request
     assert type(h.next_event()) is http1.EndOfBody
@@ -110,18 +119,18 @@ def test_driver_checks_a_pipelined_second_head_too():
     assert type(ev) is http1.BadRequest and ev.status == 400, ev
 
 
-def test_driver_body_bytes_are_not_taken_for_a_head():
+def test_driver_body_bytes_are_not_taken_for_a_head(parser):
     # A body that looks like a folded header line must not be rejected.
-    h = driver()
+    h = driver(parser)
     h.receive(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nA\r\n B\x01\r\n")
     assert type(h.next_event()) is http1.Request
     assert type(h.next_event()) is http1.Body
 
 
-def test_bad_request_reasons_never_quote_request_bytes():
-    ev = first_event(b"GET / HTTP/1.1\r\nHost: x\r\nCookie: SECRET-MARKER\x00\r\n\r\n")
+def test_bad_request_reasons_never_quote_request_bytes(parser):
+    ev = first_event(parser, b"GET / HTTP/1.1\r\nHost: x\r\nCookie: SECRET-MARKER\x00\r\n\r\n")
     assert "SECRET-MARKER" not in ev.reason
-    h = driver()
+    h = driver(parser)
     h.receive(b"GET / HTTP/1.1\r\nHost: x\r\nCookie SECRET-MARKER\r\n\r\n")
     ev = h.next_event()
     assert type(ev) is http1.BadRequest and "SECRET-MARKER" not in ev.reason, ev.reason
@@ -141,8 +150,8 @@ def hello_app(environ, start_response):
 
 
 @pytest.mark.parametrize("data,status", REJECTED)
-def test_server_answers_rejects_closes_and_keeps_serving(serve, data, status):
-    srv = serve(hello_app)
+def test_server_answers_rejects_closes_and_keeps_serving(serve, parser, data, status):
+    srv = serve(hello_app, http_parser=parser)
     CALLS.clear()
     with srv.connect() as s:
         s.sendall(data)
@@ -156,8 +165,8 @@ def test_server_answers_rejects_closes_and_keeps_serving(serve, data, status):
         assert recv_until_closed(s).endswith(b"hello GET /next")
 
 
-def test_options_asterisk_reaches_the_app(serve):
-    srv = serve(hello_app)
+def test_options_asterisk_reaches_the_app(serve, parser):
+    srv = serve(hello_app, http_parser=parser)
     with srv.connect() as s:
         s.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         reply = recv_until_closed(s)
