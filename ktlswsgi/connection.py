@@ -723,20 +723,23 @@ class Connection:
                                   type(exc).__name__)
                         self._abort("HTTP/2 framing error", unsent_status=500)
                         return
-            elif out is not None and _wire_bytes(wire) < _COALESCE_BYTES:
+            elif out is not None:
                 # Serialize what is queued, so small pieces leave in one write.
-                while _wire_bytes(wire) < _COALESCE_BYTES:
-                    item = out.pop()
-                    if item is None:
-                        break
-                    try:
-                        self._serialize(item)
-                    except Exception as exc:  # h11 refused the response: a server bug
-                        # Not the message: h11 quotes the refused header value.
-                        log.error("%s: cannot frame the response (%s)", self.peer_text,
-                                  type(exc).__name__)
-                        self._abort("response framing error", unsent_status=500)
-                        return
+                room = _COALESCE_BYTES - _wire_bytes(wire)
+                if room > 0:
+                    items = out.pop_all()
+                    while items:
+                        if room <= 0:
+                            out.unpop(items)
+                            break
+                        try:
+                            room -= self._serialize(items.popleft())
+                        except Exception as exc:  # the response cannot be framed: a bug
+                            # Not the message: it may quote a header value.
+                            log.error("%s: cannot frame the response (%s)", self.peer_text,
+                                      type(exc).__name__)
+                            self._abort("response framing error", unsent_status=500)
+                            return
             if not wire:
                 break
             piece = wire[0]
@@ -828,37 +831,49 @@ class Connection:
     def abort_file_shrank(self) -> None:
         self._abort("file shrank during transfer", unsent_status=500)
 
-    def _serialize(self, item) -> None:
+    def _serialize(self, item) -> int:
+        """Frame one response item onto the wire; the bytes it added there
+        (a file range counts as a full coalescing buffer)."""
         http = self.http
         wire = self.wire
         kind = type(item)
         if kind is Chunk:
-            pieces = http.body(item.data)
-            n = len(item.data)
-            for p in pieces:
-                if p is item.data:
+            data = item.data
+            n = len(data)
+            added = 0
+            for p in http.body(data):
+                if p is data:
                     wire.append((memoryview(p).cast("B"), n))
                 else:
                     wire.append(memoryview(p))
-        elif kind is Head:
+                added += len(p)
+            return added
+        if kind is Head:
             close = (item.close or self._close_after_response or self._draining
                      or self._must_close_after())
             self._close_after_response = close
             self._ex.status = item.status
-            wire.append(memoryview(http.response_head(item.status, item.headers, item.reason, close)))
-        elif kind is FileRange:
+            head = http.response_head(item.status, item.headers, item.reason, close)
+            wire.append(memoryview(head))
+            return len(head)
+        if kind is FileRange:
             self.s.counters.file_transfers += 1
             if item.count == 0:
                 self.release_closer(item.closer)
-                return
+                return 0
             placeholder = http1.FileBody(item.count)
             for p in http.body(placeholder):
                 wire.append(_FileSend(item) if p is placeholder else memoryview(p))
-        elif kind is End:
-            wire.append(memoryview(http.end()))
+            return _COALESCE_BYTES
+        if kind is End:
+            tail = http.end()
+            if tail:
+                wire.append(memoryview(tail))
             wire.append(_Done(item.status, item.body_bytes))
-        elif kind is Abort:
+            return len(tail)
+        if kind is Abort:
             wire.append(item)
+        return 0
 
     def _must_close_after(self) -> bool:
         """Close after this response if the unread request body cannot be drained."""

@@ -60,12 +60,17 @@ class QueueAborted(Exception):
 
 
 class OutboundQueue:
-    __slots__ = ("_items", "_cond", "_bytes", "_high", "_low", "_wake",
+    """See the module docstring.  One plain lock guards the queue; the
+    Condition producers wait on is made (on that lock) only when one must
+    wait, which a response under the high-water mark never does."""
+
+    __slots__ = ("_items", "_lock", "_cond", "_bytes", "_high", "_low", "_wake",
                  "_reactor_idle", "aborted", "abort_reason")
 
     def __init__(self, high_water_bytes: int, low_water_bytes: int, wake):
         self._items: collections.deque = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None
         self._bytes = 0
         self._high = high_water_bytes
         self._low = low_water_bytes
@@ -75,12 +80,11 @@ class OutboundQueue:
         self.abort_reason = ""
 
     # -- producer side (worker threads) --------------------------------------
-    def put(self, item, nbytes: int = 0, timeout_s: float | None = None) -> None:
+    def put(self, item, nbytes: int = 0) -> None:
         """Append an item; wait first while the queue is above high water."""
-        with self._cond:
+        with self._lock:
             if self._bytes > self._high:
-                self._cond.wait_for(
-                    lambda: self.aborted or self._bytes <= self._low, timeout_s)
+                self._wait_for_room()
             if self.aborted:
                 raise QueueAborted(self.abort_reason)
             self._items.append(item)
@@ -92,9 +96,9 @@ class OutboundQueue:
 
     def put_many(self, items, nbytes: int = 0) -> None:
         """Append several items at once (one lock, at most one wake-up)."""
-        with self._cond:
+        with self._lock:
             if self._bytes > self._high:
-                self._cond.wait_for(lambda: self.aborted or self._bytes <= self._low)
+                self._wait_for_room()
             if self.aborted:
                 raise QueueAborted(self.abort_reason)
             self._items.extend(items)
@@ -104,23 +108,45 @@ class OutboundQueue:
         if wake:
             self._wake()
 
+    def _wait_for_room(self) -> None:
+        # Called with the lock held.
+        if self._cond is None:
+            self._cond = threading.Condition(self._lock)
+        self._cond.wait_for(lambda: self.aborted or self._bytes <= self._low)
+
     # -- consumer side (the reactor) -----------------------------------------
     def pop(self):
         """The next item, or None (then the next put wakes the reactor)."""
-        with self._cond:
+        with self._lock:
             if self._items:
                 return self._items.popleft()
             self._reactor_idle = True
             return None
 
+    def pop_all(self) -> list:
+        """Every queued item, in order; empty (and the next put wakes the
+        reactor) when there is none."""
+        with self._lock:
+            items = self._items
+            if items:
+                self._items = collections.deque()
+                return items
+            self._reactor_idle = True
+            return ()
+
+    def unpop(self, items) -> None:
+        """Put back, in front and in order, items `pop_all` returned."""
+        with self._lock:
+            self._items.extendleft(reversed(items))
+
     def sent(self, nbytes: int) -> None:
         """The reactor put `nbytes` of counted payload on the wire."""
         if nbytes <= 0:
             return
-        with self._cond:
+        with self._lock:
             before = self._bytes
             self._bytes -= nbytes
-            if before > self._low >= self._bytes:
+            if before > self._low >= self._bytes and self._cond is not None:
                 self._cond.notify_all()
 
     @property
@@ -129,11 +155,12 @@ class OutboundQueue:
 
     def abort(self, reason: str) -> list:
         """Fail every producer; return what was still queued (for clean-up)."""
-        with self._cond:
+        with self._lock:
             self.aborted = True
             self.abort_reason = reason
             left = list(self._items)
             self._items.clear()
             self._bytes = 0
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
         return left

@@ -380,6 +380,7 @@ class Responder:
         self.headers_sent = False
         self.body_bytes = 0
         self.status_code = 0
+        self._held: list = []     # items finish() hands over with the End, in one put
 
     # PEP 3333 start_response
     def start_response(self, status, headers, exc_info=None):
@@ -479,28 +480,36 @@ class Responder:
             self._out.put_many((head, End(self.status_code, 0)))
 
     def send_file(self, fd: int, offset: int, available: int, closer) -> bool:
-        """Queue a file range; True when the reactor now owns `closer`."""
+        """A file range as the body; True when the reactor now owns `closer`.
+
+        The head and the range are held for finish(), which must follow:
+        the whole response goes to the reactor in one hand-over."""
         if self._head_only:
             return False
         cl = self._content_length
         count = available if cl is None else min(cl - self.body_bytes, available)
         if not self.headers_sent:
-            self._out.put(self._head())
+            self._held.append(self._head())
         self.body_bytes += count
-        self._out.put(FileRange(fd, offset, count, closer))
+        self._held.append(FileRange(fd, offset, count, closer))
         return True
 
     def finish(self) -> None:
+        items, self._held = self._held, []
         if not self.headers_sent:
-            self._out.put(self._head())
+            items.append(self._head())
         cl = self._content_length
-        # HEAD, 1xx, 204 and 304 have no body: their Content-Length describes
-        # the representation a GET or a 200 would carry (RFC 9110 8.6).
-        if (cl is not None and self.body_bytes < cl and not self._head_only
-                and self.status_code not in _NO_BODY_STATUSES
-                and not 100 <= self.status_code < 200):
-            raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}")
-        self._out.put(End(self.status_code, self.body_bytes))
+        try:
+            # HEAD, 1xx, 204 and 304 have no body: their Content-Length describes
+            # the representation a GET or a 200 would carry (RFC 9110 8.6).
+            if (cl is not None and self.body_bytes < cl and not self._head_only
+                    and self.status_code not in _NO_BODY_STATUSES
+                    and not 100 <= self.status_code < 200):
+                raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}")
+            items.append(End(self.status_code, self.body_bytes))
+        finally:
+            if items:
+                self._out.put_many(items)
 
 
 class ShortBody(Exception):
