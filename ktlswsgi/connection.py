@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from . import http1, proxyproto, reactor as rx, streams
 from .exchange import Exchange
-from .filewrapper import FileWrapper
+from .filewrapper import INLINE_FILE_BYTES, FileWrapper
 from .httpdate import standard_headers
 from .outbound import Abort, Chunk, End, FileRange, Head
 from .transport import WANT_READ, WANT_WRITE, TransportError
@@ -151,6 +151,9 @@ class Connection:
         self._interest = 0
         self.tls_info: dict | None = None
         self.tls_environ: dict | None = None  # HTTPS, SSL_PROTOCOL, ... for every request
+        # Files up to this size are read by the worker and sent with their
+        # head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
+        self.inline_file_bytes = INLINE_FILE_BYTES
         shared.counters.connections += 1
         shared.reactor.add(self.fd, rx.IN | rx.RDHUP, self._on_event)
         self._interest = rx.IN | rx.RDHUP
@@ -428,6 +431,7 @@ class Connection:
         ktls = info.get("ktls", "off")
         if "tx" in ktls:
             self.s.counters.ktls_tx_connections += 1
+            self.inline_file_bytes = 0
         if "rx" in ktls:
             self.s.counters.ktls_rx_connections += 1
         log.debug("%s: TLS %s %s alpn=%s sni=%s ktls=%s", self.peer_text,

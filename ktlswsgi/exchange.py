@@ -67,7 +67,8 @@ class Exchange:
             server_addr=conn.server_addr, peer_addr=conn.peer, peer_ip=conn.peer_ip,
             forwarded_trust=conn.forwarded_trust, tls_extra=conn.tls_environ,
             body=self.body, out=self.out, multiprocess=shared.multiprocess,
-            head_only=head_only, close_after=close_after)
+            head_only=head_only, close_after=close_after,
+            inline_file_bytes=conn.inline_file_bytes)
         if not shared.pool.submit(job):
             shared.counters.responses_503 += 1
             log.warning("%s: worker queue full (%d queued): 503", conn.peer_text,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -296,7 +297,8 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
 
 def serve_request(app, request, *, scheme: str, server_addr, peer_addr, peer_ip,
                   forwarded_trust, tls_extra: dict | None, body: RequestBody | None, out,
-                  multiprocess: bool, head_only: bool, close_after: bool) -> None:
+                  multiprocess: bool, head_only: bool, close_after: bool,
+                  inline_file_bytes: int = 0) -> None:
     """One request on a pool thread: trusted forwarding headers, the environ,
     the app, its response into `out`.  Works for HTTP/1 and HTTP/2 alike."""
     forwarded = apply_forwarded(request.headers, peer_ip, forwarded_trust)
@@ -305,7 +307,8 @@ def serve_request(app, request, *, scheme: str, server_addr, peer_addr, peer_ip,
     environ = build_environ(request, scheme=scheme, server_addr=server_addr,
                             peer_addr=peer_addr, body=body, multiprocess=multiprocess,
                             extra=tls_extra)
-    run_app(app, environ, out, head_only=head_only, close_after=close_after)
+    run_app(app, environ, out, head_only=head_only, close_after=close_after,
+            inline_file_bytes=inline_file_bytes)
 
 
 def _forwarded_view(forwarded, scheme: str, peer, extra):
@@ -479,6 +482,11 @@ class Responder:
         else:
             self._out.put_many((head, End(self.status_code, 0)))
 
+    def file_count(self, available: int) -> int:
+        """The bytes of a file to send: what it holds, within Content-Length."""
+        cl = self._content_length
+        return available if cl is None else min(cl - self.body_bytes, available)
+
     def send_file(self, fd: int, offset: int, available: int, closer) -> bool:
         """A file range as the body; True when the reactor now owns `closer`.
 
@@ -486,8 +494,7 @@ class Responder:
         the whole response goes to the reactor in one hand-over."""
         if self._head_only:
             return False
-        cl = self._content_length
-        count = available if cl is None else min(cl - self.body_bytes, available)
+        count = self.file_count(available)
         if not self.headers_sent:
             self._held.append(self._head())
         self.body_bytes += count
@@ -527,8 +534,12 @@ def close_iterable(result) -> None:
 
 
 def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
-            file_fast_path: bool = True) -> None:
-    """Run the app for one request on this (pool) thread; queue the response."""
+            file_fast_path: bool = True, inline_file_bytes: int = 0) -> None:
+    """Run the app for one request on this (pool) thread; queue the response.
+
+    A file_wrapper around a regular file becomes a file range for the
+    reactor, or, when it holds at most `inline_file_bytes`, bytes read here
+    (filewrapper.py says why)."""
     peer = environ.get("REMOTE_ADDR", "")
     responder = Responder(out, head_only=head_only, close_after=close_after, peer=peer)
     result = None
@@ -542,8 +553,12 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
             responder.finish()  # HEAD: the body is not produced at all
         elif file_range is not None:
             fd, offset, available = file_range
-            closer_handed_over = responder.send_file(fd, offset, available, result)
-            responder.finish()
+            count = responder.file_count(available)
+            if count <= inline_file_bytes:
+                responder.write_whole(os.pread(fd, count, offset))
+            else:
+                closer_handed_over = responder.send_file(fd, offset, available, result)
+                responder.finish()
         elif type(result) is list and len(result) <= 1:
             responder.write_whole(result[0] if result else b"")
         else:

@@ -3,7 +3,8 @@
 Real sockets and real clients (curl, http.client, httpx) against an
 in-process server, so the tests read the server's counters: a fast-path
 response must show up in `file_transfers` and `bytes_sendfile`, a fallback
-must leave `bytes_sendfile` alone.
+must leave `bytes_sendfile` alone.  A file of at most INLINE_FILE_BYTES is
+read by the worker and sent with its head: no file transfer, no sendfile.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 
 from apps import raw_files
 from support import read_response, recv_until_closed, response_reader
-from ktlswsgi.filewrapper import FileWrapper
+from ktlswsgi.filewrapper import INLINE_FILE_BYTES, FileWrapper
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -53,8 +54,12 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
 
 
 def assert_fast_path(srv, before: dict, size: int) -> None:
-    """One file transfer of exactly `size` bytes went out through sendfile."""
+    """One file transfer of exactly `size` bytes went out through sendfile;
+    for a file of at most INLINE_FILE_BYTES, none: it went with its head."""
     c = srv.counters
+    if size <= INLINE_FILE_BYTES:
+        assert_no_fast_path(srv, before, size)
+        return
     # The reactor adds to the counter just after sendfile returns: the client
     # may have the bytes a moment before.
     # For an empty file the whole response (head, Content-Length: 0) can reach
@@ -200,7 +205,8 @@ FRAMEWORKS = {"flask": flask_app, "django": django_app}
 ])
 def test_framework_file_response_takes_the_sendfile_path_with_identical_body(
         serve, tmp_path, framework, size, client):
-    """Flask send_file and Django FileResponse both reach the sendfile fast path."""
+    """Flask send_file and Django FileResponse both reach the server's file path:
+    sendfile, or for a small file one write with the head."""
     srv = serve(FRAMEWORKS[framework]())
     path, digest = make_file(tmp_path, size)
     before = srv.counters.snapshot()
@@ -226,10 +232,12 @@ def test_file_wrapper_sends_from_the_files_current_position(serve, tmp_path):
     assert_fast_path(srv, before, len(data) - 100)
 
 
-def test_file_wrapper_sends_exactly_content_length_bytes_when_smaller_than_the_file(serve, tmp_path):
+@pytest.mark.parametrize("length", [1000, INLINE_FILE_BYTES + 1000], ids=["inline", "range"])
+def test_file_wrapper_sends_exactly_content_length_bytes_when_smaller_than_the_file(
+        serve, tmp_path, length):
     path, _ = make_file(tmp_path, 300 * KiB)
     data = open(path, "rb").read()
-    srv = serve(raw_files.file_app(path, seek=100, content_length=1000))
+    srv = serve(raw_files.file_app(path, seek=100, content_length=length))
     before = srv.counters.snapshot()
     # Two requests on one keep-alive connection: any byte beyond Content-Length
     # would be parsed as the start of the second response.
@@ -239,12 +247,15 @@ def test_file_wrapper_sends_exactly_content_length_bytes_when_smaller_than_the_f
             s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             status, headers, body = read_response(reader)
             assert status == 200
-            assert headers["content-length"] == "1000"
+            assert headers["content-length"] == str(length)
             assert "transfer-encoding" not in headers
-            assert body == data[100:1100]
-    wait_for(lambda: srv.counters.bytes_sendfile - before["bytes_sendfile"] >= 2000)
+            assert body == data[100:100 + length]
+    if length <= INLINE_FILE_BYTES:
+        assert_no_fast_path(srv, before, 2 * length)
+        return
+    wait_for(lambda: srv.counters.bytes_sendfile - before["bytes_sendfile"] >= 2 * length)
     assert srv.counters.file_transfers - before["file_transfers"] == 2
-    assert srv.counters.bytes_sendfile - before["bytes_sendfile"] == 2000
+    assert srv.counters.bytes_sendfile - before["bytes_sendfile"] == 2 * length
 
 
 def test_file_wrapper_without_content_length_is_chunked_on_http11(serve, tmp_path):
@@ -308,8 +319,9 @@ def test_file_wrapper_without_content_length_is_close_delimited_on_http10(serve,
     assert_fast_path(srv, before, len(data))
 
 
-def test_file_shorter_than_content_length_aborts_instead_of_desynchronising(serve, tmp_path):
-    path, _ = make_file(tmp_path, 100 * KiB)
+@pytest.mark.parametrize("size", [1000, 100 * KiB], ids=["inline", "range"])
+def test_file_shorter_than_content_length_aborts_instead_of_desynchronising(serve, tmp_path, size):
+    path, _ = make_file(tmp_path, size)
     data = open(path, "rb").read()
     srv = serve(raw_files.file_app(path, content_length=len(data) + 100))
     with srv.connect() as s:

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from ktlswsgi.filewrapper import INLINE_FILE_BYTES
 from support import free_port, tls_client_context, wait_port
 
 TRANSPORTS = ["memory", "socket"]
@@ -129,6 +130,43 @@ def test_memory_transport_counts_its_send_and_recv_syscalls(serve_tls, cert_pair
         assert c.tls_mem_sends == 0 and c.tls_mem_recvs == 0
 
 
+@pytest.mark.parametrize("size", [INLINE_FILE_BYTES + 5, INLINE_FILE_BYTES + 6])
+def test_a_small_file_leaves_with_its_head_in_one_send(serve_tls, cert_pair, tmp_path, size):
+    """Up to INLINE_FILE_BYTES the worker reads the file and the response is
+    one write: one send syscall on the memory transport; the file is closed
+    on a worker.  One byte more and it is a file transfer (pread + SSL_write
+    after the head: two sends)."""
+    from apps import raw_files
+    path = make_file(str(tmp_path), "f.bin", size)
+    expected = open(path, "rb").read()[5:]
+    app = raw_files.file_app(path, seek=5)
+    srv = serve_tls(app, transport="memory")
+    c = srv.counters
+
+    def sends_for(requests: int) -> int:
+        """The memory transport's send syscalls for one connection (counted at close)."""
+        before = c.snapshot()
+        conn = http.client.HTTPSConnection("localhost", srv.port,
+                                           context=tls_client_context(cert_pair), timeout=10)
+        for _ in range(requests):
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == expected
+        conn.close()
+        deadline = time.monotonic() + 5
+        while c.connections_closed == before["connections_closed"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return c.tls_mem_sends - before["tls_mem_sends"]
+
+    per_request = (sends_for(3) - sends_for(1)) / 2
+    srv.wait_idle()
+    if size - 5 <= INLINE_FILE_BYTES:
+        assert per_request == 1 and c.file_transfers == 0 and c.bytes_pread_ssl_write == 0
+        assert len(app.closes) == 4 and all(n.startswith("ktlswsgi-worker-") for n in app.closes)
+    else:
+        assert per_request == 2 and c.file_transfers == 4
+        assert c.bytes_pread_ssl_write == 4 * (size - 5)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("flag", ["--tlsv1.2 --tls-max 1.2", "--tlsv1.3"])
 def test_curl(serve_tls, cert_pair, transport, flag):
@@ -164,8 +202,13 @@ def test_file_wrapper_over_tls_sha256(serve_tls, cert_pair, tmp_path, transport,
     assert out.returncode == 0, out.stderr
     assert sha256_file(str(tmp_path / "got")) == sha256_file(path)
     c = srv.counters
-    assert c.file_transfers == 1
-    assert getattr(c, file_counter(transport)) == size  # SSL_sendfile, or pread in big chunks
+    if size <= INLINE_FILE_BYTES and not ktls_expected(transport):
+        # read by the worker, sent with the head (filewrapper.py)
+        assert c.file_transfers == 0 and c.bytes_pread_ssl_write == 0
+        assert c.bytes_ssl_write >= size
+    else:
+        assert c.file_transfers == 1
+        assert getattr(c, file_counter(transport)) == size  # SSL_sendfile, or pread in big chunks
     assert c.bytes_sendfile == 0  # never a raw sendfile on a TLS socket
 
 
