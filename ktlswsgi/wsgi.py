@@ -554,7 +554,7 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
         elif file_range is not None:
             fd, offset, available = file_range
             count = responder.file_count(available)
-            if count <= inline_file_bytes:
+            if inline_file_bytes and count <= inline_file_bytes:   # 0: never inline
                 responder.write_whole(os.pread(fd, count, offset))
             else:
                 closer_handed_over = responder.send_file(fd, offset, available, result)
