@@ -966,7 +966,6 @@ class Connection:
     def _close(self, unsent_status: int = 499) -> None:
         if self.state == CLOSED:
             return
-        self.s.counters.connections_closed += 1
         self.state = CLOSED
         if self._timer is not None:
             self._timer.cancel()
@@ -987,6 +986,8 @@ class Connection:
         if sends is not None:
             self.s.counters.tls_mem_sends += sends
             self.s.counters.tls_mem_recvs += self.transport.socket_recvs
+        # Last, so that whoever sees the close also sees what it added.
+        self.s.counters.connections_closed += 1
         try:
             self.transport.close()
         except OSError:
