@@ -643,6 +643,63 @@ class MemoryTransport(_TLSTransport):
             return off, nxt
         return off, want
 
+    # At most this much of a file per C step: with the pump's own budget,
+    # other connections still get the reactor within a turn.
+    _PREAD_STEP_BYTES = 4 * FILE_BUFFER_BYTES
+
+    def _pread_write(self, fd: int, offset: int, count: int):
+        """The base class's pread + SSL_write, as one C call for whole chunks.
+
+        Where the base class would hold something (a record OpenSSL must
+        retry, an unsent tail of a chunk), its own path runs, so the retry
+        rules live in one place; a chunk blocked half-way here is left in
+        exactly the state that path expects."""
+        if (self._net is None or self._retry is not None
+                or (self._held is not None and self._held_fd == fd
+                    and self._held_offset == offset)):
+            return super()._pread_write(fd, offset, count)
+        if self._file_buf is None:
+            self._file_buf = bytearray(min(FILE_BUFFER_BYTES, max(count, 4096)))
+            self._file_view = memoryview(self._file_buf)
+        buf = self._file_buf
+        st = self._step
+        with ffi.from_buffer("unsigned char[]", buf) as base:
+            taken = lib.Ktlswsgi_mem_pread_write(
+                self._ssl, self._net, self.fd, fd, offset,
+                min(count, self._PREAD_STEP_BYTES), base, len(buf), st)
+        outcome = st.outcome
+        if outcome == lib.KTLSWSGI_STEP_DONE:
+            self.bytes_pread += taken
+            self.bytes_ssl_write += taken
+            self._held = None
+            self._held_fd = self._held_offset = -1
+            if taken == 0 or taken == count:
+                self.release_file_buffer()   # the file ended early, or the transfer is done
+            return taken
+        if outcome == lib.KTLSWSGI_STEP_FILE_FAILED:
+            raise OSError(st.sys_errno, os.strerror(st.sys_errno))
+        want = self._step_outcome("write")   # raises on the fatal outcomes
+        if want is CLOSED:
+            raise self._fail("write", "peer closed the connection")
+        # Blocked inside the last chunk: as _write() after a blocked
+        # _write_loop, the next record's plaintext becomes the retry and
+        # counts as taken; the rest of the chunk is held for the next call.
+        n, off = st.chunk_len, st.chunk_off
+        self.bytes_pread += taken - off + n
+        data = self._file_view[:n]
+        k = min(n - off, RETRY_MAX_BYTES)
+        self._retry = data[off:off + k]
+        self._retry_off = 0
+        taken += k
+        self.bytes_ssl_write += taken
+        rest = data[off + k:]
+        if len(rest):
+            self._held, self._held_fd, self._held_offset = rest, fd, offset + taken
+        else:
+            self._held = None
+            self._held_fd = self._held_offset = -1
+        return taken
+
     def _step_outcome(self, phase: str):
         """WANT_READ / WANT_WRITE / CLOSED from a C step that did not finish;
         raises TLSTransportError for the fatal ones."""

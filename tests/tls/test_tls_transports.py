@@ -18,7 +18,7 @@ from ktlswsgi.tls.transports import MemoryTransport, SocketTransport, TLSTranspo
 
 from _tlskit import (Deadline, OneConnectionServer, client_context, connect_tls, drive,
                      echo_reversed, expected_ktls, flush_all, recv_all_blocking, recv_exact, send_file_all,
-                     sha256, shutdown_all)
+                     sha256, shutdown_all, wait_for)
 
 TRANSPORTS = [SocketTransport, MemoryTransport]
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
@@ -328,3 +328,47 @@ def test_has_pending_reports_buffered_input(server_context, certs, transport_cls
         # or still in the socket, where epoll announces it: never in neither.
         assert pending or announced
     assert first + rest == b"a" * 1000 + b"b" * 1000
+
+
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+def test_send_file_through_a_stalled_reader(server_context, certs, tmp_path, transport_cls):
+    """A file sent while the client does not read: the transport blocks in the
+    middle of a chunk (the memory transport inside its C pread + SSL_write
+    step), holds the rest, and still sends every byte once, in order."""
+    size = 6 * 1024 * 1024 + 5
+    path = tmp_path / "payload.bin"
+    payload = os.urandom(size)
+    path.write_bytes(payload)
+    stats = {"blocked": 0}
+    release = threading.Event()
+
+    def scenario(t, deadline):
+        t.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        offset = 0
+        with open(path, "rb") as f:
+            while offset < size:
+                n = t.send_file(f.fileno(), offset, size - offset)
+                if n is WANT_WRITE or n is WANT_READ:
+                    release.set()
+                    wait_for(t.fd, n, deadline)
+                    continue
+                assert n > 0
+                offset += n
+                if t._retry is not None or t._held is not None or not t.flush():
+                    stats["blocked"] += 1
+                    release.set()
+        flush_all(t, deadline)
+        shutdown_all(t, deadline)
+        return offset, t.bytes_pread
+
+    srv = OneConnectionServer(server_context, transport_cls, scenario)
+    raw = socket.create_connection(srv.address, timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    with client_context(certs.cert).wrap_socket(raw, server_hostname="localhost") as c:
+        assert release.wait(10), "the server never blocked"
+        got = recv_all_blocking(c)
+    srv.join()
+    assert srv.error is None, srv.error
+    assert srv.result == (size, size)            # every byte read from the file once
+    assert stats["blocked"] > 0
+    assert sha256(got) == sha256(payload)

@@ -6,6 +6,7 @@ INCLUDES = """
 #include <errno.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -80,6 +81,8 @@ typedef struct {
     int eof_in;         /* the socket said EOF (kept across calls) */
     unsigned long sends;
     unsigned long recvs;
+    size_t chunk_len;   /* Ktlswsgi_mem_pread_write blocked: bytes of the last chunk in buf */
+    size_t chunk_off;   /* ... and how many of them SSL_write took */
 } Ktlswsgi_step;
 
 static const int KTLSWSGI_STEP_DONE;
@@ -89,6 +92,7 @@ static const int KTLSWSGI_STEP_SSL_FAILED;
 static const int KTLSWSGI_STEP_SOCKET_FAILED;
 static const int KTLSWSGI_STEP_PEER_GONE;
 static const int KTLSWSGI_STEP_INBUF_FULL;
+static const int KTLSWSGI_STEP_FILE_FAILED;
 """
 
 FUNCTIONS = """
@@ -152,6 +156,8 @@ size_t Ktlswsgi_mem_read(SSL *, BIO *, int, unsigned char *, size_t, Ktlswsgi_st
 size_t Ktlswsgi_mem_write(SSL *, BIO *, int, const unsigned char *, size_t, size_t,
                           Ktlswsgi_step *);
 int Ktlswsgi_mem_flush(BIO *, int, Ktlswsgi_step *);
+size_t Ktlswsgi_mem_pread_write(SSL *, BIO *, int, int, int64_t, size_t, unsigned char *,
+                                size_t, Ktlswsgi_step *);
 int Ktlswsgi_mem_has_pending(SSL *);
 """
 
@@ -265,6 +271,8 @@ typedef struct {
     int eof_in;
     unsigned long sends;
     unsigned long recvs;
+    size_t chunk_len;
+    size_t chunk_off;
 } Ktlswsgi_step;
 
 #define KTLSWSGI_STEP_DONE 0
@@ -274,6 +282,7 @@ typedef struct {
 #define KTLSWSGI_STEP_SOCKET_FAILED 4
 #define KTLSWSGI_STEP_PEER_GONE 5
 #define KTLSWSGI_STEP_INBUF_FULL 6
+#define KTLSWSGI_STEP_FILE_FAILED 7
 
 /* Send held ciphertext: 1 all of it left, 0 the socket is full, -1 error. */
 static int ktlswsgi_send_out(BIO *net, int fd, Ktlswsgi_step *st)
@@ -424,6 +433,43 @@ size_t Ktlswsgi_mem_write(SSL *ssl, BIO *net, int fd, const unsigned char *data,
     }
     st->outcome = KTLSWSGI_STEP_DONE;
     return off;
+}
+
+/* pread + Ktlswsgi_mem_write of up to `count` bytes of file `ffd` from
+   `offset`, one `bufsize` chunk at a time through `buf`.  Returns the file
+   bytes SSL_write took.  st->outcome DONE: all of them (fewer when the file
+   ended early); WANT_WRITE / WANT_READ / a failure: blocked inside the last
+   chunk, of which st->chunk_len bytes are in buf and st->chunk_off were
+   taken; FILE_FAILED: pread failed (st->sys_errno). */
+size_t Ktlswsgi_mem_pread_write(SSL *ssl, BIO *net, int fd, int ffd, int64_t offset,
+                                size_t count, unsigned char *buf, size_t bufsize,
+                                Ktlswsgi_step *st)
+{
+    size_t taken = 0;
+    st->chunk_len = st->chunk_off = 0;
+    while (taken < count) {
+        size_t want = count - taken < bufsize ? count - taken : bufsize;
+        ssize_t n;
+        do {
+            n = pread(ffd, buf, want, (off_t)(offset + (int64_t)taken));
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            st->sys_errno = errno;
+            st->outcome = KTLSWSGI_STEP_FILE_FAILED;
+            return taken;
+        }
+        if (n == 0)
+            break;   /* the file ended early */
+        size_t off = Ktlswsgi_mem_write(ssl, net, fd, buf, (size_t)n, 0, st);
+        taken += off;
+        if (st->outcome != KTLSWSGI_STEP_DONE) {
+            st->chunk_len = (size_t)n;
+            st->chunk_off = off;
+            return taken;
+        }
+    }
+    st->outcome = KTLSWSGI_STEP_DONE;
+    return taken;
 }
 
 int Ktlswsgi_mem_has_pending(SSL *ssl)
