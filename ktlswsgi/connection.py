@@ -742,6 +742,7 @@ class Connection:
                             # Not the message: it may quote a header value.
                             log.error("%s: cannot frame the response (%s)", self.peer_text,
                                       type(exc).__name__)
+                            out.unpop(items)   # the abort releases their file closers
                             self._abort("response framing error", unsent_status=500)
                             return
             if not wire:

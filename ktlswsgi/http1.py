@@ -1,4 +1,4 @@
-"""HTTP/1.1 driver over h11: bytes in, request events out; response parts to bytes.
+"""HTTP/1.1 driver: bytes in, request events out; response parts to bytes.
 
 Owns: the HTTP/1 wire rules h11 leaves to the server — the request-line limit
 (414, checked before h11 sees a whole line), header count and per-field limits
@@ -11,8 +11,10 @@ used by the reactor thread only.
 Reasons given with `BadRequest` never contain request bytes: they are logged,
 and a header line may carry a cookie or a credential.
 
-h11 parses requests; responses are framed here, as h11 would frame them
-(same status line, header order and framing: Content-Length, else chunked
+h11 parses requests, or (`--http httptools`) llhttp parses a request head
+without a body (h1head.py) and h11 takes any other request cycle, so h11
+gives every rejection and frames every request body.  Responses are framed
+here, as h11 would frame them (same status line, header order and framing: Content-Length, else chunked
 for HTTP/1.1 clients, else close-delimited; `Connection: close` whenever the
 connection will not be kept), without h11's per-event validation: the app's
 header names and values were checked in wsgi.py.  A fresh h11 connection
@@ -181,7 +183,13 @@ class Http1:
         if self._h11 is not None:
             self._h11.receive_data(data)
         elif data:
-            self._pending = self._pending + data if self._pending else data
+            pending = self._pending
+            if not pending:
+                self._pending = data
+            elif type(pending) is bytearray:
+                pending += data      # a head arriving in pieces: no quadratic copying
+            else:
+                self._pending = bytearray(pending) + data
         else:
             self._eof = True
 
@@ -314,7 +322,9 @@ class Http1:
         return self._request(*parsed, False)
 
     def _line_too_long(self) -> bool:
-        pending = self._unparsed().lstrip(b"\r\n")
+        # Empty lines before a request are stripped as they arrive, so the
+        # line starts near the front: look no further than the limit needs.
+        pending = self._unparsed()[:self._limit_line + 512].lstrip(b"\r\n")
         eol = pending.find(b"\n", 0, self._limit_line + 2)
         if eol < 0:
             return len(pending) > self._limit_line + 1
