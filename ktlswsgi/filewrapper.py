@@ -9,9 +9,9 @@ instead (sendfile / SSL_sendfile / pread, chosen by the transport).
 A file of at most INLINE_FILE_BYTES is read by the worker instead and leaves
 with its response head in one write (one TLS record, one send) unless kTLS
 TX is engaged, where SSL_sendfile keeps files out of userspace whatever
-their size.  Measured (bench/README.md): a 1-byte file over userspace TLS
-costs a quarter less CPU that way, a 16 KiB one a tenth less; at 64 KiB the
-copy loses.
+their size.  Measured with bench/ab.sh (userspace TLS, server on one core):
+a 1-byte file costs a quarter less CPU that way, a 16 KiB one a tenth less;
+at 64 KiB the copy loses.
 """
 from __future__ import annotations
 
