@@ -151,8 +151,11 @@ class Connection:
         self._interest = 0
         self.tls_info: dict | None = None
         self.tls_environ: dict | None = None  # HTTPS, SSL_PROTOCOL, ... for every request
-        # Files up to this size are read by the worker and sent with their
-        # head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
+        # HTTP/1 files up to this size are read by the worker and sent with
+        # their head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
+        # HTTP/2 streams keep the file path: its preadv fills framed DATA
+        # without h2's per-frame Python (measured: 16 KiB 4004 -> 3313
+        # req/CPU-s when inlined).
         self.inline_file_bytes = INLINE_FILE_BYTES
         shared.counters.connections += 1
         shared.reactor.add(self.fd, rx.IN | rx.RDHUP, self._on_event)
@@ -579,7 +582,8 @@ class Connection:
                            on_drained=self._resume_threadsafe,
                            on_first_read=self._first_read_threadsafe,
                            head_only=req.method == b"HEAD",
-                           close_after=req.http_version == b"1.0")
+                           close_after=req.http_version == b"1.0",
+                           inline_file_bytes=self.inline_file_bytes)
         if refused == 413:
             self._reply_canned(413, "request body too large")
         elif refused == 503:

@@ -48,7 +48,7 @@ class Exchange:
 
     def admit(self, length: int | None, has_body: bool, *, on_output, high_water: int,
               low_water: int, on_drained, on_first_read, on_consumed=None,
-              head_only: bool, close_after: bool) -> int:
+              head_only: bool, close_after: bool, inline_file_bytes: int = 0) -> int:
         """Queue the app's job: 0 when it is queued, else the status to answer
         without the app (413 body too large, 503 worker queue full)."""
         conn = self.conn
@@ -68,7 +68,7 @@ class Exchange:
             forwarded_trust=conn.forwarded_trust, tls_extra=conn.tls_environ,
             body=self.body, out=self.out, multiprocess=shared.multiprocess,
             head_only=head_only, close_after=close_after,
-            inline_file_bytes=conn.inline_file_bytes)
+            inline_file_bytes=inline_file_bytes)
         if not shared.pool.submit(job):
             shared.counters.responses_503 += 1
             log.warning("%s: worker queue full (%d queued): 503", conn.peer_text,
