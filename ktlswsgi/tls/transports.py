@@ -421,12 +421,18 @@ class _TLSTransport:
             pinned = True
         total, want = self._write_loop(data, 0)
         if want is not None:
-            k = min(len(data) - total, RETRY_MAX_BYTES)
-            chunk = memoryview(data)[total:total + k]
-            self._retry = chunk if pinned else bytes(chunk)
-            self._retry_off = 0
-            total += k
+            total = self._keep_for_retry(data, total, pinned)
         return total
+
+    def _keep_for_retry(self, data, total: int, pinned: bool) -> int:
+        """After a write blocked at ``data[total:]``: the next record's
+        plaintext becomes ``self._retry`` (a view when ``data`` is pinned,
+        else a copy) and counts as taken.  Returns the new total."""
+        k = min(len(data) - total, RETRY_MAX_BYTES)
+        chunk = memoryview(data)[total:total + k]
+        self._retry = chunk if pinned else bytes(chunk)
+        self._retry_off = 0
+        return total + k
 
     def _write_loop(self, data, off: int):
         """SSL_write_ex `data` from `off` until done or blocked.
@@ -483,11 +489,7 @@ class _TLSTransport:
         if self._held is not None and self._held_fd == fd and self._held_offset == offset:
             data = self._held
         else:
-            if self._file_buf is None:
-                # Sized to the transfer (count is what is left of it): a small
-                # file must not pay for a whole buffer.
-                self._file_buf = bytearray(min(FILE_BUFFER_BYTES, max(count, 4096)))
-                self._file_view = memoryview(self._file_buf)
+            self._ensure_file_buffer(count)
             want = min(count, len(self._file_buf))
             got = os.preadv(fd, [self._file_view[:want]], offset)
             if got == 0:
@@ -502,16 +504,26 @@ class _TLSTransport:
             self._held, self._held_fd, self._held_offset = data, fd, offset
             return taken
         self.bytes_ssl_write += taken
-        rest = data[taken:]
-        if len(rest):
-            self._held, self._held_fd, self._held_offset = rest, fd, offset + taken
-        else:
-            self._held = None
-            self._held_fd = self._held_offset = -1
+        self._hold_tail(data[taken:], fd, offset + taken)
         self._write_through()
         if taken == count:
             self.release_file_buffer()   # the transfer is complete
         return taken
+
+    def _ensure_file_buffer(self, count: int) -> None:
+        if self._file_buf is None:
+            # Sized to the transfer (count is what is left of it): a small
+            # file must not pay for a whole buffer.
+            self._file_buf = bytearray(min(FILE_BUFFER_BYTES, max(count, 4096)))
+            self._file_view = memoryview(self._file_buf)
+
+    def _hold_tail(self, rest, fd: int, offset: int) -> None:
+        """Keep a chunk's unsent tail (file bytes from ``offset``) for the next call."""
+        if len(rest):
+            self._held, self._held_fd, self._held_offset = rest, fd, offset
+        else:
+            self._held = None
+            self._held_fd = self._held_offset = -1
 
 
 KEY_UPDATE_REASON = ("TLS 1.3 KeyUpdate requested by the peer on a kernel-TLS "
@@ -658,9 +670,7 @@ class MemoryTransport(_TLSTransport):
                 or (self._held is not None and self._held_fd == fd
                     and self._held_offset == offset)):
             return super()._pread_write(fd, offset, count)
-        if self._file_buf is None:
-            self._file_buf = bytearray(min(FILE_BUFFER_BYTES, max(count, 4096)))
-            self._file_view = memoryview(self._file_buf)
+        self._ensure_file_buffer(count)
         buf = self._file_buf
         st = self._step
         with ffi.from_buffer("unsigned char[]", buf) as base:
@@ -671,8 +681,7 @@ class MemoryTransport(_TLSTransport):
         if outcome == lib.KTLSWSGI_STEP_DONE:
             self.bytes_pread += taken
             self.bytes_ssl_write += taken
-            self._held = None
-            self._held_fd = self._held_offset = -1
+            self._hold_tail(b"", fd, -1)
             if taken == 0 or taken == count:
                 self.release_file_buffer()   # the file ended early, or the transfer is done
             return taken
@@ -687,17 +696,10 @@ class MemoryTransport(_TLSTransport):
         n, off = st.chunk_len, st.chunk_off
         self.bytes_pread += taken - off + n
         data = self._file_view[:n]
-        k = min(n - off, RETRY_MAX_BYTES)
-        self._retry = data[off:off + k]
-        self._retry_off = 0
-        taken += k
+        done_in_chunk = self._keep_for_retry(data, off, pinned=True)
+        taken += done_in_chunk - off
         self.bytes_ssl_write += taken
-        rest = data[off + k:]
-        if len(rest):
-            self._held, self._held_fd, self._held_offset = rest, fd, offset + taken
-        else:
-            self._held = None
-            self._held_fd = self._held_offset = -1
+        self._hold_tail(data[done_in_chunk:], fd, offset + taken)
         return taken
 
     def _step_outcome(self, phase: str):

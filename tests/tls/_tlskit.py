@@ -168,6 +168,19 @@ def recv_all_blocking(sock, limit: int = 64 << 20) -> bytes:
     return bytes(out)
 
 
+def read_after_stall(srv, cafile, release, rcvbuf: int = 32 * 1024) -> bytes:
+    """A client with a small receive buffer that reads nothing until the
+    server sets `release` (it has blocked), then everything until EOF; the
+    server thread is joined."""
+    raw = socket.create_connection(srv.address, timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    with client_context(cafile).wrap_socket(raw, server_hostname="localhost") as c:
+        assert release.wait(10), "the server never blocked"
+        got = recv_all_blocking(c)
+    srv.join()
+    return got
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

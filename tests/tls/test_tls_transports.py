@@ -18,7 +18,7 @@ from ktlswsgi.tls.transports import MemoryTransport, SocketTransport, TLSTranspo
 
 from _tlskit import (Deadline, OneConnectionServer, client_context, connect_tls, drive,
                      echo_reversed, expected_ktls, flush_all, recv_all_blocking, recv_exact, send_file_all,
-                     sha256, shutdown_all, wait_for)
+                     read_after_stall, sha256, shutdown_all, wait_for)
 
 TRANSPORTS = [SocketTransport, MemoryTransport]
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
@@ -238,12 +238,7 @@ def test_stalled_reader_caller_may_reuse_its_buffer(server_context, certs, trans
         return sent
 
     srv = OneConnectionServer(server_context, transport_cls, scenario)
-    raw = socket.create_connection(srv.address, timeout=10)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-    with client_context(certs.cert).wrap_socket(raw, server_hostname="localhost") as c:
-        assert release.wait(10), "the server never blocked"
-        got = recv_all_blocking(c)
-    srv.join()
+    got = read_after_stall(srv, certs.cert, release)
     assert srv.error is None, srv.error
     assert srv.result == total
     assert stats["wants"] + stats["unflushed"] > 0
@@ -364,12 +359,7 @@ def test_send_file_through_a_stalled_reader(server_context, certs, tmp_path, tra
         return offset, (t.bytes_ssl_sendfile if t.ktls_tx else t.bytes_pread)
 
     srv = OneConnectionServer(server_context, transport_cls, scenario)
-    raw = socket.create_connection(srv.address, timeout=10)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-    with client_context(certs.cert).wrap_socket(raw, server_hostname="localhost") as c:
-        assert release.wait(10), "the server never blocked"
-        got = recv_all_blocking(c)
-    srv.join()
+    got = read_after_stall(srv, certs.cert, release)
     assert srv.error is None, srv.error
     # every byte read from the file once (SSL_sendfile's bytes where kTLS TX engaged)
     assert srv.result == (size, size)
