@@ -42,6 +42,7 @@ from .filewrapper import INLINE_FILE_BYTES, FileWrapper
 from .httpdate import standard_headers
 from .outbound import Abort, Chunk, End, FileRange, Head
 from .transport import WANT_READ, WANT_WRITE, TransportError
+from .wire import FileSend
 from .wsgi import BodyError, BodyTimeout, close_iterable
 
 log = logging.getLogger("ktlswsgi.connection")
@@ -89,13 +90,6 @@ class Shared:
     on_closed: object           # callable(connection)
     on_handshake_done: object   # callable(connection)
     on_request: object = None   # callable(), after each request head (--max-requests)
-
-
-class _FileSend:
-    __slots__ = ("fd", "offset", "left", "closer")
-
-    def __init__(self, item: FileRange):
-        self.fd, self.offset, self.left, self.closer = item.fd, item.offset, item.count, item.closer
 
 
 class _Done:
@@ -770,19 +764,19 @@ class Connection:
                     self._ex.bytes_sent += counted
                     if out is not None:
                         out.sent(counted)
-            elif kind is streams.More:
-                n = t.send_more(piece.view)
-                if n is WANT_WRITE or n is WANT_READ:
-                    self._write_on = rx.OUT if n is WANT_WRITE else rx.IN
-                    break
-                self._last_write = time.monotonic()
-                counters.add("bytes_" + t.send_method, n)
-                if n < len(piece.view):
-                    piece.view = piece.view[n:]
-                else:
-                    wire.popleft()
-            elif kind is _FileSend or kind is streams.FileFrame:
-                n = t.send_file(piece.fd, piece.offset, piece.left)
+            elif kind is FileSend:
+                head = piece.head
+                if head is not None:
+                    n = t.send_more(head) if piece.head_more else t.send(head)
+                    if n is WANT_WRITE or n is WANT_READ:
+                        self._write_on = rx.OUT if n is WANT_WRITE else rx.IN
+                        break
+                    piece.started = True
+                    self._last_write = time.monotonic()
+                    counters.add("bytes_" + t.send_method, n)
+                    piece.head = head[n:] if n < len(head) else None
+                    continue
+                n = t.send_file(piece.src.fd, piece.offset, piece.left)
                 if n is WANT_WRITE or n is WANT_READ:
                     self._write_on = rx.OUT if n is WANT_WRITE else rx.IN
                     break
@@ -791,16 +785,17 @@ class Connection:
                               "aborting the connection", self.peer_text, piece.left)
                     self._abort("file shrank during transfer", unsent_status=500)
                     return
+                piece.started = True
                 self._last_write = time.monotonic()
                 counters.add("bytes_" + t.file_method, n)
                 budget -= n
-                if kind is _FileSend:
+                if piece.counted:
                     self._ex.bytes_sent += n
                 piece.offset += n
                 piece.left -= n
                 if piece.left == 0:
                     wire.popleft()
-                    self.release_closer(piece.closer)
+                    self.drop_file(piece.src)
             elif kind is _Done:
                 wire.popleft()
                 self._response_done(piece)
@@ -868,11 +863,13 @@ class Connection:
         if kind is FileRange:
             self.s.counters.file_transfers += 1
             if item.count == 0:
-                self.release_closer(item.closer)
+                self.drop_file(item)
                 return 0
             placeholder = http1.FileBody(item.count)
             for p in http.body(placeholder):
-                wire.append(_FileSend(item) if p is placeholder else memoryview(p))
+                # The queue's hold on the range passes to this one piece.
+                wire.append(FileSend(item, item.offset, item.count, counted=True)
+                            if p is placeholder else memoryview(p))
             return _COALESCE_BYTES
         if kind is End:
             tail = http.end()
@@ -891,6 +888,29 @@ class Connection:
         if self.http.they_are_waiting_for_100_continue:
             return True  # the client may never send the body it announced
         return self._ex.body is not None and self._ex.body_stopped
+
+    def drop_file(self, src: FileRange) -> None:
+        """Give back one hold on a file range; the last one releases its closer."""
+        if src.drop():
+            self.release_closer(src.closer)
+
+    def discard_pieces(self, stream) -> int:
+        """Take the pieces of an HTTP/2 stream that have not started off the
+        wire (a started one completes: the peer has part of its frame);
+        returns their payload bytes, which never used the peer's window."""
+        wire = self.wire
+        keep = collections.deque()
+        discarded = 0
+        for piece in wire:
+            if type(piece) is FileSend and piece.stream is stream and not piece.started:
+                discarded += piece.left
+                self.drop_file(piece.src)
+            else:
+                keep.append(piece)
+        if discarded:
+            wire.clear()
+            wire.extend(keep)
+        return discarded
 
     def release_closer(self, closer) -> None:
         release = getattr(self.transport, "release_file_buffer", None)
@@ -976,13 +996,13 @@ class Connection:
             self._timer.cancel()
         if self._ex is not None:  # every request that reached the app gets its line
             for item in self._ex.abandon(unsent_status):
-                self.release_closer(item.closer)
+                self.drop_file(item)
         if self.h2 is not None:
             self.h2.abandon_all(unsent_status)
         for piece in self.wire:
             kind = type(piece)
-            if (kind is _FileSend or kind is streams.FileFrame) and piece.closer is not None:
-                self.release_closer(piece.closer)
+            if kind is FileSend:
+                self.drop_file(piece.src)
             elif kind is streams.StreamDone:
                 piece.stream.ex.abandon(unsent_status)
         self.wire.clear()
@@ -1030,10 +1050,8 @@ def _wire_bytes(wire) -> int:
             total += len(p)
         elif kind is tuple:
             total += len(p[0])
-        elif kind is _FileSend or kind is streams.FileFrame:
+        elif kind is FileSend:
             return _COALESCE_BYTES
-        elif kind is streams.More:
-            total += len(p.view)
     return total
 
 

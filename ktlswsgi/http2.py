@@ -350,6 +350,12 @@ class Http2:
         return _FRAME_HEADER.pack(length >> 8, length & 0xFF, _DATA,
                                   _END_STREAM if end_stream else 0, stream_id)
 
+    def unsend(self, length: int) -> None:
+        """`length` payload bytes that `data_header()` accounted will never be
+        sent (their stream was reset first): the peer never counted them, so
+        the connection's window gets them back."""
+        self._h2.outbound_flow_control_window += length
+
     def end_stream(self, stream_id: int) -> None:
         self._h2.end_stream(stream_id)
 

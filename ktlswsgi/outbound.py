@@ -33,12 +33,32 @@ class Chunk:
 
 
 class FileRange:
-    """`count` bytes of `fd` from `offset`; `closer` runs on the pool when done."""
+    """`count` bytes of `fd` from `offset`, and the owner of that descriptor.
 
-    __slots__ = ("fd", "offset", "count", "closer")
+    The descriptor stays open (its `closer` is not run) while anything still
+    names it: the producer cutting it into wire pieces holds it once, and so
+    does every wire piece until it has left the wire or been discarded.
+    `hold()` takes one more hold; `drop()` gives one back and says whether it
+    was the last, when the caller releases `closer` (the reactor, exactly
+    once).  A reset or an abort discards pieces through their owner, never by
+    closing the file while the pump may still send from it.
+    """
+
+    __slots__ = ("fd", "offset", "count", "closer", "holds")
 
     def __init__(self, fd: int, offset: int, count: int, closer):
         self.fd, self.offset, self.count, self.closer = fd, offset, count, closer
+        self.holds = 1   # the producer's (the queue's, then the framer's)
+
+    def hold(self) -> None:
+        self.holds += 1
+
+    def drop(self) -> bool:
+        """Give back one hold; True when it was the last one."""
+        self.holds -= 1
+        if self.holds < 0:
+            raise RuntimeError("file range released twice")
+        return self.holds == 0
 
 
 class End:

@@ -13,7 +13,9 @@ File ranges become DATA frames whose payload is not copied when kTLS TX is
 engaged: a 9-byte header from userspace, sent with MSG_MORE so that the
 kernel opens a record with it, then the payload by SSL_sendfile; the payload
 of a frame is 16384 - 9 bytes, so header and payload fill exactly one TLS
-record.  Without kTLS, several frames' payloads are read with one preadv
+record.  Each such frame is one `wire.FileSend` holding the stream's
+`FileRange`: a reset discards the frames not yet started and gives back
+their window, and the file is closed only when no frame names it.  Without kTLS, several frames' payloads are read with one preadv
 into a cache-sized buffer with room left for the headers, and go out in one
 write.
 
@@ -31,6 +33,7 @@ from . import http2
 from .exchange import Exchange
 from .httpdate import standard_headers
 from .outbound import Abort, Chunk, End, FileRange, Head
+from .wire import FileSend
 from .wsgi import BodyTimeout
 
 log = logging.getLogger("ktlswsgi.connection")
@@ -45,25 +48,6 @@ FILE_READ_BYTES = 64 * 1024
 # (tests/ktls/test_ktls_h2.py); "merged" is kept.
 ZERO_COPY_LAYOUT = "merged"
 _NO_ERROR, _INTERNAL_ERROR = 0, 2
-
-
-class More:
-    """Wire piece: bytes to send with MSG_MORE (kTLS: they open the next record)."""
-
-    __slots__ = ("view",)
-
-    def __init__(self, view):
-        self.view = view
-
-
-class FileFrame:
-    """Wire piece: `left` bytes of `fd` from `offset`, a DATA frame's payload.
-    `closer` is set on the last frame of a file (the pump releases it)."""
-
-    __slots__ = ("fd", "offset", "left", "closer")
-
-    def __init__(self, fd: int, offset: int, left: int, closer):
-        self.fd, self.offset, self.left, self.closer = fd, offset, left, closer
 
 
 class StreamDone:
@@ -112,7 +96,7 @@ class H2Session:
             max_control=cfg.h2_max_control_frames))
         self.streams: dict[int, _Stream] = {}
         self._order: collections.deque = collections.deque()  # responding streams, round-robin
-        self._zero_copy = bool(getattr(conn.transport, "ktls_tx", False))
+        self._zero_copy = zero_copy_frames(conn.transport)
         self.goaway_sent = False   # graceful: no new streams, the others finish
         self.failed = False
         self.idle_since = time.monotonic()
@@ -218,16 +202,22 @@ class H2Session:
         return st
 
     def _drop(self, st: _Stream, unsent_status: int) -> None:
-        """The stream will not complete: stop its app, release its files."""
+        """The stream will not complete: stop its app, discard its unsent
+        pieces, give back its holds on files (a frame already partly on the
+        wire completes from its still-open file)."""
         st.done = True
-        closers = st.ex.abandon(unsent_status)
+        conn = self.conn
+        ranges = st.ex.abandon(unsent_status)
         if st.file is not None:
-            closers.append(st.file)
+            ranges.append(st.file)
             st.file = None
-        closers.extend(i for i in st.items if type(i) is FileRange)
+        ranges.extend(i for i in st.items if type(i) is FileRange)
         st.items.clear()
-        for item in closers:
-            self.conn.release_closer(item.closer)
+        for item in ranges:
+            conn.drop_file(item)
+        unsent = conn.discard_pieces(st)
+        if unsent:
+            self.driver.unsend(unsent)
         try:
             self._order.remove(st)
         except ValueError:
@@ -337,7 +327,7 @@ class H2Session:
             elif kind is FileRange:
                 self.conn.s.counters.file_transfers += 1
                 if st.no_body or item.count == 0:
-                    self.conn.release_closer(item.closer)
+                    self.conn.drop_file(item)
                     continue
                 st.file = item
             elif kind is End:
@@ -393,15 +383,15 @@ class H2Session:
         last = n == f.count
         end = last and self._peek_end(st)
         self._flush_control()
-        wire = self.conn.wire
         header = memoryview(self.driver.data_header(st.sid, n, end))
-        wire.append(More(header) if merged else header)
-        wire.append(FileFrame(f.fd, f.offset, n, f.closer if last else None))
+        f.hold()   # the frame's; the stream keeps its own until the last frame is cut
+        self.conn.wire.append(FileSend(f, f.offset, n, head=header, head_more=merged, stream=st))
         st.ex.bytes_sent += n
         f.offset += n
         f.count -= n
         if last:
             st.file = None
+            self.conn.drop_file(f)
             if end:
                 end_item = st.items.popleft()
                 self._stream_end(st, end_item.status, end_item.body_bytes)
@@ -446,7 +436,7 @@ class H2Session:
         f.count -= total
         if last:
             st.file = None
-            self.conn.release_closer(f.closer)
+            self.conn.drop_file(f)
             if end:
                 end_item = st.items.popleft()
                 self._stream_end(st, end_item.status, end_item.body_bytes)
@@ -527,6 +517,12 @@ class H2Session:
 
     def reading(self) -> bool:
         return not self.failed
+
+
+def zero_copy_frames(transport) -> bool:
+    """File DATA frames as header + file range (the pump sends the payload
+    from the descriptor) when kTLS TX is on; else copied by preadv here."""
+    return bool(getattr(transport, "ktls_tx", False))
 
 
 def _nothing() -> None:

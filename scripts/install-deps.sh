@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing ktlswsgi needs on Debian 12, idempotently:
 # the compiler and OpenSSL headers for the cffi binding, the real clients the
-# tests drive (curl, openssl s_client), strace for the kTLS zero-copy test,
+# tests drive (curl, openssl s_client, h2load), strace for the kTLS zero-copy test,
 # then the package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in gcc libssl-dev curl openssl ca-certificates strace; do
+for pkg in gcc libssl-dev curl openssl ca-certificates strace nghttp2-client; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

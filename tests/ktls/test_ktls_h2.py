@@ -212,3 +212,29 @@ def test_h2_data_frame_record_layout(serve_tls, cert_pair, ktls_files, ktls_repo
     else:
         assert largest == 16384
         assert per_frame >= 1.9, (records, frames)  # a 9-byte record before each payload
+
+
+@pytest.mark.timeout(400)
+def test_h2_reset_mid_file_under_ktls_receives_only_its_own_file(serve_tls, cert_pair, tmp_path):
+    """A client resets a zero-copy download (SSL_sendfile frames queued, one
+    half on the wire) while another connection keeps opening another file:
+    every DATA byte it got is its own file's, and its connection carries on."""
+    from test_http2_limits import H2Wire
+    from test_http2_resets import files_app, reset_mid_file_rounds
+
+    conns = []
+
+    def h2(port, **kw):
+        c = H2Wire(port, cert_pair, timeout=60, **kw)
+        conns.append(c)
+        return c
+
+    srv = serve_tls(files_app(str(tmp_path)), transport="socket")
+    try:
+        reset_mid_file_rounds(srv, h2, cert_pair, tmp_path, rounds=3)
+    finally:
+        for c in conns:
+            c.close()
+    c = srv.counters
+    assert c.ktls_tx_connections >= 2, counters_line(c)
+    assert c.bytes_ssl_sendfile > 0 and c.bytes_pread_ssl_write == 0, counters_line(c)

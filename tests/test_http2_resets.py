@@ -1,0 +1,122 @@
+"""HTTP/2 streams that end early, on real sockets with a raw frame client
+(`H2Wire` from test_http2_limits): what a reset, an unread body or a cancel
+must and must not cost.
+
+- A client that resets a file download mid-transfer, while another client
+  keeps opening another file, only ever receives its own file's bytes, and its
+  connection carries on (the zero-copy framing forced on over userspace TLS:
+  the same descriptor lifetime as on a kTLS host).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
+
+from ktlswsgi import streams
+from test_http2_limits import H2Wire, assert_still_serves, h2  # noqa: F401 (fixture)
+
+MiB = 1 << 20
+CANCEL = 8
+INITIAL_WINDOW_SIZE = 4
+MAX_WINDOW = 2 ** 31 - 1
+
+
+def wide_open(h2, port: int) -> H2Wire:
+    """A connection whose windows never stop the server: only the socket does."""
+    c = h2(port, settings={INITIAL_WINDOW_SIZE: MAX_WINDOW}, auto_window=False)
+    c.send_frames(WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535))
+    c.settle()
+    return c
+
+
+def make_file(directory, name: str, size: int, seed: int) -> str:
+    path = os.path.join(str(directory), name)
+    block = hashlib.sha256(b"%d" % seed).digest() * 2048   # 64 KiB, distinct per seed
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+    return path
+
+
+def files_app(directory):
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/":
+            start_response("200 OK", [("Content-Length", "3")])
+            return [b"ok\n"]
+        f = open(os.path.join(directory, path.lstrip("/")), "rb")
+        size = os.fstat(f.fileno()).st_size
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(size))])
+        return environ["wsgi.file_wrapper"](f)
+    return app
+
+
+@pytest.fixture
+def zero_copy_frames(monkeypatch):
+    """File DATA frames as header + file range on every connection (as under kTLS TX)."""
+    monkeypatch.setattr(streams, "zero_copy_frames", lambda transport: True)
+
+
+def reset_mid_file_rounds(srv, h2, cert_pair, tmp_path, rounds: int = 5) -> None:  # noqa: F811
+    """Rounds of: download a big file, stop reading, reset it mid-transfer, read on,
+    while another connection keeps opening another file.  Asserts that every
+    byte the resetting client received for the file is the file's own, and
+    that its connection carries on."""
+    a_path = make_file(tmp_path, "a.bin", 24 * MiB, seed=1)
+    make_file(tmp_path, "b.bin", 2 * MiB, seed=2)
+    with open(a_path, "rb") as f:
+        a = f.read()
+    stop = threading.Event()
+    other_errors: list = []
+
+    def other_client():
+        # Another connection keeps opening the second file, so that a
+        # descriptor closed too early is reused at once.
+        try:
+            c = H2Wire(srv.port, cert_pair, timeout=30)
+            sid = 1
+            while not stop.is_set():
+                r = c.get(sid, "/b.bin")
+                assert r.status == 200 and len(r.body) == 2 * MiB
+                sid += 2
+            c.close()
+        except Exception as exc:   # reported below
+            other_errors.append(exc)
+
+    t = threading.Thread(target=other_client, daemon=True)
+    t.start()
+    try:
+        for round_ in range(rounds):
+            c = wide_open(h2, srv.port)
+            c.request(1, "/a.bin")
+            c.wait(lambda: len(c.stream(1).body) >= 256 * 1024, "the first 256 KiB", timeout=30)
+            time.sleep(0.2)   # the client stops reading: frames queue in the server
+            c.send_frames(RstStreamFrame(1, error_code=CANCEL))
+            # Read on: what was already on its way for stream 1 arrives.
+            c.request(3, "/")
+            r = c.response(3, timeout=30)
+            assert r.status == 200 and bytes(r.body) == b"ok\n", c.summary()
+            got = bytes(c.stream(1).body)
+            assert got == a[:len(got)], f"round {round_}: stream 1 received bytes not of its file"
+            assert not c.closed and c.goaway is None, c.summary()
+            c.close()
+    finally:
+        stop.set()
+        t.join(60)
+    assert not other_errors, other_errors
+    assert_still_serves(h2, srv.port)
+
+
+def test_reset_mid_file_receives_only_its_own_file(serve_tls, h2, cert_pair,  # noqa: F811
+                                                   tmp_path, zero_copy_frames):
+    srv = serve_tls(files_app(str(tmp_path)))
+    reset_mid_file_rounds(srv, h2, cert_pair, tmp_path)
