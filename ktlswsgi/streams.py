@@ -196,9 +196,16 @@ class H2Session:
         self._drop(st, 499 if ev.by_client else 400)
 
     def _forget(self, sid: int):
+        """The stream is over for us: no more of its body goes to the app.
+        What is buffered and unread is credited back to the connection
+        window (RFC 9113 6.9: discarded DATA still counts)."""
         st = self.streams.pop(sid, None)
-        if st is not None and not self.streams:
-            self.idle_since = time.monotonic()
+        if st is not None:
+            body = st.ex.body
+            if body is not None:
+                self.driver.acknowledge(body.discard(), sid)
+            if not self.streams:
+                self.idle_since = time.monotonic()
         return st
 
     def _drop(self, st: _Stream, unsent_status: int) -> None:

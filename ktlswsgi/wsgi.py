@@ -97,6 +97,15 @@ class RequestBody:
                 self._error = error
             self._cond.notify_all()
 
+    def discard(self) -> int:
+        """Drop what is buffered and unread (the exchange is over): its size."""
+        with self._cond:
+            n = self._size
+            self._chunks = []
+            self._size = 0
+            self._cond.notify_all()
+        return n
+
     @property
     def complete(self) -> bool:
         return self._done

@@ -120,3 +120,30 @@ def test_reset_mid_file_receives_only_its_own_file(serve_tls, h2, cert_pair,  # 
                                                    tmp_path, zero_copy_frames):
     srv = serve_tls(files_app(str(tmp_path)))
     reset_mid_file_rounds(srv, h2, cert_pair, tmp_path)
+
+
+def test_unread_request_bodies_are_credited_to_the_connection_window(serve_tls, h2):  # noqa: F811
+    """24 sequential 200 KB POSTs to a route that never reads its body, on one
+    connection (the connection window is 1 MiB): each is answered, and then an
+    upload that is read still gets through at once."""
+    from test_http2_limits import app
+    from hyperframe.frame import DataFrame
+    srv = serve_tls(app)
+    c = h2(srv.port)
+    c.settle()
+    body = b"u" * 200_000
+
+    def post(sid: int, path: str):
+        c.request(sid, path, method="POST", end_stream=False,
+                  extra=[("content-length", str(len(body)))])
+        frames = [DataFrame(sid, data=body[i:i + 16384]) for i in range(0, len(body), 16384)]
+        frames[-1].flags.add("END_STREAM")
+        c.send_frames(*frames)
+        return c.response(sid)
+
+    for i in range(24):
+        r = post(1 + 2 * i, "/")
+        assert r.status == 200 and bytes(r.body) == b"ok\n", (i, c.summary())
+    assert c.goaway is None and not c.closed, c.summary()
+    r = post(49, "/read")
+    assert r.status == 200 and bytes(r.body) == b"read 200000\n", c.summary()
