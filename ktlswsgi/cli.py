@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="request body bytes -> 413 (default %(default)s)")
     g.add_argument("--body-buffer", type=_size, default=d.body_buffer_bytes,
                    help="request body read ahead of the app (default %(default)s)")
+    g.add_argument("--body-prebuffer", type=_size, default=d.body_prebuffer_bytes,
+                   help="a request body up to this size arrives completely before the app "
+                        "runs (a slow sender holds no worker thread); a larger one starts "
+                        "the app once this much is buffered (default %(default)s)")
+    g.add_argument("--body-min-rate", type=_size, default=d.body_min_rate,
+                   help="request body bytes per second a client must keep up, over the "
+                        "whole body, beyond a grace of --read-timeout; slower -> 408 "
+                        "(Apache's MinRate; 0: only the stall timeout; default %(default)s)")
     g.add_argument("--high-water", type=_size, default=d.high_water_bytes,
                    help="outbound bytes per connection before the app waits (default %(default)s)")
     g = p.add_argument_group("TLS")
@@ -291,6 +299,7 @@ def config_from_args(args, file_binds=None) -> Config:
         limit_request_headers_bytes=args.limit_request_headers_bytes,
         http_parser=args.http_parser,
         max_body_bytes=args.max_body, body_buffer_bytes=args.body_buffer,
+        body_prebuffer_bytes=args.body_prebuffer, body_min_rate=args.body_min_rate,
         high_water_bytes=args.high_water, low_water_bytes=max(1, args.high_water // 4),
         access_logfile=args.access_logfile, log_level=args.log_level, chdir=args.chdir,
         error_logfile=args.error_logfile, access_logformat=args.access_logformat,

@@ -104,6 +104,8 @@ class Config:
     limit_request_headers_bytes: int = 64 * 1024  # whole head; larger -> 431
     max_body_bytes: int = 100 * 1024 * 1024  # request body; larger -> 413
     body_buffer_bytes: int = 256 * 1024      # request body read ahead of the app
+    body_prebuffer_bytes: int = 64 * 1024    # a body up to this is complete before the app runs
+    body_min_rate: int = 500                 # request body bytes/s below which -> 408; 0: off
     pipeline_buffer_bytes: int = 64 * 1024   # pipelined bytes held while a request runs
     high_water_bytes: int = 1024 * 1024      # outbound queue: producer waits above this
     low_water_bytes: int = 256 * 1024        # ... until drained below this
@@ -222,6 +224,10 @@ class Config:
                 raise ConfigError(f"{name} must be > 0 seconds")
         if self.max_body_bytes < 0:
             raise ConfigError("max_body_bytes must be >= 0")
+        if not 0 <= self.body_prebuffer_bytes <= self.body_buffer_bytes:
+            raise ConfigError("--body-prebuffer must be between 0 and --body-buffer")
+        if self.body_min_rate < 0:
+            raise ConfigError("--body-min-rate must be >= 0")
         if self.low_water_bytes >= self.high_water_bytes:
             raise ConfigError("low_water_bytes must be below high_water_bytes")
         if self.tls_transport not in ("auto", "socket", "memory"):

@@ -18,7 +18,8 @@ States (a transfer's life is in the outbound items: head -> body -> file -> end)
   HANDSHAKE  TLS handshake running                  deadline handshake_timeout_s
   IDLE       waiting for a request's first byte     deadline keep_alive_s (first: header_timeout_s)
   HEADERS    a request head is arriving             deadline header_timeout_s -> 408
-  ACTIVE     a request is in the app / being sent   body stall read_timeout_s -> 408,
+  ACTIVE     a request is in the app / being sent   body stall read_timeout_s or below
+                                                    body_min_rate -> 408,
                                                     write stall write_timeout_s -> close
   LINGER     response sent, unread body drained     linger_s / linger_bytes, else close
   CLOSING    output flushed, then shutdown + drain  linger_s
@@ -130,7 +131,6 @@ class Connection:
         self._peer_eof = False
         self._input_closed = False      # protocol input failed: read only to drain
         self._paused_bytes = 0          # bytes read while a request is in flight
-        self._last_read = now
         self._ex: Exchange | None = None  # the request in flight, until the next one starts
         # writing
         self.wire: collections.deque = collections.deque()  # framed pieces, in order
@@ -260,13 +260,9 @@ class Connection:
             best = None
             if self.wire or self._write_on:
                 best = (self._last_write + c.write_timeout_s, "write")
-            ex = self._ex
-            body = ex.body
-            if (body is not None and not body.complete and not ex.body_stopped
-                    and body.space() > 0 and not self._peer_eof):
-                cand = (self._last_read + c.read_timeout_s, "body")
-                if best is None or cand[0] < best[0]:
-                    best = cand
+            when = None if self._peer_eof else self._ex.body_deadline()
+            if when is not None and (best is None or when < best[0]):
+                best = (when, "body")
             return best
         return None
 
@@ -313,10 +309,13 @@ class Connection:
                      self.cfg.header_timeout_s)
             self._reply_error(408, "request head timed out")
         elif what == "body":
-            log.info("%s: request body stalled for %.1fs: 408", self.peer_text,
-                     self.cfg.read_timeout_s)
+            ex = self._ex
+            log.info("%s: %s: 408", self.peer_text, ex.body_timeout_reason(time.monotonic()))
+            if not ex.dispatched:   # the app never saw it: answer here
+                self._reply_unstarted(408, "request body timed out")
+                return
             self._close_after_response = True
-            self._ex.fail_body(BodyTimeout("request body timed out"))
+            ex.fail_body(BodyTimeout("request body timed out"))
         elif what == "write":
             log.info("%s: client read nothing for %.1fs; closing", self.peer_text,
                      self.cfg.write_timeout_s)
@@ -467,7 +466,6 @@ class Connection:
                 self._peer_eof = True
                 self._on_peer_eof()
                 return
-            self._last_read = time.monotonic()
             if self.state == H2:
                 self.h2.receive(data)
                 if self.state == CLOSED:
@@ -545,7 +543,9 @@ class Connection:
             elif kind is http1.BadRequest:
                 self.s.counters.bad_requests += 1
                 log.info("%s: %d %s", self.peer_text, ev.status, ev.reason)
-                if self.state == ACTIVE:
+                if self.state == ACTIVE and not self._ex.dispatched:
+                    self._reply_unstarted(ev.status, ev.reason)
+                elif self.state == ACTIVE:
                     self._input_failed(ev)
                 else:
                     self._reply_error(ev.status, ev.reason)
@@ -562,7 +562,7 @@ class Connection:
         self._close_after_response = False
         self._paused_bytes = 0
         self._linger_bytes = 0
-        self._last_read = self._last_write = ex.started
+        self._last_write = ex.started
         length = None
         chunked = False
         for name, value in req.headers:
@@ -580,7 +580,18 @@ class Connection:
                            inline_file_bytes=self.inline_file_bytes)
         if refused == 413:
             self._reply_canned(413, "request body too large")
-        elif refused == 503:
+        elif self.http.they_are_waiting_for_100_continue:
+            self._dispatch()   # the body comes once the app asks for it (100 Continue)
+        else:
+            self._dispatch_when_ready()
+
+    def _dispatch_when_ready(self) -> None:
+        ex = self._ex
+        if not ex.dispatched and ex.ready_to_dispatch(self.cfg.body_prebuffer_bytes):
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        if not self._ex.dispatch():
             self._reply_canned(503, "server busy, retry later",
                                extra_headers=[(b"retry-after", b"1")])
 
@@ -608,12 +619,17 @@ class Connection:
             return
         if not ex.feed(data):
             self._close_after_response = True
+        if not ex.dispatched:
+            self._dispatch_when_ready()
 
     def _on_body_end(self) -> None:
-        if self._ex.body is not None:
-            self._ex.body.finish()
+        ex = self._ex
+        if ex.body is not None:
+            ex.body.finish()
         if self.state == LINGER:
             self._next_cycle()
+        elif not ex.dispatched:
+            self._dispatch_when_ready()
 
     # -- cross-thread entry points (called from workers) ------------------------------
     def _resume_threadsafe(self) -> None:
@@ -628,6 +644,7 @@ class Connection:
     def _resume(self) -> None:
         if self.state != ACTIVE:
             return
+        self._ex.body_resumed()
         try:
             self._process()
             self._do_read()  # TLS may hold decrypted records epoll will not announce
@@ -659,6 +676,16 @@ class Connection:
                 status, text, close=True, extra_headers=standard_headers())))
         self._to(CLOSING)
         self._kick()
+
+    def _reply_unstarted(self, status: int, text: str) -> None:
+        """The request's body failed before its job went to the pool: the app
+        never runs; answer for it, log the exchange, close."""
+        ex = self._ex
+        ex.stop_job()
+        ex.body_stopped = True
+        ex.status = status
+        self._reply_error(status, text)
+        ex.finish(status, len(text) + 1)
 
     def _reply_canned(self, status: int, text: str, extra_headers=()) -> None:
         """Answer without the app (413, 503); the connection may stay open."""

@@ -61,7 +61,7 @@ class StreamDone:
 
 class _Stream:
     __slots__ = ("sid", "ex", "items", "cur", "cur_counted", "file", "no_body", "head_sent",
-                 "done", "last_data", "blocked_since", "expects_continue")
+                 "done", "blocked_since", "expects_continue", "body_full")
 
     def __init__(self, sid: int, ex: Exchange, expects_continue: bool):
         self.sid = sid
@@ -73,9 +73,9 @@ class _Stream:
         self.no_body = False       # HEAD, 204, 304: DATA is dropped
         self.head_sent = False
         self.done = False          # END_STREAM framed (or reset): nothing more to frame
-        self.last_data = ex.started
         self.blocked_since = 0.0   # waiting for the client to open a window, since
         self.expects_continue = expects_continue
+        self.body_full = False     # the body buffer filled: the client waits for the app
 
 
 class H2Session:
@@ -96,6 +96,10 @@ class H2Session:
             max_control=cfg.h2_max_control_frames))
         self.streams: dict[int, _Stream] = {}
         self._order: collections.deque = collections.deque()  # responding streams, round-robin
+        self._ready: list = []     # streams whose job goes to the pool after this read
+        # Jobs of streams that were reset or dropped while the app ran: they
+        # still hold a worker, so they count against the concurrency limit.
+        self.orphans = 0
         self._zero_copy = zero_copy_frames(conn.transport)
         self.goaway_sent = False   # graceful: no new streams, the others finish
         self.failed = False
@@ -118,6 +122,7 @@ class H2Session:
                 st = self.streams.get(ev.stream_id)
                 if st is not None and st.ex.body is not None:
                     st.ex.body.finish()
+                    self._maybe_ready(st)
             elif kind is http2.Reset:
                 self._on_reset(ev)
             elif kind is http2.WindowsChanged:
@@ -132,13 +137,38 @@ class H2Session:
             elif kind is http2.Failed:
                 self._fail(ev)
                 return
+        self._dispatch_ready()
         self._flush_control()
         self.conn.output_ready()
+
+    def _maybe_ready(self, st: _Stream) -> None:
+        ex = st.ex
+        if not ex.dispatched and (st.expects_continue or ex.ready_to_dispatch(
+                self.conn.cfg.body_prebuffer_bytes)):
+            self._ready.append(st)
+
+    def _dispatch_ready(self) -> None:
+        """The streams that became ready during this read go to the pool, only
+        now: a stream opened and reset in the same read never runs the app."""
+        ready, self._ready = self._ready, []
+        for st in ready:
+            if st.done or self.streams.get(st.sid) is not st or st.ex.dispatched:
+                continue
+            if not st.ex.dispatch():
+                # Not processed: the client may retry it (RFC 9113 8.7).
+                st.ex.finish(503, 0)
+                self._forget(st.sid)
+                self._drop(st, 503)
+                if self.driver.refuse(st.sid):
+                    self._fail(self.driver.fail(http2.ErrorCodes.ENHANCE_YOUR_CALM,
+                                                "too many streams refused"))
+                    return
 
     def _on_request(self, ev: http2.Request) -> None:
         conn = self.conn
         sid = ev.stream_id
-        if self.goaway_sent or len(self.streams) >= conn.cfg.h2_max_concurrent_streams:
+        if self.goaway_sent or (len(self.streams) + self.orphans
+                                >= conn.cfg.h2_max_concurrent_streams):
             # Opened after our GOAWAY, or over SETTINGS_MAX_CONCURRENT_STREAMS.
             if self.driver.refuse(sid):
                 self._fail(self.driver.fail(http2.ErrorCodes.ENHANCE_YOUR_CALM,
@@ -158,18 +188,13 @@ class H2Session:
             on_drained=_nothing, on_first_read=lambda: self._threadsafe(self._continue, sid),
             on_consumed=lambda n: self._threadsafe(self._consumed, sid, n),
             head_only=ev.method == b"HEAD", close_after=False)
-        if refused == 503:
-            # Not processed: the client may retry it elsewhere (RFC 9113 8.7).
-            ex.finish(503, 0)
-            if self.driver.refuse(sid):
-                self._fail(self.driver.fail(http2.ErrorCodes.ENHANCE_YOUR_CALM,
-                                            "too many streams refused"))
-            return
         self.streams[sid] = st
         self._order.append(st)
         if refused == 413:
             ex.out = None
             self._respond_without_app(st, 413, b"request body too large\n")
+        else:
+            self._maybe_ready(st)
 
     def _respond_without_app(self, st: _Stream, status: int, body: bytes) -> None:
         headers = [(b"content-type", b"text/plain; charset=utf-8"),
@@ -181,11 +206,15 @@ class H2Session:
         if st is None or st.ex.body is None or st.ex.body_stopped:
             self.driver.acknowledge(ev.flow_length, ev.stream_id)  # discarded
             return
-        st.last_data = time.monotonic()
         if ev.flow_length > len(ev.data):
             self.driver.acknowledge(ev.flow_length - len(ev.data), ev.stream_id)  # padding
-        if ev.data and not st.ex.feed(ev.data):
+        ex = st.ex
+        if ev.data and not ex.feed(ev.data):
             self.driver.acknowledge(len(ev.data), ev.stream_id)
+        if ex.body.space() <= 0:
+            st.body_full = True
+        if not ex.dispatched:
+            self._maybe_ready(st)
 
     def _on_reset(self, ev: http2.Reset) -> None:
         st = self._forget(ev.stream_id)
@@ -209,11 +238,14 @@ class H2Session:
         return st
 
     def _drop(self, st: _Stream, unsent_status: int) -> None:
-        """The stream will not complete: stop its app, discard its unsent
-        pieces, give back its holds on files (a frame already partly on the
-        wire completes from its still-open file)."""
+        """The stream will not complete: a job not started never runs (one
+        that runs counts against the stream limit until it returns); discard
+        its unsent pieces, give back its holds on files (a frame already
+        partly on the wire completes from its still-open file)."""
         st.done = True
         conn = self.conn
+        if st.ex.stop_job(self._orphan_threadsafe):
+            self.orphans += 1
         ranges = st.ex.abandon(unsent_status)
         if st.file is not None:
             ranges.append(st.file)
@@ -251,8 +283,18 @@ class H2Session:
         self._flush_control()
         self.conn.output_ready()
 
+    def _orphan_threadsafe(self) -> None:
+        self.conn.s.reactor.call_soon_threadsafe(self._orphan_ended)
+
+    def _orphan_ended(self) -> None:
+        self.orphans -= 1
+
     def _consumed(self, sid: int, nbytes: int) -> None:
         self.driver.acknowledge(nbytes, sid)
+        st = self.streams.get(sid)
+        if st is not None and st.body_full:
+            st.body_full = False
+            st.ex.body_resumed()
 
     def _continue(self, sid: int) -> None:
         st = self.streams.get(sid)
@@ -474,11 +516,9 @@ class H2Session:
             return self.idle_since + cfg.keep_alive_s, "h2-idle"
         best = None
         for st in self.streams.values():
-            body = st.ex.body
-            if body is not None and not body.complete and not st.ex.body_stopped:
-                cand = st.last_data + cfg.read_timeout_s
-                if best is None or cand < best[0]:
-                    best = (cand, "h2-body")
+            cand = st.ex.body_deadline()
+            if cand is not None and (best is None or cand < best[0]):
+                best = (cand, "h2-body")
             if st.blocked_since:
                 cand = st.blocked_since + cfg.write_timeout_s
                 if best is None or cand < best[0]:
@@ -492,12 +532,20 @@ class H2Session:
             self.close_gracefully()
         elif what == "h2-body":
             for st in list(self.streams.values()):
-                body = st.ex.body
-                if (body is not None and not body.complete and not st.ex.body_stopped
-                        and st.last_data + cfg.read_timeout_s <= now):
-                    log.info("%s: stream %d request body stalled for %.1fs: 408",
-                             self.conn.peer_text, st.sid, cfg.read_timeout_s)
-                    st.ex.fail_body(BodyTimeout("request body timed out"))
+                ex = st.ex
+                when = ex.body_deadline()
+                if when is None or when > now:
+                    continue
+                log.info("%s: stream %d %s: 408", self.conn.peer_text, st.sid,
+                         ex.body_timeout_reason(now))
+                if ex.dispatched:
+                    ex.fail_body(BodyTimeout("request body timed out"))
+                else:   # the app never saw it: answer here
+                    ex.stop_job()
+                    ex.body_stopped = True
+                    ex.out = None
+                    self._respond_without_app(st, 408, b"request body timed out\n")
+                    self.conn.output_ready()
         elif what == "h2-window":
             log.info("%s: client opened no flow-control window for %.1fs; closing",
                      self.conn.peer_text, cfg.write_timeout_s)

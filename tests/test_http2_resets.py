@@ -147,3 +147,65 @@ def test_unread_request_bodies_are_credited_to_the_connection_window(serve_tls, 
     assert c.goaway is None and not c.closed, c.summary()
     r = post(49, "/read")
     assert r.status == 200 and bytes(r.body) == b"read 200000\n", c.summary()
+
+
+class CountingApp:
+    """Counts the requests that reached the app; /slow holds a worker 0.3 s."""
+
+    def __init__(self):
+        self.runs = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self.lock:
+            self.runs += 1
+        if environ["PATH_INFO"] == "/slow":
+            time.sleep(0.3)
+        start_response("200 OK", [("Content-Length", "3")])
+        return [b"ok\n"]
+
+
+def test_streams_reset_before_their_job_starts_never_run_the_app(serve_tls, h2):  # noqa: F811
+    """HEADERS + RST_STREAM pairs (under the Rapid Reset cap): none of them may
+    cost an app run, and a fresh request is served at once."""
+    counting = CountingApp()
+    srv = serve_tls(counting, threads=4, h2_max_concurrent_streams=10)
+    c = h2(srv.port)
+    c.settle()
+    pairs = []
+    for i in range(150):
+        sid = 1 + 2 * i
+        pairs.append(c.headers_frame(sid, c.block("/slow")).serialize())
+        pairs.append(RstStreamFrame(sid, error_code=CANCEL).serialize())
+    c.send(b"".join(pairs))
+    c.request(301, "/")
+    r = c.response(301)
+    assert r.status == 200, c.summary()
+    # What was reset before its job started never ran; what raced into a worker
+    # counted against the 10 concurrent streams.
+    assert counting.runs <= 1 + 10, counting.runs
+    started = time.monotonic()
+    assert_still_serves(h2, srv.port)
+    assert time.monotonic() - started < 1.0
+
+
+def test_streams_the_server_resets_never_run_the_app(serve_tls, h2):  # noqa: F811
+    """DATA after END_STREAM: the server resets the stream (STREAM_CLOSED) and
+    its request must not reach the app."""
+    from hyperframe.frame import DataFrame
+    counting = CountingApp()
+    srv = serve_tls(counting)
+    c = h2(srv.port)
+    c.settle()
+    frames = []
+    for i in range(20):
+        sid = 1 + 2 * i
+        frames.append(c.headers_frame(sid, c.block("/slow")).serialize())
+        frames.append(DataFrame(sid, data=b"late").serialize())
+    c.send(b"".join(frames))
+    c.wait(lambda: all(c.stream(1 + 2 * i).reset is not None or c.stream(1 + 2 * i).ended
+                       for i in range(20)), "every stream answered or reset")
+    resets = sum(1 for i in range(20) if c.stream(1 + 2 * i).reset is not None)
+    assert resets == 20, c.summary()
+    assert counting.runs == 0
+    assert_still_serves(h2, srv.port)

@@ -1,0 +1,136 @@
+"""Clients that cost the server while costing themselves almost nothing: slow
+request bodies (HTTP/1.1 and HTTP/2).
+
+A request body up to --body-prebuffer arrives completely before the app runs,
+so a slow sender holds no worker thread; a larger one must keep up
+--body-min-rate (over the whole body, after a grace of --read-timeout), else
+408.  Each test shows a fresh client served within a second while the slow
+ones are connected.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from support import recv_until_closed
+
+THREADS = 4
+
+
+def app(environ, start_response):
+    body = environ["wsgi.input"].read()
+    out = b"read %d\n" % len(body)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
+
+
+def timed_get(port: int) -> tuple[float, bytes]:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = recv_until_closed(s)
+    return time.monotonic() - started, reply
+
+
+def test_slow_small_bodies_hold_no_worker_thread(serve):
+    srv = serve(app, threads=THREADS, read_timeout_s=30)
+    slow = []
+    try:
+        for _ in range(THREADS + 4):   # more slow senders than threads
+            s = socket.create_connection((srv.host, srv.port), timeout=10)
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx")
+            slow.append(s)
+        deadline = time.monotonic() + 5
+        while srv.counters.requests < THREADS + 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.counters.requests == THREADS + 4
+        for _ in range(3):
+            took, reply = timed_get(srv.port)
+            assert reply.startswith(b"HTTP/1.1 200 "), reply[:60]
+            assert took < 1.0, took
+        assert srv.server.pool.busy == 0, "a slow sender holds a worker thread"
+        # The slow bodies still complete and run normally.
+        for s in slow:
+            s.sendall(b"y" * 999)
+        for s in slow:
+            reply = s.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"read 1000\n"), reply
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_large_body_below_the_minimum_rate_is_408(serve):
+    # A body past --body-prebuffer starts the app; then it must keep up the rate.
+    srv = serve(app, read_timeout_s=1, body_prebuffer_bytes=1024, body_min_rate=500)
+    with socket.create_connection((srv.host, srv.port), timeout=15) as s:
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1024)
+        started = time.monotonic()
+        s.settimeout(0.2)
+        reply = b""
+        # 10 bytes every 0.2 s: never a 1 s stall, but 50 bytes/s.
+        while time.monotonic() - started < 12:
+            try:
+                s.sendall(b"y" * 10)
+            except OSError:
+                break
+            try:
+                data = s.recv(4096)
+            except (socket.timeout, TimeoutError):
+                continue
+            if not data:
+                break
+            reply += data
+        took = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+    # 1 s of grace plus 1024 bytes at 500 B/s, a little more for what arrived since.
+    assert 2.0 < took < 8.0, took
+
+
+def test_small_body_that_stalls_is_408_without_the_app(serve):
+    ran = []
+
+    def counting_app(environ, start_response):
+        ran.append(environ["PATH_INFO"])
+        return app(environ, start_response)
+
+    srv = serve(counting_app, read_timeout_s=1)
+    with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        reply = recv_until_closed(s)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+    assert ran == []
+
+
+def test_http2_slow_streams_hold_no_worker_thread(serve_tls, cert_pair):
+    from hyperframe.frame import DataFrame
+    from test_http2_limits import H2Wire
+    srv = serve_tls(app, threads=THREADS, read_timeout_s=30)
+    c = H2Wire(srv.port, cert_pair)
+    try:
+        c.settle()
+        for i in range(THREADS + 4):   # one connection, more slow streams than threads
+            sid = 1 + 2 * i
+            c.request(sid, "/up", method="POST", end_stream=False,
+                      extra=[("content-length", "1000")])
+            c.send_frames(DataFrame(sid, data=b"x"))
+        deadline = time.monotonic() + 5
+        while srv.counters.h2_streams < THREADS + 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fresh = H2Wire(srv.port, cert_pair)
+        try:
+            started = time.monotonic()
+            r = fresh.get(1, "/")
+            assert r.status == 200 and time.monotonic() - started < 1.0
+        finally:
+            fresh.close()
+        assert srv.server.pool.busy == 0, "a slow stream holds a worker thread"
+        for i in range(THREADS + 4):
+            sid = 1 + 2 * i
+            c.send_frames(DataFrame(sid, data=b"y" * 999, flags=["END_STREAM"]))
+        for i in range(THREADS + 4):
+            r = c.response(1 + 2 * i)
+            assert r.status == 200 and bytes(r.body) == b"read 1000\n", c.summary()
+    finally:
+        c.close()
