@@ -859,6 +859,11 @@ class Connection:
     def abort(self, reason: str) -> None:
         self._abort(reason, notable=True)
 
+    def shed(self) -> None:
+        """Closed before its handshake (or PROXY header) finished, to make room
+        for others at a limit (server.py chooses and logs)."""
+        self._close()
+
     def abort_file_shrank(self) -> None:
         self._abort("file shrank during transfer", unsent_status=500)
 

@@ -156,3 +156,36 @@ def reopen_files() -> list[str]:
         elif handler.baseFilename not in reopened:   # error and access log in one file
             reopened.append(handler.baseFilename)
     return reopened
+
+
+class Throttled:
+    """One log line per `interval_s` at most for a recurring condition, with
+    the count of the lines it held back since the last one ("... (37 more
+    in 1.0 s)").  For the reactor: no lock, no thread; the clock is
+    monotonic.  A flood of connections or of accept errors must not become a
+    flood of log lines."""
+
+    def __init__(self, logger: logging.Logger, level: int, interval_s: float = 1.0,
+                 clock=None):
+        import time
+        self._log = logger
+        self._level = level
+        self._interval_s = interval_s
+        self._clock = clock or time.monotonic
+        self._last = None
+        self._held = 0
+
+    def __call__(self, msg: str, *args) -> bool:
+        """Log `msg % args` unless a line went out less than `interval_s` ago;
+        True when it was logged."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval_s:
+            self._held += 1
+            return False
+        if self._held:
+            msg += " (%d more in the last %.1fs)"
+            args = args + (self._held, now - self._last)
+        self._last = now
+        self._held = 0
+        self._log.log(self._level, msg, *args)
+        return True

@@ -414,10 +414,13 @@ class Collector:
         yield counter("ktlswsgi_pool_rejections_total",
                       "Requests answered 503 because the pool queue was full.",
                       c["responses_503"])
-        hs = CounterMetricFamily("ktlswsgi_tls_handshakes_total", "TLS handshakes by result.",
+        hs = CounterMetricFamily("ktlswsgi_tls_handshakes_total",
+                                 "TLS handshakes by result (shed: closed unfinished to make "
+                                 "room at --max-handshakes or --max-connections).",
                                  labels=["result"])
         hs.add_metric(["ok"], c["handshakes_ok"])
         hs.add_metric(["failed"], c["handshakes_failed"])
+        hs.add_metric(["shed"], c["handshakes_shed"])
         yield hs
         kt = CounterMetricFamily("ktlswsgi_ktls_connections_total",
                                  "TLS connections with kernel TLS engaged, by direction.",

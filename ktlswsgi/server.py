@@ -10,6 +10,7 @@ logged at exit.  The reactor runs on the thread that calls `run()`.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -17,6 +18,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 
 from . import logs
 from .connection import Connection, Shared
@@ -28,6 +30,13 @@ from .transport import PlainTransport
 log = logging.getLogger("ktlswsgi.server")
 
 _ACCEPTS_PER_EVENT = 64
+# A handshake younger than this is never shed to make room: a burst of real
+# clients waits in the backlog instead (a handshake takes milliseconds).
+_SHED_MIN_AGE_S = 0.25
+_FD_ERRNOS = {errno.EMFILE: "EMFILE (the process's descriptor limit, ulimit -n)",
+              errno.ENFILE: "ENFILE (the system's descriptor limit)",
+              errno.ENOBUFS: "ENOBUFS (no socket buffer memory)",
+              errno.ENOMEM: "ENOMEM (no kernel memory)"}
 _READY, _RETIRING = 1, 2    # messages to the master (arbiter.MSG_READY, MSG_RETIRING)
 
 # After a quick stop, how long exit waits for workers still inside the app
@@ -122,10 +131,17 @@ class Server:
         self.pool = WorkerPool(config.threads, config.queue_size)
         self.counters = Counters()
         self.connections: set[Connection] = set()
-        self.handshaking: set[Connection] = set()
+        # Connections still in the PROXY header or the TLS handshake, oldest
+        # first, with their accept time: the ones shed at a limit.
+        self.handshaking: dict[Connection, float] = {}
         self._make_transport = transport_factory or PlainTransport
         self._tls = transport_factory is not None
         self._paused = False
+        self._paused_for_fds = False   # accept failed for lack of descriptors
+        self._recheck = None           # timer: shed once the oldest handshake is old enough
+        self._log_limit = logs.Throttled(log, logging.WARNING)
+        self._log_accept_error = logs.Throttled(log, logging.ERROR)
+        self._log_shed = logs.Throttled(log, logging.INFO)
         self._stopping = False
         self._quick = False            # a quick stop: connections aborted, short exit
         self.shared = Shared(config=config, reactor=self.reactor, pool=self.pool, app=app,
@@ -152,35 +168,85 @@ class Server:
             return
         self._paused = not on
         if on:
+            self._paused_for_fds = False
             self._listen()
         else:  # (EPOLLEXCLUSIVE registrations cannot be modified, only removed)
             for sock in self.sockets:
                 self.reactor.remove(sock.fileno())
-        if not on:
-            log.warning("connection limit reached (%d open, %d handshaking): "
-                        "pausing accept", len(self.connections), len(self.handshaking))
 
-    def _at_capacity(self) -> bool:
-        return (len(self.connections) >= self.config.max_connections
-                or len(self.handshaking) >= self.config.max_handshakes)
+    def _at_limit(self) -> bool:
+        cfg = self.config
+        return (len(self.connections) >= cfg.max_connections
+                or len(self.handshaking) >= cfg.max_handshakes)
+
+    def _shed(self, victim) -> None:
+        self.counters.handshakes_shed += 1
+        self._log_shed("%s: unfinished %s shed to make room (%d open, %d handshaking)",
+                       victim.peer_text, "handshake" if self._tls else "PROXY header",
+                       len(self.connections), len(self.handshaking))
+        victim.shed()
+
+    def _shed_candidate(self):
+        """The oldest pending handshake of the peer address that has the most
+        of them, if it is older than _SHED_MIN_AGE_S; else None.  So silent
+        connections, renewed inside the handshake timeout, cannot hold every
+        slot: the newest handshakes (real clients finish in milliseconds)
+        get through, and one address cannot take the slots of others."""
+        if not self.handshaking:
+            return None
+        counts = collections.Counter(conn.peer_ip for conn in self.handshaking)
+        heaviest = max(counts.values())
+        now = time.monotonic()
+        for conn, since in self.handshaking.items():   # oldest first
+            if counts[conn.peer_ip] == heaviest:
+                if now - since >= _SHED_MIN_AGE_S:
+                    return conn
+                self._recheck_at(since + _SHED_MIN_AGE_S - now)
+                return None
+        return None
+
+    def _recheck_at(self, delay_s: float) -> None:
+        if self._recheck is None:
+            self._recheck = self.reactor.call_later(max(0.0, delay_s), self._on_recheck)
+
+    def _on_recheck(self) -> None:
+        self._recheck = None
+        if self._paused and not self._paused_for_fds:
+            self._set_accepting(True)   # level-triggered: waiting connections fire at once
+
+    def _pause_at_limit(self) -> None:
+        self._set_accepting(False)
+        self._log_limit("connection limit reached (%d open of --max-connections %d, %d "
+                        "handshaking of %d): pausing accept", len(self.connections),
+                        self.config.max_connections, len(self.handshaking),
+                        self.config.max_handshakes)
 
     def _accept(self, listener) -> None:
         for _ in range(_ACCEPTS_PER_EVENT):
-            if self._at_capacity():
-                self._set_accepting(False)
-                return
+            victim = None
+            if self._at_limit():
+                # At a limit, an old enough unfinished handshake makes room,
+                # but only for a connection that is really waiting.
+                victim = self._shed_candidate()
+                if victim is None:
+                    self._pause_at_limit()
+                    return
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept failed: %s; pausing accept until a connection closes", exc)
+                if exc.errno in _FD_ERRNOS:
+                    self._log_accept_error("accept failed: %s; pausing accept until a "
+                                           "connection closes", _FD_ERRNOS[exc.errno])
                     self._set_accepting(False)
+                    self._paused_for_fds = True
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
+            if victim is not None:
+                self._shed(victim)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
@@ -193,20 +259,20 @@ class Server:
             if conn.state != "closed":
                 self.connections.add(conn)
                 if conn.state in ("proxy", "handshake"):
-                    self.handshaking.add(conn)
+                    self.handshaking[conn] = time.monotonic()
 
     def _on_closed(self, conn) -> None:
-        self.handshaking.discard(conn)
+        self.handshaking.pop(conn, None)
         self.connections.discard(conn)
         if self._stopping:
             if not self.connections:
                 self.reactor.stop()
-        elif self._paused and not self._at_capacity():
-            self._set_accepting(True)
+        elif self._paused:
+            self._set_accepting(True)   # a descriptor was freed: try again
 
     def _on_handshake_done(self, conn) -> None:
-        self.handshaking.discard(conn)
-        if self._paused and not self._at_capacity():
+        self.handshaking.pop(conn, None)
+        if self._paused and not self._paused_for_fds:
             self._set_accepting(True)
 
     # -- life -------------------------------------------------------------------------

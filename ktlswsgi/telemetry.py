@@ -18,7 +18,7 @@ from bisect import bisect_left
 
 FIELDS = (
     "connections", "requests", "responses_503", "bad_requests",
-    "handshakes_ok", "handshakes_failed", "ktls_tx_connections", "ktls_rx_connections",
+    "handshakes_ok", "handshakes_failed", "handshakes_shed", "ktls_tx_connections", "ktls_rx_connections",
     "bytes_send", "bytes_ssl_write", "bytes_sendfile", "bytes_ssl_sendfile",
     "bytes_pread_ssl_write", "file_transfers", "aborted_connections",
     "connections_closed", "h2_connections", "h2_streams",

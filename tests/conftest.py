@@ -31,14 +31,14 @@ def serve():
 def ktlswsgi_cli(tmp_path):
     procs = []
 
-    def start(*args, cwd=None, env=None, wait=True):
+    def start(*args, cwd=None, env=None, wait=True, preexec_fn=None):
         port = free_port()
         e = dict(os.environ, PYTHONPATH=os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         if env:
             e.update(env)
         proc = subprocess.Popen([sys.executable, "-m", "ktlswsgi", "-b", f"127.0.0.1:{port}", *args],
                                 cwd=cwd or tmp_path, env=e, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         procs.append(proc)
         proc.port = port
         if wait:
