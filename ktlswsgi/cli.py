@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offer HTTP/2 (ALPN h2) on TLS connections (default: on)")
     g.add_argument("--h2-max-concurrent-streams", type=int, default=d.h2_max_concurrent_streams,
                    help="HTTP/2 streams one connection may have open (default %(default)s)")
+    g.add_argument("--h2-max-active-streams", type=int, default=d.h2_max_active_streams,
+                   help="HTTP/2 streams of one connection in the app or sending their "
+                        "response at once (each may hold a worker and an open file); the "
+                        "others wait for their turn (default %(default)s)")
     g.add_argument("--h2-max-reset-streams", type=int, default=d.h2_max_reset_streams,
                    help="HTTP/2 streams a client may have reset (its RST_STREAMs, our resets "
                         "for its stream errors, refused streams) per 10 s before GOAWAY "
@@ -309,6 +313,7 @@ def config_from_args(args, file_binds=None) -> Config:
         tls_min_version=args.tls_min_version, tls_transport=args.tls_transport,
         ktls=not args.no_ktls, http2=args.http2,
         h2_max_concurrent_streams=args.h2_max_concurrent_streams,
+        h2_max_active_streams=args.h2_max_active_streams,
         h2_max_reset_streams=args.h2_max_reset_streams,
         h2_max_control_frames=args.h2_max_control_frames,
         forwarded_allow_ips=args.forwarded_allow_ips, forwarded_header=args.forwarded_header,

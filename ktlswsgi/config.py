@@ -131,6 +131,7 @@ class Config:
     ktls: bool = True                  # SSL_OP_ENABLE_KTLS on the context
     http2: bool = True                 # offer h2 by ALPN on TLS (h2 before http/1.1)
     h2_max_concurrent_streams: int = 100     # SETTINGS_MAX_CONCURRENT_STREAMS
+    h2_max_active_streams: int = 32    # of one connection in the app or sending at once
     h2_max_reset_streams: int = 200    # streams reset or refused per 10 s -> GOAWAY (Rapid Reset)
     h2_max_control_frames: int = 1000  # PING/SETTINGS/PRIORITY/empty DATA/... per 10 s -> GOAWAY
     max_handshakes: int = 256          # concurrent TLS handshakes; beyond: stop accepting
@@ -213,7 +214,7 @@ class Config:
                     "limit_request_fields", "limit_request_headers_bytes",
                     "body_buffer_bytes", "pipeline_buffer_bytes",
                     "high_water_bytes", "recv_bytes", "max_handshakes",
-                    "h2_max_concurrent_streams", "h2_max_reset_streams",
+                    "h2_max_concurrent_streams", "h2_max_active_streams", "h2_max_reset_streams",
                     "h2_max_control_frames"]
         for name in positive:
             if getattr(self, name) <= 0:

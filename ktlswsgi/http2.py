@@ -8,11 +8,14 @@ pieces into frames; the frame-level bounds h2 itself does not keep:
     on the wire (CONTINUATION flood, CVE-2024-27316 and kin) -> GOAWAY
     ENHANCE_YOUR_CALM;
   - more than `max_resets` RST_STREAM frames from the client per window
-    (Rapid Reset, CVE-2023-44487) -> GOAWAY ENHANCE_YOUR_CALM;
+    that cancel work (Rapid Reset, CVE-2023-44487: a stream opened in the
+    same read, or one we still send to; a reset of a stream that is already
+    over is routine) -> GOAWAY ENHANCE_YOUR_CALM;
   - more than `max_control` PING, SETTINGS, PRIORITY, empty DATA, unknown
     and WINDOW_UPDATE frames per window, the WINDOW_UPDATEs beyond two per
-    DATA frame sent (floods that cost work and produce none) -> GOAWAY
-    ENHANCE_YOUR_CALM.
+    DATA frame sent or opening less than SMALL_WINDOW_INCREMENT, and DATA on
+    a closed stream (each costs us a RST_STREAM) -- floods that cost work and
+    produce none -> GOAWAY ENHANCE_YOUR_CALM.
 
 Streams the client opens beyond SETTINGS_MAX_CONCURRENT_STREAMS are the
 session's to refuse (REFUSED_STREAM, a stream error as RFC 9113 5.1.2 asks);
@@ -60,6 +63,10 @@ CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connectio
                                  b"transfer-encoding", b"upgrade"))
 NO_BODY_STATUSES = frozenset((204, 304))
 _REMOTE_OPEN = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
+_LOCAL_OPEN = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
+# A WINDOW_UPDATE opening less than this is a control frame whatever else
+# happens: 1-byte increments would each buy a 1-byte DATA frame.
+SMALL_WINDOW_INCREMENT = 1024
 
 
 @dataclass
@@ -209,6 +216,11 @@ class Http2:
                                        "too many streams reset for the client's errors")]
             elif kind is h2.events.WindowUpdated or kind is h2.events.RemoteSettingsChanged:
                 windows = True
+                if kind is h2.events.WindowUpdated and ev.delta < SMALL_WINDOW_INCREMENT:
+                    self._control += 1
+                    if self._control > self.limits.max_control:
+                        return [self.fail(ErrorCodes.ENHANCE_YOUR_CALM,
+                                          "flood of tiny WINDOW_UPDATE increments")]
             elif kind is h2.events.ConnectionTerminated:
                 out.append(GoingAway(ev.last_stream_id or 0))
         if windows:
@@ -275,8 +287,11 @@ class Http2:
                 if self._block_bytes > lim.header_block_bytes:
                     return "header block over the limit (CONTINUATION flood?)"
             elif ftype == _RST:
-                if self._count_reset():
+                if self._owes_response(sid) and self._count_reset():
                     return "too many streams reset by the client (Rapid Reset?)"
+            elif ftype == _DATA and self._closed(sid):
+                # h2 answers each with RST_STREAM: work the client makes us do.
+                self._control += 1
             elif ftype == _WINDOW:
                 # A client opens windows as our DATA arrives: two per DATA frame
                 # sent are work; any beyond that count as control frames.
@@ -290,6 +305,23 @@ class Http2:
             if self._control > lim.max_control:
                 return "control-frame flood"
         return None
+
+    def _closed(self, sid: int) -> bool:
+        """A client stream that h2 had closed before this read."""
+        if sid == 0 or sid > self._h2.highest_inbound_stream_id:
+            return False
+        stream = self._h2.streams.get(sid)
+        return stream is None or stream.closed
+
+    def _owes_response(self, sid: int) -> bool:
+        """Does a RST_STREAM on `sid` cancel work?  A stream opened in this
+        read, or one we have not finished sending to, yes (Rapid Reset); a
+        stream that is already over, no: clients reset those routinely (h2
+        answers DATA still arriving on a stream it reset with RST_STREAM)."""
+        if sid > self._h2.highest_inbound_stream_id:
+            return True
+        stream = self._h2.streams.get(sid)
+        return stream is not None and stream.state_machine.state in _LOCAL_OPEN
 
     def _count_reset(self) -> bool:
         """One more stream reset for this window; True once over the cap."""
@@ -312,6 +344,10 @@ class Http2:
             return self._h2.local_flow_control_window(stream_id)
         except h2.exceptions.StreamClosedError:
             return 0
+
+    def connection_window(self) -> int:
+        """Bytes of DATA the connection may send now, over all streams."""
+        return self._h2.outbound_flow_control_window
 
     @property
     def hard_stream_cap(self) -> int:

@@ -6,8 +6,11 @@ as the app reads (never ahead of the per-stream body buffer); the scheduler
 that turns the streams' queued responses into frames for the connection's
 wire, round-robin, one frame per stream per pass, within the connection and
 stream windows and the peer's SETTINGS_MAX_FRAME_SIZE; GOAWAY on errors,
-idle and graceful shutdown; the HTTP/2 deadlines (idle, body stall,
-flow-control stall).
+idle and graceful shutdown; the HTTP/2 deadlines (idle, body stall and rate,
+flow-control stall: a stream that gets less than PROGRESS_BYTES of window in
+--write-timeout is reset); how many of a connection's streams are active at
+once (--h2-max-active-streams: in the app or sending, each may hold a worker
+and an open file).
 
 File ranges become DATA frames whose payload is not copied when kTLS TX is
 engaged: a 9-byte header from userspace, sent with MSG_MORE so that the
@@ -47,7 +50,11 @@ FILE_READ_BYTES = 64 * 1024
 # of up to SETTINGS_MAX_FRAME_SIZE.  Both measured in the kTLS VM
 # (tests/ktls/test_ktls_h2.py); "merged" is kept.
 ZERO_COPY_LAYOUT = "merged"
-_NO_ERROR, _INTERNAL_ERROR = 0, 2
+_NO_ERROR, _INTERNAL_ERROR, _CANCEL = 0, 2, 8
+# A stream waiting for the client's flow-control window must get this much of
+# it within --write-timeout (or finish): 1-byte WINDOW_UPDATEs now and then do
+# not keep a response, its file and its worker alive.
+PROGRESS_BYTES = 16 * 1024
 
 
 class StreamDone:
@@ -61,7 +68,8 @@ class StreamDone:
 
 class _Stream:
     __slots__ = ("sid", "ex", "items", "cur", "cur_counted", "file", "no_body", "head_sent",
-                 "done", "blocked_since", "expects_continue", "body_full")
+                 "done", "blocked_since", "stall_sent", "expects_continue", "body_full",
+                 "active")
 
     def __init__(self, sid: int, ex: Exchange, expects_continue: bool):
         self.sid = sid
@@ -74,6 +82,8 @@ class _Stream:
         self.head_sent = False
         self.done = False          # END_STREAM framed (or reset): nothing more to frame
         self.blocked_since = 0.0   # waiting for the client to open a window, since
+        self.stall_sent = 0        # bytes sent since (PROGRESS_BYTES clears the wait)
+        self.active = False        # dispatched: counts against --h2-max-active-streams
         self.expects_continue = expects_continue
         self.body_full = False     # the body buffer filled: the client waits for the app
 
@@ -97,6 +107,9 @@ class H2Session:
         self.streams: dict[int, _Stream] = {}
         self._order: collections.deque = collections.deque()  # responding streams, round-robin
         self._ready: list = []     # streams whose job goes to the pool after this read
+        # Ready streams waiting for a place under --h2-max-active-streams.
+        self._waiting: collections.deque = collections.deque()
+        self.active = 0            # streams dispatched and not yet over
         # Jobs of streams that were reset or dropped while the app ran: they
         # still hold a worker, so they count against the concurrency limit.
         self.orphans = 0
@@ -149,9 +162,16 @@ class H2Session:
 
     def _dispatch_ready(self) -> None:
         """The streams that became ready during this read go to the pool, only
-        now: a stream opened and reset in the same read never runs the app."""
-        ready, self._ready = self._ready, []
-        for st in ready:
+        now: a stream opened and reset in the same read never runs the app.
+        At most --h2-max-active-streams of one connection are in the app or
+        sending their response at once (each may hold a worker and an open
+        file); the others wait here, in order, for one of those to end."""
+        waiting = self._waiting
+        waiting.extend(self._ready)
+        self._ready = []
+        cap = self.conn.cfg.h2_max_active_streams
+        while waiting and self.active < cap:
+            st = waiting.popleft()
             if st.done or self.streams.get(st.sid) is not st or st.ex.dispatched:
                 continue
             if not st.ex.dispatch():
@@ -163,6 +183,9 @@ class H2Session:
                     self._fail(self.driver.fail(http2.ErrorCodes.ENHANCE_YOUR_CALM,
                                                 "too many streams refused"))
                     return
+                continue
+            st.active = True
+            self.active += 1
 
     def _on_request(self, ev: http2.Request) -> None:
         conn = self.conn
@@ -230,6 +253,9 @@ class H2Session:
         window (RFC 9113 6.9: discarded DATA still counts)."""
         st = self.streams.pop(sid, None)
         if st is not None:
+            if st.active:
+                st.active = False
+                self.active -= 1
             body = st.ex.body
             if body is not None:
                 self.driver.acknowledge(body.discard(), sid)
@@ -394,13 +420,21 @@ class H2Session:
         return framed
 
     def _frame_data(self, st: _Stream, room: int) -> int:
-        driver = self.driver
-        window = driver.window(st.sid)
+        window = self.driver.window(st.sid)
         if window <= 0:
             if not st.blocked_since:
                 st.blocked_since = time.monotonic()
+                st.stall_sent = 0
             return 0
-        st.blocked_since = 0.0
+        framed = self._frame_payload(st, window, room)
+        if st.blocked_since:
+            st.stall_sent += framed
+            if st.stall_sent >= PROGRESS_BYTES:
+                st.blocked_since = 0.0
+        return framed
+
+    def _frame_payload(self, st: _Stream, window: int, room: int) -> int:
+        driver = self.driver
         max_frame = driver.max_frame
         wire = self.conn.wire
         if st.cur is not None:
@@ -505,6 +539,8 @@ class H2Session:
             # The response is complete and the request body is not wanted any more.
             self.driver.reset(st.sid, _NO_ERROR)
             self._flush_control()
+        if self._waiting:
+            self._dispatch_ready()
         if not self.streams and self.goaway_sent:
             self.conn.h2_finished()
 
@@ -547,9 +583,23 @@ class H2Session:
                     self._respond_without_app(st, 408, b"request body timed out\n")
                     self.conn.output_ready()
         elif what == "h2-window":
-            log.info("%s: client opened no flow-control window for %.1fs; closing",
-                     self.conn.peer_text, cfg.write_timeout_s)
-            self.conn.abort("flow-control window stayed closed")
+            if self.driver.connection_window() <= 0:
+                log.info("%s: client opened no connection flow-control window for %.1fs; "
+                         "closing", self.conn.peer_text, cfg.write_timeout_s)
+                self.conn.abort("flow-control window stayed closed")
+                return
+            for st in list(self.streams.values()):
+                if st.blocked_since and st.blocked_since + cfg.write_timeout_s <= now:
+                    log.info("%s: stream %d: client opened %d bytes of flow-control window "
+                             "in %.1fs (less than %d): RST_STREAM CANCEL", self.conn.peer_text,
+                             st.sid, st.stall_sent, now - st.blocked_since, PROGRESS_BYTES)
+                    self._flush_control()
+                    self.driver.reset(st.sid, _CANCEL)
+                    self._forget(st.sid)
+                    self._drop(st, 499)
+            self._dispatch_ready()
+            self._flush_control()
+            self.conn.output_ready()
 
     # -- ending ------------------------------------------------------------------------
     def close_gracefully(self) -> None:

@@ -652,18 +652,25 @@ def test_idle_after_a_request_names_the_last_stream(serve_tls, h2):
 
 # -- 8. a reader that opens no flow-control window ---------------------------------------------
 @pytest.mark.parametrize("settings", [{INITIAL_WINDOW_SIZE: 0}, {}], ids=["window-0", "no-update"])
-def test_zero_window_reader_is_closed_after_write_timeout(serve_tls, h2, logs, settings):
+def test_zero_window_stream_is_reset_and_zero_window_connection_closed(serve_tls, h2, logs, settings):
     srv = serve_tls(app, write_timeout_s=1, threads=1)
     c = h2(srv.port, settings=settings, auto_window=False)
     c.request(1, "/big")
     started = time.monotonic()
-    c.wait_closed(timeout=6)
+    if settings:
+        # Only the stream's window is shut: that stream is reset, the
+        # connection carries on.
+        c.wait(lambda: c.stream(1).reset is not None, "RST_STREAM", timeout=6)
+        assert c.stream(1).reset == CANCEL and not c.closed
+    else:
+        # The connection's window is shut too: the connection closes.
+        c.wait_closed(timeout=6)
+        assert srv.counters.aborted_connections >= 1
     assert time.monotonic() - started < 5
     st = c.stream(1)
     assert st.status == 200 and not st.ended
     assert len(st.body) == (0 if settings else 65535)
     assert any("flow-control window" in m for m in connection_log(logs))
-    assert srv.counters.aborted_connections >= 1
     # The one worker thread is free again: a new connection is served.
     assert_still_serves(h2, srv.port)
     srv.wait_idle()

@@ -209,3 +209,173 @@ def test_streams_the_server_resets_never_run_the_app(serve_tls, h2):  # noqa: F8
     assert resets == 20, c.summary()
     assert counting.runs == 0
     assert_still_serves(h2, srv.port)
+
+
+# -- cancels are normal traffic; work without output is abuse -----------------------------------
+
+ENHANCE_YOUR_CALM = 11
+
+
+def test_resets_answering_data_of_a_cancelled_stream_are_not_rapid_reset(serve_tls, h2,  # noqa: F811
+                                                                         tmp_path):
+    """python-h2 (under httpx) answers every DATA frame that arrives on a stream it
+    reset with a RST_STREAM of its own: one cancelled download sends hundreds.
+    They reset a stream that is already over, so they are not Rapid Reset:
+    no GOAWAY, and the other stream in flight completes."""
+    make_file(tmp_path, "a.bin", 24 * MiB, seed=1)
+    make_file(tmp_path, "b.bin", 4 * MiB, seed=2)
+    srv = serve_tls(files_app(str(tmp_path)), h2_max_reset_streams=20)
+    c = wide_open(h2, srv.port)
+    c.request(1, "/a.bin")
+    c.request(3, "/b.bin")
+    c.wait(lambda: len(c.stream(1).body) >= 256 * 1024, "the first 256 KiB")
+    c.send_frames(RstStreamFrame(1, error_code=CANCEL))
+    seen = len(c.frames)
+    answered = 0
+    deadline = time.monotonic() + 20
+    while not (c.stream(3).ended or c.closed) and time.monotonic() < deadline:
+        c.read_some(0.5)
+        late = [f for f in c.frames[seen:] if f.stream_id == 1 and type(f).__name__ == "DataFrame"]
+        seen = len(c.frames)
+        if late:
+            c.send_frames(*[RstStreamFrame(1, error_code=5) for _ in late])  # STREAM_CLOSED
+            answered += len(late)
+    assert c.stream(3).ended and len(c.stream(3).body) == 4 * MiB
+    assert answered > 20, answered   # more than the cap: the test means something
+    r = c.get(5, "/")                # the server has read every one of those resets
+    assert r.status == 200, c.summary()
+    assert c.goaway is None and not c.closed, c.summary()
+    assert srv.counters.bad_requests == 0
+
+
+def test_httpx_cancelled_download_does_not_cost_the_other_stream(serve_tls, cert_pair, tmp_path):
+    import httpx
+    from support import tls_client_context
+    # Both files fit in httpcore's 16 MiB connection window: httpcore never
+    # credits what it had buffered for a stream it then closes, so a bigger
+    # cancelled download can shut its own connection window (a client defect).
+    make_file(tmp_path, "a.bin", 8 * MiB, seed=1)
+    make_file(tmp_path, "b.bin", 4 * MiB, seed=2)
+    srv = serve_tls(files_app(str(tmp_path)), h2_max_reset_streams=20)
+    url = f"https://localhost:{srv.port}"
+    with httpx.Client(http2=True, verify=tls_client_context(cert_pair), timeout=30) as client:
+        other: dict = {}
+
+        def fetch_other():
+            try:
+                r = client.get(url + "/b.bin")
+                other["len"] = len(r.content)
+                other["version"] = r.http_version
+            except Exception as exc:
+                other["error"] = exc
+
+        with client.stream("GET", url + "/a.bin") as r:
+            assert r.http_version == "HTTP/2"
+            t = threading.Thread(target=fetch_other)
+            t.start()
+            got = 0
+            for chunk in r.iter_bytes():
+                got += len(chunk)
+                if got > 1 * MiB:
+                    break          # leaving the block cancels the stream
+        t.join(60)
+        assert other.get("len") == 4 * MiB, other
+        r = client.get(url + "/")
+        assert r.status_code == 200 and r.text == "ok\n"
+    assert srv.counters.h2_connections == 1, "GOAWAY made httpx open another connection"
+    assert srv.counters.bad_requests == 0
+
+
+def test_data_flood_on_a_reset_stream_is_goaway_enhance_your_calm(serve_tls, h2):  # noqa: F811
+    """Each DATA frame on a stream the client itself reset makes h2 send a
+    RST_STREAM: a flood of them counts as control frames."""
+    from hyperframe.frame import DataFrame
+    from test_http2_limits import app
+    srv = serve_tls(app, h2_max_control_frames=100)
+    c = h2(srv.port)
+    c.settle()
+    c.request(1, "/read", method="POST", end_stream=False)
+    c.send_frames(RstStreamFrame(1, error_code=CANCEL))
+    c.send(b"".join(DataFrame(1, data=b"x").serialize() for _ in range(500)))
+    goaway = c.expect_goaway_and_close()
+    assert goaway.error_code == ENHANCE_YOUR_CALM
+    rsts = sum(1 for f in c.frames if isinstance(f, RstStreamFrame))
+    assert rsts <= 110, rsts
+    assert_still_serves(h2, srv.port)
+
+
+def test_stream_fed_one_byte_windows_is_reset_after_write_timeout(serve_tls, h2,  # noqa: F811
+                                                                   tmp_path):
+    """1-byte WINDOW_UPDATEs now and then do not keep a response (its file, its
+    worker) alive: less than 16 KiB of window in --write-timeout resets the
+    stream; the connection carries on."""
+    make_file(tmp_path, "a.bin", 4 * MiB, seed=1)
+    srv = serve_tls(files_app(str(tmp_path)), write_timeout_s=1)
+    c = h2(srv.port, settings={INITIAL_WINDOW_SIZE: 0}, auto_window=False)
+    c.settle()
+    c.request(1, "/a.bin")
+    started = time.monotonic()
+    next_update = started
+    while c.stream(1).reset is None and time.monotonic() - started < 6:
+        if time.monotonic() >= next_update:   # one byte of window every 0.2 s
+            c.send_frames(WindowUpdateFrame(1, window_increment=1))
+            next_update += 0.2
+        c.read_some(max(0.01, next_update - time.monotonic()))
+    assert c.stream(1).reset == CANCEL, c.summary()
+    assert 0.9 < time.monotonic() - started < 4
+    assert not c.closed and c.goaway is None
+    c.send_frames(WindowUpdateFrame(0, window_increment=10 * MiB))
+    c.request(3, "/")
+    c.send_frames(WindowUpdateFrame(3, window_increment=1024))
+    r = c.response(3)
+    assert r.status == 200 and bytes(r.body) == b"ok\n", c.summary()
+
+
+def test_tiny_window_update_flood_is_goaway_enhance_your_calm(serve_tls, h2, tmp_path):  # noqa: F811
+    make_file(tmp_path, "a.bin", 4 * MiB, seed=1)
+    srv = serve_tls(files_app(str(tmp_path)), h2_max_control_frames=200)
+    c = h2(srv.port, settings={INITIAL_WINDOW_SIZE: 0}, auto_window=False)
+    c.settle()
+    c.send_frames(WindowUpdateFrame(0, window_increment=10 * MiB))
+    c.request(1, "/a.bin")
+    c.wait(lambda: c.stream(1).headers is not None, "the response head")
+    # One byte of window at a time, each answered by a 1-byte DATA frame.
+    for _ in range(1000):
+        if c.closed or c.goaway is not None:
+            break
+        have = len(c.stream(1).body)
+        c._reply(WindowUpdateFrame(1, window_increment=1))
+        c.wait(lambda: len(c.stream(1).body) > have or c.goaway is not None or c.closed,
+               "one more byte")
+    goaway = c.expect_goaway_and_close()
+    assert goaway.error_code == ENHANCE_YOUR_CALM
+    assert len(c.stream(1).body) <= 250
+    assert_still_serves(h2, srv.port)
+
+
+def test_one_connection_holds_at_most_the_active_streams_cap(serve_tls, h2, tmp_path):  # noqa: F811
+    """40 streams of a big file with shut windows: only --h2-max-active-streams
+    of them reach the app (and open the file); the rest wait their turn."""
+    make_file(tmp_path, "a.bin", 4 * MiB, seed=1)
+    opened = []
+    files = files_app(str(tmp_path))
+
+    def counting(environ, start_response):
+        opened.append(environ["PATH_INFO"])
+        return files(environ, start_response)
+
+    srv = serve_tls(counting, h2_max_active_streams=8, write_timeout_s=30)
+    c = h2(srv.port, settings={INITIAL_WINDOW_SIZE: 0}, auto_window=False)
+    c.settle()
+    for i in range(40):
+        c.request(1 + 2 * i, "/a.bin")
+    c.wait(lambda: sum(1 for i in range(40) if c.stream(1 + 2 * i).headers) >= 8,
+           "8 response heads")
+    c.read_some(0.5)
+    assert len(opened) == 8, len(opened)
+    started = time.monotonic()
+    assert_still_serves(h2, srv.port)
+    assert time.monotonic() - started < 1.0
+    # Shutting one down lets the next in.
+    c.send_frames(RstStreamFrame(1, error_code=CANCEL))
+    c.wait(lambda: len(opened) == 9, "the ninth stream to start")
