@@ -164,7 +164,7 @@ class Connection:
         c = self.cfg
         return http1.Http1(c.limit_request_line, c.limit_request_fields,
                            c.limit_request_field_size, c.limit_request_headers_bytes,
-                           c.http_parser)
+                           c.http_parser, max_body_bytes=c.max_body_bytes)
 
     # -- state ------------------------------------------------------------------
     def _to(self, state: str) -> None:
@@ -407,6 +407,9 @@ class Connection:
         except (TransportError, OSError) as exc:
             log.debug("%s: TLS handshake failed: %s", self.peer_text, exc)
             self.s.counters.handshakes_failed += 1
+            send_alert = getattr(self.transport, "send_alert", None)
+            if send_alert is not None:
+                send_alert()
             self._close()
             return
         if r is WANT_READ:

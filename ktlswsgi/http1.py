@@ -50,6 +50,14 @@ _BAD_HEAD = re.compile(rb"\n[ \t]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HEAD_END = re.compile(rb"\n\r?\n")
 # RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ]; empty is allowed.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+# A head that frames its body as chunked (h11 refuses any other coding).
+_CHUNKED_HEAD = re.compile(rb"\ntransfer-encoding[ \t]*:[^\n]*chunked", re.I)
+# A chunk-size line (RFC 9112 7.1): hex digits, then extensions.  In what
+# follows the digits: no control character but HTAB (CR only as the line end).
+_CHUNK_DIGITS = re.compile(rb"[0-9A-Fa-f]+")
+_CHUNK_EXT_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+CHUNK_SIZE_MAX_DIGITS = 16          # 64 bits: a longer size means something else to a proxy
+CHUNK_LINE_MAX_BYTES = 4096
 # h11 puts the offending bytes in some messages: cut them off before logging.
 _RAW_IN_REASON = re.compile(r":? *(?:bytearray\(|b'|b\").*$", re.S)
 
@@ -128,6 +136,74 @@ class FileBody:
         return self.length
 
 
+class ChunkCheck:
+    """The chunk-size lines of one chunked request body, checked as the raw
+    bytes arrive, before h11 reads them (h11 takes up to 20 hex digits, which
+    a 64-bit proxy in front may read differently: request smuggling; and it
+    lets control characters through in extensions).  `feed` returns a
+    BadRequest at the first bad line: over CHUNK_SIZE_MAX_DIGITS digits (400),
+    a control character after the size (400), a line over
+    CHUNK_LINE_MAX_BYTES (400), a chunk, or the chunks so far, over
+    `max_body_bytes` (413).  It stops at the last chunk: trailers are h11's.
+    Everything else about the framing (the CRLF after the data, the hex
+    syntax) stays h11's to judge."""
+
+    __slots__ = ("_max_body", "_line", "_skip", "_total", "done")
+
+    def __init__(self, max_body_bytes: int | None):
+        self._max_body = max_body_bytes
+        self._line = bytearray()   # a size line arriving in pieces
+        self._skip = 0             # chunk data + its CRLF still to pass over
+        self._total = 0
+        self.done = False
+
+    def feed(self, data) -> "BadRequest | None":
+        pos, n = 0, len(data)
+        while pos < n and not self.done:
+            if self._skip:
+                step = min(self._skip, n - pos)
+                self._skip -= step
+                pos += step
+                continue
+            eol = data.find(b"\n", pos)
+            if eol < 0:
+                self._line += data[pos:]
+                if len(self._line) > CHUNK_LINE_MAX_BYTES:
+                    return BadRequest(400, "chunk header line too long")
+                return None
+            line = bytes(self._line) + bytes(data[pos:eol]) if self._line else bytes(data[pos:eol])
+            self._line = bytearray()
+            pos = eol + 1
+            verdict = self._size_line(line)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def _size_line(self, line: bytes) -> "BadRequest | None":
+        if len(line) > CHUNK_LINE_MAX_BYTES:
+            return BadRequest(400, "chunk header line too long")
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        m = _CHUNK_DIGITS.match(line)
+        if m is None:
+            self.done = True        # not a size at all: h11 rejects it
+            return None
+        digits = m.group()
+        if len(digits) > CHUNK_SIZE_MAX_DIGITS:
+            return BadRequest(400, f"chunk size over {CHUNK_SIZE_MAX_DIGITS} hex digits")
+        if _CHUNK_EXT_BAD.search(line, m.end()):
+            return BadRequest(400, "control character in a chunk extension")
+        size = int(digits, 16)
+        self._total += size
+        if self._max_body is not None and self._total > self._max_body:
+            return BadRequest(413, "chunked request body over --max-body")
+        if size == 0:
+            self.done = True
+        else:
+            self._skip = size + 2
+        return None
+
+
 class Http1:
     """One HTTP/1 connection's requests and responses.
 
@@ -139,7 +215,10 @@ class Http1:
 
     def __init__(self, limit_request_line: int, limit_request_fields: int,
                  limit_request_field_size: int, limit_request_headers_bytes: int,
-                 parser: str = "auto"):
+                 parser: str = "auto", max_body_bytes: int | None = None):
+        self._max_body = max_body_bytes
+        self._chunks: ChunkCheck | None = None   # the chunked body being received
+        self._body_error: BadRequest | None = None
         self._limit_line = limit_request_line
         self._limit_fields = limit_request_fields
         self._limit_field = limit_request_field_size
@@ -180,6 +259,8 @@ class Http1:
                 if not data:
                     return
             self._scan(data)
+        elif self._chunks is not None and data:
+            self._check_chunks(data)
         if self._h11 is not None:
             self._h11.receive_data(data)
         elif data:
@@ -219,6 +300,18 @@ class Http1:
         if buf:
             self._head_buf = bytearray()
         self._head_error = _head_verdict(self._head)
+        if self._head_error is None and _CHUNKED_HEAD.search(self._head):
+            self._chunks = ChunkCheck(self._max_body)
+            if end < len(data):
+                self._check_chunks(data[end:])
+
+    def _check_chunks(self, data) -> None:
+        chunks = self._chunks
+        verdict = chunks.feed(data)
+        if verdict is not None and self._body_error is None:
+            self._body_error = verdict
+        if chunks.done or verdict is not None:
+            self._chunks = None
 
     def _new_h11(self):
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._limit_head)
@@ -255,6 +348,9 @@ class Http1:
         if self._head_error is not None and conn.their_state is h11.IDLE:
             self._failed = True
             return self._head_error
+        if self._body_error is not None and conn.their_state is not h11.IDLE:
+            self._failed = True
+            return self._body_error
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -518,6 +614,8 @@ class Http1:
         self._head = b""
         self._head_error = None
         self._head_buf = bytearray()
+        self._chunks = None
+        self._body_error = None
         if pipelined:
             self._scan(pipelined)
 

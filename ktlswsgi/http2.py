@@ -432,6 +432,18 @@ class Http2:
         return Failed(int(code), reason)
 
 
+def request_verdict(req: Request):
+    """(status, fixed reason) for a request HTTP/1.1 would refuse before the
+    app (http1._request_verdict), or None: CONNECT is 501; a :path that is
+    not origin-form (or `*` with OPTIONS) is 400."""
+    if req.method == b"CONNECT":
+        return 501, "CONNECT is not supported"
+    target = req.target
+    if target[:1] != b"/" and not (target == b"*" and req.method == b"OPTIONS"):
+        return 400, "request :path is not origin-form"
+    return None
+
+
 def _settings(limits: Limits, max_streams: int):
     return h2.settings.Settings(client=False, initial_values={
         h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,

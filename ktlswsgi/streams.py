@@ -200,6 +200,15 @@ class H2Session:
         ex = Exchange(conn, ev)
         conn.s.counters.h2_streams += 1
         st = _Stream(sid, ex, ev.expects_continue)
+        refusal = http2.request_verdict(ev)
+        if refusal is not None:   # answered as HTTP/1.1 answers it, without the app
+            status, reason = refusal
+            conn.s.counters.bad_requests += 1
+            log.info("%s: stream %d: %d %s", conn.peer_text, sid, status, reason)
+            self.streams[sid] = st
+            self._order.append(st)
+            self._respond_without_app(st, status, reason.encode() + b"\n")
+            return
         length = None
         for name, value in ev.headers:
             if name == b"content-length":

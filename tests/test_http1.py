@@ -388,6 +388,34 @@ def test_body_stall_read_timeout_408(serve):
     srv.wait_idle()
 
 
+@pytest.mark.parametrize("chunk, status", [
+    # 17 hex digits: a 64-bit proxy in front may read this size as 3 (smuggling).
+    (b"10000000000000003\r\nabc\r\n0\r\n\r\n", b"400"),
+    (b"5;ext=a\x01b\r\nhello\r\n0\r\n\r\n", b"400"),    # a control character
+    (b"5;ext=a\rb\r\nhello\r\n0\r\n\r\n", b"400"),      # a bare CR
+    (b"5;ext=a\x00b\r\nhello\r\n0\r\n\r\n", b"400"),    # NUL
+    (b"100001\r\n", b"413"),                                   # one chunk over --max-body
+], ids=["17-digits", "ctl-in-ext", "cr-in-ext", "nul-in-ext", "over-max-body"])
+def test_bad_chunk_header_is_answered_at_once(serve, chunk, status):
+    srv = serve(echo_app, max_body_bytes=1024 * 1024, read_timeout_s=30)
+    s = srv.connect()
+    started = time.monotonic()
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 " + status + b" "), data[:80]
+    assert time.monotonic() - started < 2.0
+    srv.wait_idle()
+
+
+def test_chunk_extensions_and_16_digit_sizes_are_still_accepted(serve):
+    srv = serve(echo_app)
+    s = srv.connect()
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+              b"0000000000000005;name=\"quoted value\";x\r\nhello\r\n0\r\n\r\n")
+    data = recv_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello"), data
+
+
 # -- pool -------------------------------------------------------------------------------------
 
 def test_503_when_pool_queue_full_then_connection_still_usable(serve):

@@ -616,6 +616,40 @@ def test_malformed_request_is_goaway_protocol_error(serve_tls, h2, logs, case):
     assert_still_serves(h2, srv.port)
 
 
+REFUSED_LIKE_HTTP1 = {
+    "connect": ([(":method", "CONNECT"), (":authority", "example.com:443"),
+                 ("x-token", SECRET)], 501),
+    "path-not-origin-form": ([(":method", "GET"), (":scheme", "https"),
+                              (":authority", "localhost"), (":path", "tiny"),
+                              ("x-token", SECRET)], 400),
+    "absolute-path": ([(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
+                       (":path", "https://localhost/"), ("x-token", SECRET)], 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_LIKE_HTTP1))
+def test_connect_and_non_origin_form_path_are_refused_without_the_app(serve_tls, h2, logs, case):
+    """As HTTP/1.1 answers them: 501 for CONNECT, 400 for a :path that is
+    not origin-form; a stream-level answer, the connection carries on."""
+    ran = []
+
+    def recording(environ, start_response):
+        ran.append(environ["PATH_INFO"])
+        return app(environ, start_response)
+
+    headers, status = REFUSED_LIKE_HTTP1[case]
+    srv = serve_tls(recording)
+    c = h2(srv.port)
+    c.send_frames(c.headers_frame(1, c.encode(headers), end_stream=case != "connect"))
+    r = c.response(1)
+    assert r.status == status, c.summary()
+    assert ran == []
+    assert c.goaway is None and not c.closed
+    r = c.get(3, "/")
+    assert r.status == 200
+    assert not any(SECRET in m for m in connection_log(logs))
+
+
 def test_body_shorter_than_content_length_is_goaway_protocol_error(serve_tls, h2, logs):
     srv = serve_tls(app)
     c = h2(srv.port)

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -568,3 +569,20 @@ def test_large_upload_over_tls_never_stalls(serve_tls, cert_pair, transport):
     r = conn.getresponse()
     assert r.status == 200 and r.read().decode() == hashlib.sha256(payload).hexdigest()
     assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_failed_handshake_sends_the_alert_openssl_chose(serve_tls, cert_pair, transport):
+    """A client the server refuses learns why (protocol_version here), on both
+    transports, instead of seeing a bare close."""
+    srv = serve_tls(info_app, transport=transport, tls_min_version="1.3")
+    ctx = tls_client_context(cert_pair, "1.2")
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError) as exc:
+            ctx.wrap_socket(raw, server_hostname="localhost")
+    assert "ALERT_PROTOCOL_VERSION" in str(exc.value), exc.value
+    deadline = time.monotonic() + 5
+    while srv.counters.handshakes_failed < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.counters.handshakes_failed == 1

@@ -291,6 +291,18 @@ class _TLSTransport:
             return self._ssl_sendfile(fd, offset, count)
         return self._pread_write(fd, offset, count)
 
+    def send_alert(self) -> None:
+        """After a failed handshake: put the alert OpenSSL queued on the wire
+        (one non-blocking attempt; the connection closes next either way), so
+        that the client learns why (protocol_version, handshake_failure, ...)
+        instead of seeing a bare close."""
+        if self._ssl is None:
+            return
+        try:
+            self._write_through()
+        except (TransportError, OSError):
+            pass
+
     def has_pending(self) -> bool:
         """True when decrypted or buffered input waits that epoll will not announce."""
         return bool(lib.SSL_has_pending(self._ssl)) if self._ssl is not None else False
