@@ -65,6 +65,7 @@ class Reactor:
         self._wakeup_previous = -1
         self._running = False
         self._closed = False
+        self._heartbeat = None          # (callback, interval_s): see set_heartbeat
         self.thread: threading.Thread | None = None
         self._epoll.register(self._wake_fd, IN)
 
@@ -138,6 +139,12 @@ class Reactor:
         if not self._closed:
             self._wake()
 
+    def set_heartbeat(self, callback, interval_s: float) -> None:
+        """Call `callback()` from the loop itself at least every `interval_s`
+        while the loop turns: not a timer, so no error in a callback and no
+        lost timer can silence it; only a loop that stops turning does."""
+        self._heartbeat = (callback, interval_s)
+
     def in_reactor_thread(self) -> bool:
         return threading.current_thread() is self.thread
 
@@ -151,8 +158,17 @@ class Reactor:
         poll = self._epoll.poll
         handlers = self._handlers
         wake_fd = self._wake_fd
+        beat, beat_s = self._heartbeat or (None, 0.0)
+        next_beat = 0.0
         while self._running:
+            if beat is not None:
+                now = time.monotonic()
+                if now >= next_beat:
+                    beat()
+                    next_beat = now + beat_s
             timeout = self._next_timeout()
+            if beat is not None:
+                timeout = min(timeout, beat_s)
             try:
                 events = poll(timeout)
             except InterruptedError:

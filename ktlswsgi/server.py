@@ -283,6 +283,8 @@ class Server:
         worker = self.worker
         if worker is not None:
             self._install_worker_signals()
+            worker.beat()
+            self.reactor.set_heartbeat(worker.beat, self._tick_s)
             self._tick()
             worker.send(_READY)
         else:
@@ -336,17 +338,20 @@ class Server:
             signal.signal(sig, signal.SIG_IGN)   # the master's signals
 
     def _tick(self) -> None:
-        """The worker's heartbeat, from the reactor loop itself: a reactor stuck
-        for --timeout seconds stops beating and the master replaces the worker."""
+        """The worker's periodic checks: is the master alive, is the worker
+        worn out (--max-requests).  (The heartbeat itself is the reactor's,
+        `Reactor.set_heartbeat`: a reactor stuck for --timeout seconds stops
+        beating and the master replaces the worker.)"""
         worker = self.worker
-        worker.beat()
-        if not self._stopping:
-            if not worker.master_alive():
-                log.warning("worker %d: the master is gone; stopping", os.getpid())
-                self._begin_shutdown()
-            else:
-                self._retire_if_worn_out()
-        self.reactor.call_later(self._tick_s, self._tick)
+        try:
+            if not self._stopping:
+                if not worker.master_alive():
+                    log.warning("worker %d: the master is gone; stopping", os.getpid())
+                    self._begin_shutdown()
+                else:
+                    self._retire_if_worn_out()
+        finally:
+            self.reactor.call_later(self._tick_s, self._tick)
 
     def _on_request(self) -> None:
         """Each request head (a worker with --max-requests): the one that reaches

@@ -522,6 +522,33 @@ def test_a_worker_stuck_holding_the_gil_is_aborted_with_its_stacks_and_replaced(
     assert m.find(r"exit 0 \(1 worker restarts\)"), m.stderr()
 
 
+def test_a_reactor_idle_on_slow_clients_longer_than_timeout_keeps_its_worker(master):
+    """Slow uploads (one inside the app, its thread waiting on the body; one
+    whose small body the server buffers before the app) hold the reactor idle
+    in epoll for three times --timeout: the heartbeat comes from the loop
+    itself, so the master must not take the worker for a stuck one."""
+    m = master("-w", "1", "--timeout", "2", "--read-timeout", "30", "--body-min-rate", "0")
+    worker = wait_serving(m.port)
+    slow = []
+    try:
+        for length, first in ((1_000_000, 70_000), (1000, 1)):
+            s = socket.create_connection(("127.0.0.1", m.port), timeout=10)
+            s.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                      % length + b"x" * first)
+            slow.append(s)
+        deadline = time.monotonic() + 6.5
+        while time.monotonic() < deadline:
+            for s in slow:
+                s.sendall(b"y")            # a byte now and then: never a stall
+            time.sleep(0.5)                # the client's pace, not a wait on the server
+        assert pid_of(m.port) == worker
+    finally:
+        for s in slow:
+            s.close()
+    assert not m.find(r"timed out"), m.stderr()
+    assert m.stop() == 0, m.stderr()
+
+
 def test_max_requests_retires_the_worker_and_a_keepalive_client_sees_no_failure(master):
     m = master("-w", "1", "--max-requests", "20", "--max-requests-jitter", "0")
     first = wait_serving(m.port)

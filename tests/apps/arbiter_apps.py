@@ -5,7 +5,8 @@ master's (parent's) uid; `/download`: the file named by
 $KTLSWSGI_TEST_DOWNLOAD through `wsgi.file_wrapper`; `/spin`: catastrophic
 regex backtracking, which holds the GIL inside C for far longer than any
 test (the worker's reactor stops; only --timeout ends it); `/slow?MS`:
-sleeps in the worker thread.  Anything else: a short body.
+sleeps in the worker thread; `/read`: reads the whole request body (a slow
+client keeps the worker thread waiting).  Anything else: a short body.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def app(environ, start_response):
         return _short(start_response, str(os.getpid()).encode())
     if path == "/uid":
         return _short(start_response, f"{os.getuid()} {os.getppid()}".encode())
+    if path == "/read":
+        body = environ["wsgi.input"].read()
+        return _short(start_response, b"%d" % len(body))
     if path == "/spin":
         re.match(r"(a+)+$", "a" * 40 + "b")   # ~2**40 steps, the GIL held throughout
         return _short(start_response, b"unreachable\n")
