@@ -429,6 +429,8 @@ class Arbiter:
         os.close(self._wake_r)
         os.close(self._wake_w)
         os.close(self._notify_r)
+        if self._metrics_sock is not None:   # the metrics process's, not ours to hold
+            self._metrics_sock.close()
         random.seed()
         faulthandler.enable(all_threads=True)   # SIGABRT from the timeout: stacks to stderr
         cfg = self.cfg

@@ -83,7 +83,7 @@ import errno
 import json
 import logging
 import os
-import select
+import selectors
 import shutil
 import signal
 import socket
@@ -471,30 +471,41 @@ def listen(bind: str, backlog: int = 16) -> socket.socket:
         sock = bind_one(b, backlog)
     except OSError as exc:
         raise OSError(exc.errno, f"--metrics-bind: {exc.strerror or exc}") from None
-    sock.setblocking(True)   # the metrics process serves one blocking connection at a time
     sock.set_inheritable(False)
     return sock
 
 
-class MetricsServer:
-    """GET /metrics over HTTP/1.x, one connection at a time, everything bounded.
+class _Client:
+    __slots__ = ("sock", "deadline", "inbuf", "out", "accepted")
 
-    A client gets `timeout_s` in all for its request and the response; a
-    request head over `max_request_bytes` is answered 431 and closed; any
-    path but /metrics is 404, any method but GET/HEAD 405.  Every response
-    closes the connection.  A scrape of a few KiB is the only real traffic,
-    so one at a time is enough and a slow client delays the next scrape by
-    at most `timeout_s`.
+    def __init__(self, sock, deadline: float, accepted: float):
+        self.sock, self.deadline, self.accepted = sock, deadline, accepted
+        self.inbuf = b""
+        self.out: memoryview | None = None   # the response, once there is one
+
+
+class MetricsServer:
+    """GET /metrics over HTTP/1.x, many connections at once, everything bounded.
+
+    One thread, non-blocking sockets and a selector: an idle or slow client
+    never delays another's scrape.  A client gets `timeout_s` in all for its
+    request and the response, then is closed; at most `max_clients` are open
+    at once (one more closes the oldest); a request head over
+    `max_request_bytes` is answered 431; any path but /metrics is 404, any
+    method but GET/HEAD 405.  Every response closes the connection.
     """
 
     def __init__(self, listener, directory: str, timeout_s: float = 5.0,
-                 max_request_bytes: int = 8192):
+                 max_request_bytes: int = 8192, max_clients: int = 64):
         self.listener = listener if isinstance(listener, socket.socket) else listen(listener)
         self.directory = directory
         self.timeout_s = timeout_s
         self.max_request_bytes = max_request_bytes
+        self.max_clients = max_clients
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
+        self._clients: dict[socket.socket, _Client] = {}   # oldest first
+        self._selector = None
 
     @property
     def address(self):
@@ -503,25 +514,33 @@ class MetricsServer:
     def serve_forever(self, parent_pid: int | None = None) -> None:
         """Serve until `close()`, or until `parent_pid` is no longer our parent."""
         self.listener.setblocking(False)
+        sel = self._selector = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, "accept")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
             while not self._stopping:
-                ready, _, _ = select.select([self.listener, self._wake_r], [], [], 1.0)
+                now = time.monotonic()
+                timeout = 1.0
+                if self._clients:
+                    soonest = min(c.deadline for c in self._clients.values())
+                    timeout = max(0.0, min(timeout, soonest - now))
+                for key, events in sel.select(timeout):
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        continue
+                    else:
+                        self._on_ready(key.data, events)
                 if parent_pid is not None and os.getppid() != parent_pid:
                     log.info("metrics: the master is gone; exiting")
                     return
-                if self.listener not in ready:
-                    continue
-                try:
-                    conn, _ = self.listener.accept()
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    continue
-                try:
-                    self._handle(conn)
-                except Exception as exc:
-                    log.debug("metrics: request failed: %s", exc)
-                finally:
-                    conn.close()
+                now = time.monotonic()
+                for client in [c for c in self._clients.values() if c.deadline <= now]:
+                    self._drop(client)
         finally:
+            for client in list(self._clients.values()):
+                self._drop(client)
+            sel.close()
             self.listener.close()
             self._wake_r.close()
             self._wake_w.close()
@@ -534,45 +553,80 @@ class MetricsServer:
         except OSError:
             pass
 
-    def _handle(self, conn: socket.socket) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        buf = b""
-        while b"\r\n\r\n" not in buf and b"\n\n" not in buf:
+    def _accept(self) -> None:
+        for _ in range(16):
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:   # EMFILE and kin: the select loop comes back
+                log.warning("metrics: accept failed: %s", exc.strerror or exc)
+                return
+            if len(self._clients) >= self.max_clients:
+                self._drop(next(iter(self._clients.values())))   # the oldest
+            conn.setblocking(False)
+            now = time.monotonic()
+            client = _Client(conn, now + self.timeout_s, now)
+            self._clients[conn] = client
+            self._selector.register(conn, selectors.EVENT_READ, client)
+
+    def _drop(self, client: _Client) -> None:
+        if self._clients.pop(client.sock, None) is None:
+            return
+        try:
+            self._selector.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+
+    def _on_ready(self, client: _Client, events: int) -> None:
+        try:
+            if client.out is None:
+                self._read(client)
+            if client.out is not None:
+                self._write(client)
+        except OSError as exc:
+            log.debug("metrics: request failed: %s", exc)
+            self._drop(client)
+
+    def _read(self, client: _Client) -> None:
+        data = client.sock.recv(4096)
+        if not data:
+            self._drop(client)
+            return
+        client.inbuf += data
+        buf = client.inbuf
+        if b"\r\n\r\n" not in buf and b"\n\n" not in buf:
             if len(buf) > self.max_request_bytes:
-                self._send(conn, deadline, 431, b"request too large\n")
-                return
-            conn.settimeout(max(0.001, deadline - time.monotonic()))
-            data = conn.recv(4096)
-            if not data:
-                return
-            buf += data
+                self._respond(client, 431, b"request too large\n")
+            return
         if len(buf) > self.max_request_bytes:
-            self._send(conn, deadline, 431, b"request too large\n")
+            self._respond(client, 431, b"request too large\n")
             return
         head = buf.split(b"\n", 1)[0].rstrip(b"\r")
         parts = head.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            self._send(conn, deadline, 400, b"bad request\n")
+            self._respond(client, 400, b"bad request\n")
             return
         method, target = parts[0], parts[1]
         path = target.split(b"?", 1)[0]
         if path != b"/metrics":
-            self._send(conn, deadline, 404, b"not found; try /metrics\n")
+            self._respond(client, 404, b"not found; try /metrics\n")
             return
         if method not in (b"GET", b"HEAD"):
-            self._send(conn, deadline, 405, b"method not allowed\n", [(b"Allow", b"GET, HEAD")])
+            self._respond(client, 405, b"method not allowed\n", [(b"Allow", b"GET, HEAD")])
             return
         try:
             body, ctype = render(self.directory)
         except Exception as exc:  # the directory is gone (the master is exiting), say
             log.warning("metrics: cannot render: %s", exc)
-            self._send(conn, deadline, 500, b"metrics unavailable\n")
+            self._respond(client, 500, b"metrics unavailable\n")
             return
-        self._send(conn, deadline, 200, body, [(b"Content-Type", ctype.encode())],
-                   head_only=method == b"HEAD")
+        self._respond(client, 200, body, [(b"Content-Type", ctype.encode())],
+                      head_only=method == b"HEAD")
 
-    def _send(self, conn, deadline: float, status: int, body: bytes, headers=(),
-              head_only: bool = False) -> None:
+    def _respond(self, client: _Client, status: int, body: bytes, headers=(),
+                 head_only: bool = False) -> None:
         reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found",
                   405: b"Method Not Allowed", 431: b"Request Header Fields Too Large",
                   500: b"Internal Server Error"}[status]
@@ -581,12 +635,21 @@ class MetricsServer:
             headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *headers]
         lines += [name + b": " + value for name, value in headers]
         lines += [b"Content-Length: %d" % len(body), b"Connection: close", b"", b""]
-        conn.settimeout(max(0.001, deadline - time.monotonic()))
-        conn.sendall(b"\r\n".join(lines) + (b"" if head_only else body))
+        client.out = memoryview(b"\r\n".join(lines) + (b"" if head_only else body))
+        self._selector.modify(client.sock, selectors.EVENT_WRITE, client)
+
+    def _write(self, client: _Client) -> None:
         try:
-            conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+            n = client.sock.send(client.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        client.out = client.out[n:]
+        if not client.out:
+            try:
+                client.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self._drop(client)
 
 
 def serve(listener, directory: str, timeout_s: float = 5.0) -> None:

@@ -18,9 +18,9 @@ kernel opens a record with it, then the payload by SSL_sendfile; the payload
 of a frame is 16384 - 9 bytes, so header and payload fill exactly one TLS
 record.  Each such frame is one `wire.FileSend` holding the stream's
 `FileRange`: a reset discards the frames not yet started and gives back
-their window, and the file is closed only when no frame names it.  Without kTLS, several frames' payloads are read with one preadv
-into a cache-sized buffer with room left for the headers, and go out in one
-write.
+their window, and the file is closed only when no frame names it.  Without
+kTLS, several frames' payloads are read with one preadv into a cache-sized
+buffer with room left for the headers, and go out in one write.
 
 Runs on the reactor thread only, like the connection; the jobs run on the pool
 and reach back only through the thread-safe callbacks named `*_threadsafe`.

@@ -347,6 +347,47 @@ def test_endpoint_answers_metrics_and_404(endpoint):
     assert http_get(endpoint.address, "/metrics", "POST")[0] == 405
 
 
+def test_idle_connections_do_not_delay_a_scrape(endpoint):
+    """Connections that send nothing (a port scan, a stuck client, someone on
+    the pod network) are served side by side with the scrape, not before it."""
+    host, port = endpoint.address
+    idle = [socket.create_connection((host, port), timeout=5) for _ in range(3)]
+    try:
+        started = time.monotonic()
+        assert http_get(endpoint.address, "/metrics")[0] == 200
+        assert time.monotonic() - started < 0.4   # well under one client's timeout_s
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_endpoint_bounds_its_connections(mdir):
+    metrics.MasterMetrics(mdir)
+    server = metrics.MetricsServer(metrics.listen("127.0.0.1:0"), mdir, timeout_s=30,
+                                   max_clients=4)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        idle = [socket.create_connection(server.address, timeout=5) for _ in range(10)]
+        # The oldest beyond the bound were closed to make room; the scrape is served.
+        assert http_get(server.address, "/metrics")[0] == 200
+        closed = 0
+        for s in idle:
+            s.settimeout(2)
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except (socket.timeout, TimeoutError):
+                pass
+            except ConnectionResetError:
+                closed += 1
+            s.close()
+        assert closed >= 6, closed
+    finally:
+        server.close()
+        t.join(5)
+
+
 def test_endpoint_closes_an_oversized_request_and_a_silent_client(endpoint):
     host, port = endpoint.address
     with socket.create_connection((host, port), timeout=5) as s:
@@ -356,8 +397,7 @@ def test_endpoint_closes_an_oversized_request_and_a_silent_client(endpoint):
         except OSError:
             data = b""
         assert data == b"" or data.startswith(b"HTTP/1.1 431 ")
-    # A client that sends nothing is dropped after timeout_s (0.5 s), then
-    # the next one is served: one at a time, never stuck.
+    # A client that sends nothing is dropped after timeout_s (0.5 s).
     started = time.monotonic()
     with socket.create_connection((host, port), timeout=5) as idle:
         assert recv_until_closed(idle, timeout=5) == b""
@@ -534,6 +574,29 @@ def _worker_pids(master_pid: int) -> set:
         return {int(p) for p in f.read().split()}
 
 
+def _listening_inode(port: int):
+    """The inode of the socket listening on 127.0.0.1:`port` (from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                return inode
+    return None
+
+
+def _socket_inodes(pid: int) -> set:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
 def test_cli_metrics_sum_over_workers_and_survive_a_killed_worker(ktlswsgi_cli):
     from support import free_port
     mport = free_port()
@@ -557,6 +620,13 @@ def test_cli_metrics_sum_over_workers_and_survive_a_killed_worker(ktlswsgi_cli):
                         and _scrape_url(mport)[("ktlswsgi_workers", ())] == 2, 15)
         # all 40 were in the snapshots before the kill: the dead worker's stay counted
         assert _scrape_url(mport)[total] == 40
+        # The workers do not hold the metrics port's listening socket.
+        inode, app_inode = _listening_inode(mport), _listening_inode(proc.port)
+        assert inode is not None and app_inode is not None
+        workers = [pid for pid in _worker_pids(proc.pid) if app_inode in _socket_inodes(pid)]
+        assert len(workers) == 2
+        for pid in workers:
+            assert inode not in _socket_inodes(pid), f"worker {pid} holds the metrics socket"
     finally:
         proc.terminate()
         proc.wait(20)
