@@ -331,6 +331,82 @@ def test_systemd_analyze_security(units_for_verify):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr
 
 
+def _expand_syscalls(tool: str, names: list) -> set:
+    """The syscalls a list of SystemCallFilter= names and @groups stands for."""
+    out = set()
+    for name in names:
+        if not name.startswith("@"):
+            out.add(name)
+            continue
+        text = subprocess.run([tool, "syscall-filter", name], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+        members = [line.strip() for line in text.splitlines()[1:]
+                   if line.strip() and not line.strip().startswith("#")]
+        out |= _expand_syscalls(tool, members)
+    return out
+
+
+def test_service_unit_lets_worker_threads_set_sched_batch():
+    """systemd's rule: the first SystemCallFilter= decides allow- or deny-list;
+    later lines add to or take from it, in order.  The worker threads'
+    sched_setscheduler(SCHED_BATCH) must come out allowed."""
+    tool = _systemd_analyze()
+    allowed = None
+    for line in values(read_unit(SERVICE), "Service", "SystemCallFilter"):
+        deny = line.startswith("~")
+        names = _expand_syscalls(tool, line.lstrip("~").split())
+        if allowed is None:
+            assert not deny, "the unit starts from an allow-list"
+            allowed = names
+        elif deny:
+            allowed -= names
+        else:
+            allowed |= names
+    assert "sched_setscheduler" in allowed
+    assert "setrlimit" not in allowed and "sched_setaffinity" not in allowed  # the rest stays denied
+
+
+def _deny_sched_setscheduler():
+    """In the child before exec: a seccomp filter that fails sched_setscheduler
+    with EPERM, as the unit's SystemCallFilter without the allow line did."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    nr = 144                                   # x86_64 sched_setscheduler
+    insns = [(0x20, 0, 0, 0),                  # A = seccomp_data.nr
+             (0x15, 0, 1, nr),                 # if A == nr: next, else skip one
+             (0x06, 0, 0, 0x00050000 | 1),     # return SECCOMP_RET_ERRNO | EPERM
+             (0x06, 0, 0, 0x7FFF0000)]         # return SECCOMP_RET_ALLOW
+    code = b"".join(struct.pack("HBBI", *i) for i in insns)
+    buf = ctypes.create_string_buffer(code)
+    prog = struct.pack("HxxxxxxP", len(insns), ctypes.addressof(buf))
+    pbuf = ctypes.create_string_buffer(prog)
+    ul = ctypes.c_ulong
+    if libc.prctl(38, ul(1), ul(0), ul(0), ul(0)) != 0:                 # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+    if libc.prctl(22, ul(2), ul(ctypes.addressof(pbuf)), ul(0), ul(0)) != 0:  # SECCOMP FILTER
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's number")
+def test_a_filter_that_refuses_sched_batch_gets_one_warning_per_worker(ktlswsgi_cli):
+    from support import wait_port
+    proc = ktlswsgi_cli("apps.log_apps:app", "-w", "2", "--threads", "8", wait=False,
+                        preexec_fn=_deny_sched_setscheduler)
+    try:
+        wait_port(proc.port, proc=proc)
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200   # it still serves
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    warnings = [line for line in err.splitlines() if "stay SCHED_OTHER" in line]
+    assert len(warnings) == 2, err[-3000:]        # one per worker process, not per thread
+    assert all("EPERM" in w and "SystemCallFilter=sched_setscheduler" in w for w in warnings)
+
+
 # -- container -----------------------------------------------------------------------------
 def _stages() -> list:
     text = open(CONTAINERFILE).read().replace("\\\n", " ")

@@ -13,6 +13,7 @@ no Python-level condition variable).  Two kinds:
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -99,12 +100,29 @@ class WorkerPool:
         return not any(t.is_alive() for t in self._threads)
 
 
+_policy_warned = False
+_policy_lock = threading.Lock()
+
+
 def _batch_scheduling() -> None:
     """This thread as SCHED_BATCH: Linux then never lets its wake-up preempt the
     running thread.  A worker woken for a job would otherwise preempt the
     reactor at once, only to block on the GIL the reactor holds: two context
-    switches for nothing, per request."""
+    switches for nothing, per request.  Where it is refused, one warning per
+    process says so and why (the default policy still works, slower)."""
+    global _policy_warned
+    policy = getattr(os, "SCHED_BATCH", None)
+    if policy is None:
+        return  # not Linux
     try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass  # not Linux, or not allowed: the default policy still works
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError as exc:
+        with _policy_lock:
+            if _policy_warned:
+                return
+            _policy_warned = True
+        log.warning("worker threads stay SCHED_OTHER: sched_setscheduler(SCHED_BATCH) failed "
+                    "with %s; a seccomp filter is the likely cause (systemd SystemCallFilter= "
+                    "with ~@resources: add SystemCallFilter=sched_setscheduler; a container "
+                    "runtime's seccomp profile); serving on, with more context switches per "
+                    "request", errno.errorcode.get(exc.errno, exc.errno))
