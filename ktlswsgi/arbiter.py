@@ -460,8 +460,14 @@ class Arbiter:
                 try:
                     app = load_app(cfg.app)
                 except AppLoadError as exc:
-                    link.send(MSG_BOOT_ERROR, str(exc))
-                    return WORKER_BOOT_ERROR
+                    if not cfg.reload:
+                        link.send(MSG_BOOT_ERROR, str(exc))
+                        return WORKER_BOOT_ERROR
+                    # --reload (development): keep watching, answer 500
+                    # meanwhile, import again at the next save.
+                    log.error("%s; --reload: answering 500 until the next change imports",
+                              exc)
+                    app = _import_failed_app(str(exc))
             server = Server(cfg, app, sockets=sockets, transport_factory=self._transport_factory,
                             scheme=self._scheme, worker=link, owned_unix_paths=[])
             if cfg.reload:
@@ -827,6 +833,22 @@ def _drop_privileges(cfg) -> None:
     os.setgid(gid)
     if cfg.uid is not None:
         os.setuid(cfg.uid)
+
+
+def _import_failed_app(reason: str):
+    """--reload's stand-in while the code does not import (gunicorn's and
+    Werkzeug's reloaders do the same): every request gets a 500 that says why,
+    in one line (module, exception type and message, as the error log)."""
+    body = (f"500 Internal Server Error: the app does not import: {reason}\n"
+            "(--reload: the server imports it again at the next change)\n").encode(
+                "utf-8", "replace")
+
+    def app(environ, start_response):
+        start_response("500 Internal Server Error",
+                       [("Content-Type", "text/plain; charset=utf-8"),
+                        ("Content-Length", str(len(body)))])
+        return [body]
+    return app
 
 
 def _watch_code(server) -> None:

@@ -795,6 +795,36 @@ VERSION = "{version}"
 '''
 
 
+def test_reload_survives_a_syntax_error_and_serves_the_next_good_save(master, tmp_path):
+    """Saving a broken file answers 500 (with the error, once in the log per
+    save) and keeps watching; the next good save serves again."""
+    pytest.importorskip("watchfiles")
+    module = tmp_path / "reload_app.py"
+    module.write_text(RELOAD_APP.format(version="one"))
+    m = master("-w", "1", "--reload", app="reload_app:app", env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+    def answer():
+        try:
+            return get(m.port, "/", timeout=5)
+        except (OSError, http.client.HTTPException):
+            return None
+
+    wait_for(lambda: (lambda a: a if a and a[1].startswith(b"one") else None)(answer()), 15,
+             "the first code")
+    start = m.mark()
+    module.write_text("def app(environ, start_response:\n    pass\n")   # a syntax error
+    broken = wait_for(lambda: (lambda a: a if a and a[0] == 500 else None)(answer()), 20,
+                      "the 500 of the broken code", step=0.1)
+    assert b"SyntaxError" in broken[1], broken
+    m.wait_log(r"error importing 'reload_app': SyntaxError.*--reload: answering 500", start)
+    assert m.proc.poll() is None, "the master exited"
+    module.write_text(RELOAD_APP.format(version="third"))
+    wait_for(lambda: (lambda a: a if a and a[0] == 200 and a[1].startswith(b"third") else None)(
+        answer()), 20, "the fixed code", step=0.1)
+    assert len(m.find(r"SyntaxError", start)) == 1, m.stderr()   # one line for the one save
+    assert m.stop() == 0, m.stderr()
+
+
 def test_reload_serves_the_edited_code_from_a_new_worker(master, tmp_path):
     pytest.importorskip("watchfiles")
     module = tmp_path / "reload_app.py"
