@@ -1,8 +1,8 @@
 """The HTTP/2 driver: h2's state machine plus the limits that stop known attacks.
 
 Owns: turning received bytes into stream events (`Request`, `Data`,
-`EndOfBody`, `Reset`, `WindowsChanged`, `GoingAway`, `Failed`) and response
-pieces into frames; the frame-level bounds h2 itself does not keep:
+`EndOfBody`, `Reset`, `WindowsChanged`, `GoingAway`, `PingAcked`, `Failed`)
+and response pieces into frames; the frame-level bounds h2 itself does not keep:
 
   - a header block (HEADERS + CONTINUATION) larger than `header_block_bytes`
     on the wire (CONTINUATION flood, CVE-2024-27316 and kin) -> GOAWAY
@@ -131,6 +131,13 @@ class GoingAway:
 
 
 @dataclass
+class PingAcked:
+    """The client acknowledged a PING we sent."""
+
+    opaque: bytes
+
+
+@dataclass
 class Failed:
     """A connection error: GOAWAY with `code` is queued; flush it and close."""
 
@@ -223,6 +230,8 @@ class Http2:
                                           "flood of tiny WINDOW_UPDATE increments")]
             elif kind is h2.events.ConnectionTerminated:
                 out.append(GoingAway(ev.last_stream_id or 0))
+            elif kind is h2.events.PingAckReceived:
+                out.append(PingAcked(ev.ping_data))
         if windows:
             out.append(WINDOWS_CHANGED)
         return out
@@ -392,6 +401,10 @@ class Http2:
         the connection's window gets them back."""
         self._h2.outbound_flow_control_window += length
 
+    def ping(self, opaque: bytes) -> None:
+        """A PING (8 bytes of `opaque`); its ACK comes back as PingAcked."""
+        self._h2.ping(opaque)
+
     def end_stream(self, stream_id: int) -> None:
         self._h2.end_stream(stream_id)
 
@@ -413,12 +426,14 @@ class Http2:
         if nbytes > 0 and not self.failed:
             self._h2.acknowledge_received_data(nbytes, stream_id)
 
-    def goaway(self, code: int = ErrorCodes.NO_ERROR) -> bytes:
-        """A GOAWAY frame naming the last stream this side will answer.  With
-        NO_ERROR (graceful): h2's state is left open so those streams finish;
-        the caller refuses streams opened after it."""
+    def goaway(self, code: int = ErrorCodes.NO_ERROR, last_stream_id: int | None = None) -> bytes:
+        """A GOAWAY frame naming the last stream this side will answer (by
+        default the highest the client opened).  With NO_ERROR (graceful):
+        h2's state is left open so those streams finish; the caller refuses
+        streams opened after it."""
         frame = GoAwayFrame(0)
-        frame.last_stream_id = self.highest_stream_id
+        frame.last_stream_id = (self.highest_stream_id if last_stream_id is None
+                                else last_stream_id)
         frame.error_code = code
         return frame.serialize()
 

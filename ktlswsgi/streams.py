@@ -5,8 +5,10 @@ queue; request bodies fed from DATA frames, the flow-control windows opened
 as the app reads (never ahead of the per-stream body buffer); the scheduler
 that turns the streams' queued responses into frames for the connection's
 wire, round-robin, one frame per stream per pass, within the connection and
-stream windows and the peer's SETTINGS_MAX_FRAME_SIZE; GOAWAY on errors,
-idle and graceful shutdown; the HTTP/2 deadlines (idle, body stall and rate,
+stream windows and the peer's SETTINGS_MAX_FRAME_SIZE; GOAWAY on errors and
+idle; graceful shutdown (RFC 9113 6.8: GOAWAY(2^31-1) and a PING, at a
+moment with no stream open if one comes soon, then the final GOAWAY once the
+PING is acknowledged); the HTTP/2 deadlines (idle, body stall and rate,
 flow-control stall: a stream that gets less than PROGRESS_BYTES of window in
 --write-timeout is reset); how many of a connection's streams are active at
 once (--h2-max-active-streams: in the app or sending, each may hold a worker
@@ -55,6 +57,26 @@ _NO_ERROR, _INTERNAL_ERROR, _CANCEL = 0, 2, 8
 # it within --write-timeout (or finish): 1-byte WINDOW_UPDATEs now and then do
 # not keep a response, its file and its worker alive.
 PROGRESS_BYTES = 16 * 1024
+# Graceful shutdown (RFC 9113 6.8), a session's drain states:
+#   serving;
+#   drain-wait: for the last open stream's END_STREAM, or the first one's if
+#     none is open (at most _DRAIN_IDLE_WAIT_S); the final GOAWAY goes out
+#     right behind it, in the same write, so the client reads both before it
+#     can open another stream.
+#     A stream it was opening meanwhile is above the GOAWAY's last id: not
+#     processed, the client may retry it.  (python-h2, under httpx, takes no
+#     frame at all after a GOAWAY: one that arrives mid-response fails that
+#     response, which is why GOAWAY waits for a gap.)
+#   announced: no such moment came: GOAWAY(2^31-1) and a PING are out, the
+#     streams the client still opens are taken;
+#   final: GOAWAY(last stream taken), behind the last END_STREAM, or once the
+#     PING came back (or _DRAIN_PING_WAIT_S passed); a stream above it is
+#     ignored (unprocessed: the client knows from the GOAWAY and may retry).
+_SERVING, _DRAIN_WAIT, _ANNOUNCED, _FINAL = "serving", "drain-wait", "announced", "final"
+_DRAIN_IDLE_WAIT_S = 1.0   # at most, for an END_STREAM to carry the final GOAWAY
+_DRAIN_PING_WAIT_S = 1.0   # at most, for the PING's ACK (one round trip)
+_DRAIN_PING = b"ktlsdrn!"
+_MAX_STREAM_ID = 2 ** 31 - 1
 
 
 class StreamDone:
@@ -114,7 +136,9 @@ class H2Session:
         # still hold a worker, so they count against the concurrency limit.
         self.orphans = 0
         self._zero_copy = zero_copy_frames(conn.transport)
-        self.goaway_sent = False   # graceful: no new streams, the others finish
+        self.goaway_sent = False   # the final GOAWAY: no new streams, the others finish
+        self.drain = _SERVING
+        self._drain_since = 0.0
         self.failed = False
         self.idle_since = time.monotonic()
         self._flush_control()
@@ -147,6 +171,9 @@ class H2Session:
                 self.abandon_all(499)
                 self.conn.h2_finished()
                 return
+            elif kind is http2.PingAcked:
+                if ev.opaque == _DRAIN_PING and self.drain == _ANNOUNCED:
+                    self._final_goaway()
             elif kind is http2.Failed:
                 self._fail(ev)
                 return
@@ -190,9 +217,15 @@ class H2Session:
     def _on_request(self, ev: http2.Request) -> None:
         conn = self.conn
         sid = ev.stream_id
-        if self.goaway_sent or (len(self.streams) + self.orphans
-                                >= conn.cfg.h2_max_concurrent_streams):
-            # Opened after our GOAWAY, or over SETTINGS_MAX_CONCURRENT_STREAMS.
+        if self.goaway_sent:
+            # Above the last stream our final GOAWAY named: unprocessed, and
+            # ignored, as RFC 9113 6.8 has it (a RST_STREAM that reaches
+            # python-h2 in the same read as the GOAWAY breaks its retry).
+            log.debug("%s: stream %d opened after the final GOAWAY: ignored",
+                      conn.peer_text, sid)
+            return
+        if len(self.streams) + self.orphans >= conn.cfg.h2_max_concurrent_streams:
+            # Over SETTINGS_MAX_CONCURRENT_STREAMS.
             if self.driver.refuse(sid):
                 self._fail(self.driver.fail(http2.ErrorCodes.ENHANCE_YOUR_CALM,
                                             "too many streams refused"))
@@ -270,6 +303,8 @@ class H2Session:
                 self.driver.acknowledge(body.discard(), sid)
             if not self.streams:
                 self.idle_since = time.monotonic()
+                if self.drain == _DRAIN_WAIT and not self.failed:
+                    self._final_goaway()
         return st
 
     def _drop(self, st: _Stream, unsent_status: int) -> None:
@@ -535,9 +570,16 @@ class H2Session:
         return pos
 
     def _stream_end(self, st: _Stream, status: int, body_bytes: int) -> None:
-        """END_STREAM is framed: the log line follows once the wire hands it over."""
+        """END_STREAM is framed: the log line follows once the wire hands it over.
+
+        Draining, and this was the last open stream: the final GOAWAY goes
+        right behind its END_STREAM, in the same write, so a client reads
+        both before it can open another stream on this connection."""
         st.done = True
         self._flush_control()
+        if (self.drain == _DRAIN_WAIT and not self._waiting and not self._ready
+                and all(s.done for s in self.streams.values())):
+            self._final_goaway()
         self.conn.wire.append(StreamDone(st, status, body_bytes))
 
     def written(self, done: StreamDone) -> None:
@@ -557,9 +599,15 @@ class H2Session:
     def deadline(self):
         """(when, what) of the nearest HTTP/2 deadline, or None."""
         cfg = self.conn.cfg
+        if self.drain == _DRAIN_WAIT:
+            drain = (self._drain_since + _DRAIN_IDLE_WAIT_S, "h2-drain")
+        elif self.drain == _ANNOUNCED:
+            drain = (self._drain_since + _DRAIN_PING_WAIT_S, "h2-drain")
+        else:
+            drain = None
         if not self.streams:
-            return self.idle_since + cfg.keep_alive_s, "h2-idle"
-        best = None
+            return drain or (self.idle_since + cfg.keep_alive_s, "h2-idle")
+        best = drain
         for st in self.streams.values():
             cand = st.ex.body_deadline()
             if cand is not None and (best is None or cand < best[0]):
@@ -574,7 +622,14 @@ class H2Session:
         now = time.monotonic()
         cfg = self.conn.cfg
         if what == "h2-idle":
-            self.close_gracefully()
+            self.close_gracefully(idle=True)
+        elif what == "h2-drain":
+            if self.drain == _DRAIN_WAIT and not self.streams:
+                self._final_goaway()   # no request came
+            elif self.drain == _DRAIN_WAIT:
+                self._announce()       # no gap came
+            elif self.drain == _ANNOUNCED:
+                self._final_goaway()
         elif what == "h2-body":
             for st in list(self.streams.values()):
                 ex = st.ex
@@ -611,14 +666,39 @@ class H2Session:
             self.conn.output_ready()
 
     # -- ending ------------------------------------------------------------------------
-    def close_gracefully(self) -> None:
-        """GOAWAY naming the last stream taken; those finish, then the connection closes."""
-        if self.failed:
+    def close_gracefully(self, idle: bool = False) -> None:
+        """Begin RFC 9113 6.8's graceful shutdown (see the drain states): every
+        stream the client opened before it could see our GOAWAY is answered,
+        then the connection closes.  A connection with no stream open gets
+        _DRAIN_IDLE_WAIT_S for a request the client may be sending right now
+        (its END_STREAM then carries the GOAWAY), unless it was `idle` for
+        --keep-alive already."""
+        if self.failed or self.drain != _SERVING:
             return
-        if not self.goaway_sent:
-            self.goaway_sent = True
-            self._flush_control()
-            self.conn.wire.append(memoryview(self.driver.goaway()))
+        self.drain = _DRAIN_WAIT
+        self._drain_since = time.monotonic()
+        if idle and not self.streams:
+            self._final_goaway()
+
+    def _announce(self) -> None:
+        """GOAWAY(2^31-1) and a PING: the client opens no more streams, and
+        its PING ACK proves it has seen the GOAWAY."""
+        self.drain = _ANNOUNCED
+        self._drain_since = time.monotonic()
+        self._flush_control()
+        self.conn.wire.append(memoryview(self.driver.goaway(last_stream_id=_MAX_STREAM_ID)))
+        self.driver.ping(_DRAIN_PING)
+        self._flush_control()
+        self.conn.output_ready()
+
+    def _final_goaway(self) -> None:
+        """GOAWAY naming the last stream taken; those finish, later ones are
+        refused (unprocessed: the client may retry them), then the connection
+        closes."""
+        self.drain = _FINAL
+        self.goaway_sent = True
+        self._flush_control()
+        self.conn.wire.append(memoryview(self.driver.goaway()))
         if not self.streams:
             self.conn.h2_finished()
         else:

@@ -29,6 +29,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import httpx
 import pytest
@@ -204,7 +205,16 @@ class H2Client:
         self.raw += data
         if self.goaway is not None:
             return   # h2 takes no frame after a GOAWAY; the bytes stay in `raw`
-        for ev in self.conn.receive_data(data):
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            # A frame after a GOAWAY in the same read (our graceful shutdown's
+            # PING): h2 refuses it and loses the GOAWAY's event with it.
+            if b"\x00\x00\x08\x07" not in data and b"\x07\x00\x00\x00\x00\x00" not in data:
+                raise
+            self.goaway = "a GOAWAY, then a frame h2 refused"
+            return
+        for ev in events:
             self.events.append(ev)
             self._on(ev)
         self.flush()
@@ -704,9 +714,18 @@ def test_cli_sigterm_lets_h2_streams_finish(ktlswsgi_cli, cert_pair, transport):
     text = "".join(lines)
     assert client.returncode == 0, text
     sid = int(re.search(r"send HEADERS frame <[^>]*stream_id=(\d+)>", text).group(1))
-    goaway = re.search(r"recv GOAWAY frame .*\n\s*\(last_stream_id=(\d+), error_code=(\w+)", text)
-    assert goaway, text
-    assert int(goaway.group(1)) == sid and goaway.group(2) == "NO_ERROR"
+    goaways = list(re.finditer(
+        r"recv GOAWAY frame .*\n\s*\(last_stream_id=(\d+), error_code=(\w+)", text))
+    assert goaways, text
+    # RFC 9113 6.8: with the stream still open, GOAWAY(2^31-1) and a PING
+    # first, then the final GOAWAY naming the stream; at a moment with no
+    # stream open, the final one alone.
+    assert [g.group(2) for g in goaways] == ["NO_ERROR"] * len(goaways)
+    assert int(goaways[-1].group(1)) == sid, text
+    if len(goaways) == 2:
+        assert int(goaways[0].group(1)) == 2 ** 31 - 1, text
+        assert re.search(r"recv PING frame", text[goaways[0].end():]), text
+    goaway = goaways[0]
     after = text[goaway.end():]
     assert re.search(rf"recv DATA frame <[^>]*stream_id={sid}>\s*; END_STREAM", after), text
     data = re.findall(rf"recv DATA frame <length=(\d+), flags=0x0\d, stream_id={sid}>", text)

@@ -98,7 +98,7 @@ class H2Wire:
     """A TLS connection speaking raw HTTP/2 frames (see the module docstring)."""
 
     def __init__(self, port: int, cert_pair, settings: dict | None = None,
-                 auto_window: bool = True, timeout: float = WAIT_S):
+                 auto_window: bool = True, timeout: float = WAIT_S, ping_ack: bool = True):
         ctx = tls_client_context(cert_pair)
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -108,6 +108,9 @@ class H2Wire:
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = 1 << 24
         self.auto_window = auto_window
+        self.ping_ack = ping_ack           # answer the server's PINGs (else: pings_received)
+        self.pings_received: list = []
+        self.goaways: list = []
         self.buf = b""
         self.frames: list = []
         self.streams: dict[int, Stream] = {}
@@ -168,8 +171,13 @@ class H2Wire:
                 self._reply(SettingsFrame(0, flags=["ACK"]))
         elif kind is PingFrame and "ACK" in frame.flags:
             self.pings.append(frame.opaque_data)
+        elif kind is PingFrame:
+            self.pings_received.append(frame.opaque_data)
+            if self.ping_ack:
+                self._reply(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
         elif kind is GoAwayFrame:
             self.goaway = frame
+            self.goaways.append(frame)
         elif kind is RstStreamFrame:
             self.stream(frame.stream_id).reset = frame.error_code
         elif kind is HeadersFrame or kind is ContinuationFrame:
@@ -758,21 +766,29 @@ def test_sigterm_sends_goaway_no_error_and_lets_the_stream_finish(ktlswsgi_cli, 
                         env={"KTLSWSGI_H2_STARTED": str(started),
                              "KTLSWSGI_H2_RELEASE": str(release)})
     err = _Stderr(proc)
-    c = h2(proc.port, timeout=10)
+    c = h2(proc.port, timeout=10, ping_ack=False)
     c.request(1, "/hold")
     _wait_path(started, proc)
     proc.send_signal(signal.SIGTERM)
-    c.wait(lambda: c.goaway is not None, "GOAWAY after SIGTERM", timeout=10)
-    assert c.goaway.error_code == NO_ERROR
-    assert c.goaway.last_stream_id >= 1
+    # RFC 9113 6.8, with stream 1 open: GOAWAY(2^31-1) and a PING first.
+    c.wait(lambda: c.goaway is not None and c.pings_received, "GOAWAY and PING after SIGTERM",
+           timeout=10)
+    assert (c.goaway.error_code, c.goaway.last_stream_id) == (NO_ERROR, 2 ** 31 - 1)
     assert not c.closed
-    # A stream opened after the GOAWAY is not processed.
+    # A stream the client opens before it answers the PING is still taken...
     c.request(3, "/")
-    c.wait(lambda: c.stream(3).reset is not None or c.stream(3).ended, "stream 3 refused")
-    assert c.stream(3).reset == REFUSED_STREAM
+    r3 = c.response(3)
+    assert r3.status == 200 and r3.reset is None, c.summary()
+    # ...then the PING's ACK: the final GOAWAY names the last stream taken.
+    c.send_frames(PingFrame(0, opaque_data=c.pings_received[0], flags=["ACK"]))
+    c.wait(lambda: len(c.goaways) == 2, "the final GOAWAY")
+    assert (c.goaways[1].error_code, c.goaways[1].last_stream_id) == (NO_ERROR, 3)
+    # A stream above it is not processed: ignored (RFC 9113 6.8).
+    c.request(5, "/")
     release.touch()
     r = c.response(1, timeout=10)
     assert r.status == 200 and r.reset is None, c.summary()
     assert bytes(r.body) == _body() and len(r.body) == HOLD_BODY_BYTES
     c.wait_closed(timeout=10)
+    assert c.stream(5).headers is None and c.stream(5).reset is None
     assert proc.wait(15) == 0, err.text()
