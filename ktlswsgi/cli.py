@@ -184,9 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--access-logfile", metavar="FILE", help="access log file, '-' for stderr (default: none)")
     g.add_argument("--access-logformat", metavar="FORMAT", default=None,
                    help="the access log line in gunicorn's atoms (%%(h)s %%(t)s \"%%(r)s\" %%(s)s "
-                        "%%(b)s %%(D)s ...) plus %%(tls)s %%(ktls)s %%(aborted)s; header atoms "
-                        "%%({Name}i)s are refused (default: combined format, %%(L)s, then "
-                        "tls=... ktls=... on TLS and 'aborted')")
+                        "%%(b)s %%(D)s %%({X-Request-Id}i)s %%({Content-Type}o)s ...) plus "
+                        "%%(tls)s %%(ktls)s %%(aborted)s; credentials always log as '-'; "
+                        "'json': one JSON object per line (default: combined format, %%(L)s, "
+                        "then tls=... ktls=... on TLS and 'aborted')")
+    g.add_argument("--access-log-hide-header", metavar="NAME", action="append", default=[],
+                   dest="access_log_hide_headers",
+                   help="a header whose value the access log never writes, besides "
+                        "Authorization, Proxy-Authorization, Cookie and Set-Cookie (repeatable)")
     g.add_argument("--error-logfile", "--log-file", metavar="FILE", default="-",
                    help="error log file, '-' for stderr (default %(default)s); "
                         "reopened on USR1 and HUP")
@@ -307,6 +312,7 @@ def config_from_args(args, file_binds=None) -> Config:
         high_water_bytes=args.high_water, low_water_bytes=max(1, args.high_water // 4),
         access_logfile=args.access_logfile, log_level=args.log_level, chdir=args.chdir,
         error_logfile=args.error_logfile, access_logformat=args.access_logformat,
+        access_log_hide_headers=tuple(args.access_log_hide_headers),
         tls=bool(args.tls or args.certfile), certfile=args.certfile, keyfile=args.keyfile,
         keyfile_password=_read_password(args.keyfile_password_file),
         ciphers=args.ciphers, tls13_ciphersuites=args.tls13_ciphersuites,

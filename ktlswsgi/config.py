@@ -116,6 +116,7 @@ class Config:
     # the logs (logs.py, accesslog.py; README "Logs")
     error_logfile: str = "-"           # the error log: a file, or '-' for stderr
     access_logformat: str | None = None  # gunicorn's atoms (accesslog.ATOMS); None: the default line
+    access_log_hide_headers: tuple = ()  # header names always logged as '-', besides credentials
     log_level: str = "info"
     chdir: str | None = None
 
@@ -183,7 +184,7 @@ class Config:
     def _validate_logs(self) -> None:
         from .accesslog import compile_format
         try:
-            compile_format(self.access_logformat)
+            compile_format(self.access_logformat, hide=self.access_log_hide_headers)
         except ValueError as exc:
             raise ConfigError(f"--access-logformat: {exc}") from None
         for flag, name in (("--error-logfile", "error_logfile"),

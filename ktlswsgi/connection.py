@@ -892,6 +892,7 @@ class Connection:
                      or self._must_close_after())
             self._close_after_response = close
             self._ex.status = item.status
+            self._ex.response_headers = item.headers
             head = http.response_head(item.status, item.headers, item.reason, close)
             wire.append(memoryview(head))
             return len(head)

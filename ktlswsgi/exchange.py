@@ -45,13 +45,15 @@ class Exchange:
 
     __slots__ = ("conn", "request", "started", "status", "bytes_sent", "body", "out",
                  "body_stopped", "ended", "_job", "_job_state", "_job_lock", "_on_job_end",
-                 "last_data", "_rate_since", "_rate_base")
+                 "last_data", "_rate_since", "_rate_base", "response_headers", "_log_meta")
 
     def __init__(self, conn, request):
         self.conn = conn
         self.request = request
         self.started = time.monotonic()
         self.status = 0             # of the response head once framed, 0 before
+        self.response_headers = None  # of the response head once framed (the access log's)
+        self._log_meta: dict = {}   # the worker's findings for the log line (the client)
         self.bytes_sent = 0         # body bytes handed to the transport
         self.body: RequestBody | None = None
         self.out: OutboundQueue | None = None
@@ -91,7 +93,7 @@ class Exchange:
             forwarded_trust=conn.forwarded_trust, tls_extra=conn.tls_environ,
             body=self.body, out=self.out, multiprocess=shared.multiprocess,
             head_only=head_only, close_after=close_after,
-            inline_file_bytes=inline_file_bytes)
+            inline_file_bytes=inline_file_bytes, log_meta=self._log_meta)
         self._job_state = _PREPARED
         return 0
 
@@ -226,8 +228,9 @@ class Exchange:
         conn = self.conn
         conn.s.counters.record_response(self.request.method, status,
                                         time.monotonic() - self.started)
-        log_response(conn.peer_text, self.request, status, body_bytes, self.started,
-                     conn.tls_info)
+        log_response(self._log_meta.get("client", conn.peer_text), self.request, status,
+                     body_bytes, self.started, conn.tls_info,
+                     response_headers=self.response_headers)
 
     def abandon(self, unsent_status: int = 499) -> list:
         """The response will not complete (client gone, reset, server error):
@@ -239,8 +242,9 @@ class Exchange:
             status = self.status or unsent_status
             conn.s.counters.record_response(self.request.method, status,
                                             time.monotonic() - self.started)
-            log_response(conn.peer_text, self.request, status, self.bytes_sent,
-                         self.started, conn.tls_info, aborted=True)
+            log_response(self._log_meta.get("client", conn.peer_text), self.request, status,
+                         self.bytes_sent, self.started, conn.tls_info, aborted=True,
+                         response_headers=self.response_headers)
         self.stop_job()
         if self.body is not None:
             self.body.fail(ClientDisconnected("connection closed"))

@@ -428,6 +428,7 @@ class H2Session:
                 st.no_body = st.ex.request.method == b"HEAD" or item.status in http2.NO_BODY_STATUSES
                 st.head_sent = True
                 st.ex.status = item.status
+                st.ex.response_headers = item.headers
                 end = self._peek_end(st)
                 if end:
                     st.items.popleft()

@@ -307,12 +307,16 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
 def serve_request(app, request, *, scheme: str, server_addr, peer_addr, peer_ip,
                   forwarded_trust, tls_extra: dict | None, body: RequestBody | None, out,
                   multiprocess: bool, head_only: bool, close_after: bool,
-                  inline_file_bytes: int = 0) -> None:
+                  inline_file_bytes: int = 0, log_meta: dict | None = None) -> None:
     """One request on a pool thread: trusted forwarding headers, the environ,
-    the app, its response into `out`.  Works for HTTP/1 and HTTP/2 alike."""
+    the app, its response into `out`.  Works for HTTP/1 and HTTP/2 alike.
+    The client address the forwarding headers give goes into `log_meta`
+    ("client"), for the access log's line."""
     forwarded = apply_forwarded(request.headers, peer_ip, forwarded_trust)
     if forwarded is not UNCHANGED:
         scheme, peer_addr, tls_extra = _forwarded_view(forwarded, scheme, peer_addr, tls_extra)
+        if log_meta is not None and forwarded.remote_addr is not None:
+            log_meta["client"] = forwarded.remote_addr
     environ = build_environ(request, scheme=scheme, server_addr=server_addr,
                             peer_addr=peer_addr, body=body, multiprocess=multiprocess,
                             extra=tls_extra)

@@ -375,7 +375,7 @@ def test_one_connection_holds_at_most_the_active_streams_cap(serve_tls, h2, tmp_
     assert len(opened) == 8, len(opened)
     started = time.monotonic()
     assert_still_serves(h2, srv.port)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0   # not the 30 s --write-timeout
     # Shutting one down lets the next in.
     c.send_frames(RstStreamFrame(1, error_code=CANCEL))
     c.wait(lambda: len(opened) == 9, "the ninth stream to start")

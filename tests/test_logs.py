@@ -10,6 +10,7 @@ rename, one exact access line over TLS, and the one-line errors.
 from __future__ import annotations
 
 import logging
+import json
 import os
 import re
 import signal
@@ -133,11 +134,8 @@ def test_the_time_stamp_is_the_current_second():
 
 # -- refused formats -----------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt,message", [
-    ("%(h)s %({Cookie}i)s", "%({Cookie}i)s: request header values are never logged "
-                             "(they can hold cookies and credentials)"),
-    ("%({set-cookie}o)s", "%({set-cookie}o)s: response header values are never logged"),
     ("%({HTTP_AUTHORIZATION}e)s", "%({HTTP_AUTHORIZATION}e)s: environ values are never logged"),
-    ("%({User-Agent}i)s", "Referer and User-Agent are %(f)s and %(a)s"),
+    ("%({bad name}i)s", "%({bad name}i)s: 'bad name' is not a header name"),
     ("%(h)s %(x)s", "unknown atom %(x)s (atoms: h l u t r m U q H s B b f a T M D L p tls ktls"),
     ("%(h)d", "'%(h)d' at offset 0 is not an atom: write %(NAME)s, or %% for a literal %"),
     ("done 100%", "'%' at offset 8 is not an atom"),
@@ -151,9 +149,50 @@ def test_refused_formats_say_why(fmt, message):
     assert "\n" not in str(info.value)
 
 
+class _Req:
+    method, target, http_version = b"GET", b"/a?b=1", b"1.1"
+    headers = [(b"cookie", b"sid=SECRET"), (b"authorization", b"Bearer SECRET"),
+               (b"x-request-id", b"req-42"), (b"traceparent", b"00-abc-def-01"),
+               (b"x-api-key", b"SECRET"), (b"user-agent", b'ua "quoted"\x01')]
+
+
+_RESPONSE = [(b"Set-Cookie", b"sid=SECRET"), (b"Content-Type", b"text/html"),
+             (b"X-Trace", b"t1"), (b"X-Trace", b"t2")]
+
+
+def test_header_atoms_log_ordinary_headers_and_never_credentials():
+    fmt = ('%({X-Request-Id}i)s %({traceparent}i)s %({Cookie}i)s %({Authorization}i)s '
+           '%({X-Api-Key}i)s %({Set-Cookie}o)s %({content-type}o)s %({X-Trace}o)s '
+           '%({Missing}i)s "%({User-Agent}i)s"')
+    line = accesslog.compile_format(fmt, hide=("X-Api-Key",))(
+        "1.2.3.4", _Req(), 200, 5, 0.0, None, False, _RESPONSE)
+    assert line == ('req-42 00-abc-def-01 - - - - text/html t1, t2 - '
+                    '"ua \\"quoted\\"\\x01"'), line
+    assert "SECRET" not in line
+
+
+def test_json_line_is_one_escaped_object_without_credentials():
+    line = accesslog.compile_format("json", clock_s=lambda: 1.5)(
+        "1.2.3.4", _Req(), 200, 5, 1.0, {"tls_version": "TLSv1.3", "cipher": "C", "ktls": "tx"},
+        True, _RESPONSE)
+    assert "\n" not in line and "SECRET" not in line
+    obj = json.loads(line)
+    assert list(obj) == list(accesslog.JSON_FIELDS)
+    assert obj["remote_addr"] == "1.2.3.4" and obj["status"] == 200 and obj["aborted"] is True
+    assert obj["request_id"] == "req-42" and obj["traceparent"] == "00-abc-def-01"
+    assert obj["user_agent"] == 'ua "quoted"\x01' and obj["duration_s"] == 0.5
+    assert obj["target"] == "/a?b=1" and obj["tls"] == "TLSv1.3/C" and obj["ktls"] == "tx"
+    # A value built to close the object and open another stays a string.
+    class Forger(_Req):
+        headers = [(b"user-agent", b'x", "status": 500, "y": "')]
+    forged = json.loads(accesslog.compile_format("json")("h", Forger(), 200, 0, 0.0, None,
+                                                         False))
+    assert forged["status"] == 200 and forged["user_agent"] == 'x", "status": 500, "y": "'
+
+
 def test_config_checks_the_format_and_the_log_paths(tmp_path):
-    with pytest.raises(ConfigError, match=r"^--access-logformat: %\(\{cookie\}i\)s: "):
-        Config(access_logformat="%({cookie}i)s").validate()
+    with pytest.raises(ConfigError, match=r"^--access-logformat: %\(\{cookie\}e\)s: "):
+        Config(access_logformat="%({cookie}e)s").validate()
     missing = tmp_path / "nope" / "e.log"
     with pytest.raises(ConfigError, match=r"^--error-logfile '.*/nope/e\.log': no such directory"):
         Config(error_logfile=str(missing)).validate()
@@ -367,8 +406,8 @@ def test_access_logformat_over_tls_gives_exactly_the_line(ktlswsgi_cli, tmp_path
 
 
 @pytest.mark.parametrize("fmt,named", [
-    ('%(h)s "%(r)s" %({Authorization}i)s', "%({Authorization}i)s: request header values are "
-                                           "never logged (they can hold cookies and credentials)"),
+    ('%(h)s "%(r)s" %({HTTP_COOKIE}e)s', "%({HTTP_COOKIE}e)s: environ values are never "
+                                         "logged (the environ holds cookies and credentials)"),
     ("%(h)s %(zz)s", "unknown atom %(zz)s"),
 ])
 def test_a_refused_format_exits_1_with_one_line(fmt, named):
@@ -381,14 +420,49 @@ def test_a_refused_format_exits_1_with_one_line(fmt, named):
 
 def test_a_refused_format_in_a_config_file_exits_1_with_one_line(tmp_path):
     conf = tmp_path / "conf.py"
-    conf.write_text("access_log_format = '%(h)s %({cookie}i)s'\n")   # gunicorn's setting name
+    conf.write_text("access_log_format = '%(h)s %(nope)s'\n")   # gunicorn's setting name
     r = run_cli("apps.log_apps:app", "-c", str(conf))
-    assert r.returncode == 1 and r.stderr == (
-        "ktlswsgi: error: --access-logformat: %({cookie}i)s: request header values are never "
-        "logged (they can hold cookies and credentials)\n"), r.stderr
+    assert r.returncode == 1 and r.stderr.startswith(
+        "ktlswsgi: error: --access-logformat: unknown atom %(nope)s"), r.stderr
+    assert r.stderr.count("\n") == 1
 
 
 def test_an_error_logfile_in_a_missing_directory_exits_1_with_one_line(tmp_path):
     r = run_cli("apps.log_apps:app", "--error-logfile", str(tmp_path / "none" / "e.log"))
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "--error-logfile" in r.stderr and "no such directory" in r.stderr
+
+
+# -- behind a proxy, with correlation headers ----------------------------------------------------
+def test_access_log_behind_a_trusted_proxy_names_the_client_and_the_request_id(ktlswsgi_cli,
+                                                                                tmp_path):
+    """The address a trusted X-Forwarded-For gives is %(h)s; X-Request-Id and
+    traceparent are logged; Cookie and Authorization never, as text or JSON."""
+    text_log, json_log = tmp_path / "access.log", tmp_path / "access.json"
+    procs = [
+        (ktlswsgi_cli("apps.log_apps:app", "--access-logfile", str(text_log),
+                      "--forwarded-allow-ips", "127.0.0.1", "--access-logformat",
+                      '%(h)s %({X-Request-Id}i)s %({traceparent}i)s %({Cookie}i)s '
+                      '%({Authorization}i)s "%(r)s" %(s)s'), text_log),
+        (ktlswsgi_cli("apps.log_apps:app", "--access-logfile", str(json_log),
+                      "--forwarded-allow-ips", "127.0.0.1", "--access-logformat", "json"),
+         json_log),
+    ]
+    for proc, path in procs:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as s:
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7\r\n"
+                      b"X-Request-Id: req-42\r\ntraceparent: 00-4bf92f-00f067-01\r\n"
+                      b"Cookie: sid=SECRET\r\nAuthorization: Bearer SECRET\r\n"
+                      b"Connection: close\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200 ")
+        line = wait_line(path, r"req-42", proc)
+        code, err = stop(proc)
+        assert code == 0, err
+        assert "SECRET" not in path.read_text() and "SECRET" not in err
+        if path is text_log:
+            assert line == '203.0.113.7 req-42 00-4bf92f-00f067-01 - - "GET /hello HTTP/1.1" 200'
+        else:
+            obj = json.loads(line)
+            assert (obj["remote_addr"], obj["request_id"], obj["traceparent"]) == (
+                "203.0.113.7", "req-42", "00-4bf92f-00f067-01")
+            assert obj["method"] == "GET" and obj["target"] == "/hello" and obj["status"] == 200
