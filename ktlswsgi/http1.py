@@ -58,8 +58,9 @@ _CHUNK_DIGITS = re.compile(rb"[0-9A-Fa-f]+")
 _CHUNK_EXT_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 CHUNK_SIZE_MAX_DIGITS = 16          # 64 bits: a longer size means something else to a proxy
 CHUNK_LINE_MAX_BYTES = 4096
-# h11 puts the offending bytes in some messages: cut them off before logging.
-_RAW_IN_REASON = re.compile(r":? *(?:bytearray\(|b'|b\").*$", re.S)
+# h11 puts the offending bytes (or a name) in some messages, quoted: cut the
+# message at the first quote, before logging.
+_RAW_IN_REASON = re.compile(r""":? *(?:bytearray\(|b'|b"|'|").*$""", re.S)
 
 # Response framing (what h11's writers do), and the response's progress.
 _NONE, _LENGTH, _CHUNKED, _TO_CLOSE = range(4)
@@ -447,8 +448,7 @@ class Http1:
         for name, value in headers:
             if len(name) + len(value) + 2 > self._limit_field:
                 self._failed = True
-                return BadRequest(431, f"header {name.decode('latin-1')!r} over "
-                                       f"{self._limit_field} bytes")
+                return BadRequest(431, f"a header field over {self._limit_field} bytes")
         self._req_method = method
         self._req_version = version
         # h11's rule: HTTP/1.0, or "close" among the Connection tokens.

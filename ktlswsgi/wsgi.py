@@ -19,7 +19,6 @@ import io
 import logging
 import os
 import re
-import sys
 import threading
 from urllib.parse import unquote_to_bytes
 
@@ -30,6 +29,7 @@ from .outbound import Abort, Chunk, End, FileRange, Head, QueueAborted
 
 log = logging.getLogger("ktlswsgi.wsgi")
 error_log = logging.getLogger("ktlswsgi.error")
+app_log = logging.getLogger("ktlswsgi.wsgi_errors")   # what the app writes to wsgi.errors
 
 
 # -- request body ---------------------------------------------------------------
@@ -219,10 +219,31 @@ class WsgiInput(io.RawIOBase):
 
 
 class ErrorStream:
-    """`wsgi.errors`: text written by the app goes to the error log."""
+    """`wsgi.errors`: what the app writes goes to the error log (stderr or
+    --error-logfile, with the server's own lines), a line at a time, as
+    ERROR records of the "ktlswsgi.wsgi_errors" logger.  Flask's default handler
+    writes its log records here.  Each thread keeps its partial line until
+    its newline or flush(); a line over MAX_LINE_CHARS is written in pieces."""
+
+    MAX_LINE_CHARS = 16 * 1024
+
+    def __init__(self):
+        self._pending = threading.local()
 
     def write(self, text: str) -> int:
-        sys.stderr.write(text)
+        if not isinstance(text, str):
+            raise TypeError(f"wsgi.errors takes str, got {type(text).__name__}")
+        buf = getattr(self._pending, "text", "") + text
+        while True:
+            nl = buf.find("\n")
+            if nl < 0:
+                break
+            self._emit(buf[:nl])
+            buf = buf[nl + 1:]
+        while len(buf) > self.MAX_LINE_CHARS:
+            self._emit(buf[:self.MAX_LINE_CHARS])
+            buf = buf[self.MAX_LINE_CHARS:]
+        self._pending.text = buf
         return len(text)
 
     def writelines(self, lines) -> None:
@@ -230,7 +251,16 @@ class ErrorStream:
             self.write(line)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        buf = getattr(self._pending, "text", "")
+        if buf:
+            self._pending.text = ""
+            self._emit(buf)
+
+    @staticmethod
+    def _emit(line: str) -> None:
+        if line.endswith("\r"):
+            line = line[:-1]
+        app_log.error("%s", line)
 
 
 _ERRORS = ErrorStream()

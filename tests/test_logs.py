@@ -466,3 +466,39 @@ def test_access_log_behind_a_trusted_proxy_names_the_client_and_the_request_id(k
             assert (obj["remote_addr"], obj["request_id"], obj["traceparent"]) == (
                 "203.0.113.7", "req-42", "00-4bf92f-00f067-01")
             assert obj["method"] == "GET" and obj["target"] == "/hello" and obj["status"] == 200
+
+
+def test_wsgi_errors_goes_to_the_error_log_file(ktlswsgi_cli, tmp_path):
+    """PEP 3333's wsgi.errors is the error log: --error-logfile, not stderr;
+    a line written in pieces is one line."""
+    path = tmp_path / "error.log"
+    proc = ktlswsgi_cli("apps.log_apps:app", "--error-logfile", str(path))
+    wait_line(path, r"worker \d+ ready", proc)
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as s:
+        s.sendall(b"GET /errors?marker-wsgi-errors-9c1f HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200 ")
+    line = wait_line(path, r"marker-wsgi-errors-9c1f", proc)
+    assert line.endswith("[ERROR] marker-wsgi-errors-9c1f"), line
+    code, err = stop(proc)
+    assert code == 0 and "marker" not in err, err
+
+
+def test_a_header_name_never_reaches_a_logged_reason(ktlswsgi_cli, tmp_path):
+    """Request bytes, header names included, are never quoted in the error log:
+    a field over --limit-request-field_size, an illegal header name."""
+    path = tmp_path / "error.log"
+    proc = ktlswsgi_cli("apps.log_apps:app", "--error-logfile", str(path),
+                        "--limit-request-field_size", "100", "--http", "h11")
+    wait_line(path, r"worker \d+ ready", proc)
+    marker = b"X-Name-Marker-5d2e"
+    for request in (b"GET / HTTP/1.1\r\nHost: x\r\n" + marker + b": " + b"v" * 200 + b"\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\n" + marker + b"(): v\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\n" + marker + b" : v\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as s:
+            s.sendall(request)
+            assert s.recv(100)[:12] in (b"HTTP/1.1 431", b"HTTP/1.1 400")
+    wait_line(path, r"a header field over 100 bytes", proc)
+    code, err = stop(proc)
+    assert code == 0, err
+    assert marker.decode() not in path.read_text() and marker.decode() not in err

@@ -248,7 +248,6 @@ def test_connection_limit_log_line_is_rate_limited(serve, caplog):
 
 def test_descriptor_exhaustion_is_named_and_rate_limited(ktlswsgi_cli):
     import resource
-    import subprocess
 
     def low_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
