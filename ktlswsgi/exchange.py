@@ -167,6 +167,13 @@ class Exchange:
                 return True
             return False
 
+    def chunk_sent(self, nbytes: int) -> None:
+        """`nbytes` of the app's body bytes are on the wire: count them and
+        give the producer room (the outbound queue counted them)."""
+        self.bytes_sent += nbytes
+        if self.out is not None:
+            self.out.sent(nbytes)
+
     # -- the request body (reactor side) -----------------------------------------
     def feed(self, data) -> bool:
         """Hand body bytes to the app; False once the body went over --max-body

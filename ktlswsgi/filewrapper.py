@@ -16,10 +16,12 @@ at 64 KiB the copy loses.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 
 INLINE_FILE_BYTES = 16 * 1024
+_PLAIN_FILES = (io.BufferedReader, io.FileIO)
 
 
 class FileWrapper:
@@ -66,3 +68,14 @@ class FileWrapper:
         except (OSError, ValueError):
             return None
         return fd, offset, max(0, st.st_size - offset)
+
+
+def closes_only_a_file(closer) -> bool:
+    """True when `closer.close()` is just open()'s own file object closing:
+    our wrapper, a plain file, and nobody re-pointed either close at app code
+    (Django sets `file.close = response.close`, which fires request_finished)."""
+    if type(closer) is not FileWrapper:
+        return False
+    f = closer.filelike
+    return (type(f) in _PLAIN_FILES and "close" not in getattr(f, "__dict__", ())
+            and closer.close == f.close)

@@ -413,3 +413,13 @@ def _unix_block(path: str) -> bytes:
     if len(raw) > 108:
         raise ValueError(f"unix path of {len(raw)} bytes, over 108")
     return raw.ljust(108, b"\0")
+
+
+def unmapped(addr):
+    """(host, port) with an IPv4-mapped IPv6 host as IPv4, as forwarded.py gives
+    REMOTE_ADDR; anything else unchanged."""
+    if isinstance(addr, tuple) and addr[0].startswith("::ffff:"):
+        mapped = ipaddress.IPv6Address(addr[0]).ipv4_mapped
+        if mapped is not None:
+            return (str(mapped), addr[1])
+    return addr

@@ -1,12 +1,25 @@
-"""Wire pieces that are not plain bytes: what a session hands the write pump.
+"""The pieces a session puts on the wire for the connection's write pump.
 
-Owns: `FileSend`, a part of a file range on its way to the socket (a whole
-HTTP/1 body, or one HTTP/2 DATA frame: a 9-byte header then its payload).
-The piece keeps its `FileRange` (outbound.py), which owns the descriptor: the
-pump sends from `src.fd` only while the piece holds the range, and gives its
-hold back when the piece has left the wire or was discarded.  No I/O here.
+The wire is a deque of, in order:
+  - a memoryview: bytes to send (consecutive ones are coalesced);
+  - a tuple (memoryview, credits): response body bytes; `credits` lists the
+    (exchange, n) whose n body bytes the view carries, credited to each
+    exchange once the whole view is written;
+  - `FileSend`: part of a file range (an HTTP/1 body, or an HTTP/2 DATA frame:
+    a 9-byte header then its payload).  It keeps its `FileRange`
+    (outbound.py), which owns the descriptor: the pump sends from `src.fd`
+    only while the piece holds the range, and gives its hold back when the
+    piece has left the wire or was discarded;
+  - `Done`: the response of an exchange is completely handed to the
+    transport (the session's `written()` hears it);
+  - `outbound.Abort`: the response failed half-way; the connection closes.
+No I/O here.
 """
 from __future__ import annotations
+
+# The wire's coalescing room: what a session may frame ahead of the socket,
+# and the size of the writes small pieces are gathered into.
+COALESCE_BYTES = 64 * 1024
 
 
 class FileSend:
@@ -17,14 +30,14 @@ class FileSend:
     payload's record with it.  `stream` is the HTTP/2 stream the piece belongs
     to (None on HTTP/1).  `started` turns true once any of its bytes were
     taken by the transport: from then on it must be completed, since the
-    peer already has part of it.  `counted`: the pump adds what it sends to
-    the exchange's body bytes (HTTP/1; HTTP/2 counts when it frames).
+    peer already has part of it.  `owner`: the exchange whose sent body bytes
+    grow as the pump sends (HTTP/1; HTTP/2 counts when it frames).
     """
 
-    __slots__ = ("src", "offset", "left", "head", "head_more", "stream", "started", "counted")
+    __slots__ = ("src", "offset", "left", "head", "head_more", "stream", "started", "owner")
 
     def __init__(self, src, offset: int, left: int, *, head=None, head_more: bool = False,
-                 stream=None, counted: bool = False):
+                 stream=None, owner=None):
         self.src = src
         self.offset = offset
         self.left = left
@@ -32,4 +45,66 @@ class FileSend:
         self.head_more = head_more
         self.stream = stream
         self.started = False
-        self.counted = counted
+        self.owner = owner
+
+
+class Done:
+    """Marker: `exchange`'s response (with `status` and `body_bytes`) is
+    completely handed to the transport once the pump reaches this piece.
+    `stream`: its HTTP/2 stream (None on HTTP/1)."""
+
+    __slots__ = ("exchange", "status", "body_bytes", "stream")
+
+    def __init__(self, exchange, status: int, body_bytes: int, stream=None):
+        self.exchange, self.status, self.body_bytes, self.stream = (
+            exchange, status, body_bytes, stream)
+
+
+def wire_bytes(wire) -> int:
+    """Bytes of plain pieces queued for the socket (a file range counts as full)."""
+    total = 0
+    for p in wire:
+        kind = type(p)
+        if kind is memoryview:
+            total += len(p)
+        elif kind is tuple:
+            total += len(p[0])
+        elif kind is FileSend:
+            return COALESCE_BYTES
+    return total
+
+
+def coalesce(wire):
+    """Pop the leading run of small byte pieces as one buffer.
+
+    Returns (view, credits): `credits` lists the (exchange, body bytes) the
+    view carries, credited once the whole view is written (None if none).
+    """
+    first = wire.popleft()
+    if type(first) is memoryview:
+        view, credits = first, None
+    else:
+        view, credits = first
+    if len(view) >= COALESCE_BYTES or not wire:
+        return view, credits
+    parts = [view]
+    total = len(view)
+    while wire and total < COALESCE_BYTES:
+        p = wire[0]
+        kind = type(p)
+        if kind is memoryview:
+            v, c = p, None
+        elif kind is tuple:
+            v, c = p
+        else:
+            break
+        if total + len(v) > 4 * COALESCE_BYTES:
+            break  # a big chunk goes out on its own, uncopied
+        wire.popleft()
+        parts.append(v)
+        total += len(v)
+        if c:
+            credits = list(credits or ()) + list(c)
+    if len(parts) == 1:
+        return view, credits
+    return memoryview(b"".join(parts)), credits

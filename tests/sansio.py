@@ -14,9 +14,9 @@ exchanges and outbound queues) driven without sockets, threads or wall time.
   `Harness.writable()` is "epoll said writable"; `advance(s)` moves the clock
   and fires the timers that fell due.
 
-The clock replaces `time` in the modules that read it (connection, streams,
-exchange), through pytest's monkeypatch, so deadlines are exact and no test
-waits.
+The clock replaces `time` in the modules that read it (connection, the two
+sessions, exchange), through pytest's monkeypatch, so deadlines are exact and
+no test waits.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import types
 from ktlswsgi import connection as connection_mod
 from ktlswsgi import exchange as exchange_mod
 from ktlswsgi import reactor as rx
-from ktlswsgi import streams as streams_mod
+from ktlswsgi import h1session as h1session_mod
+from ktlswsgi import h2session as h2session_mod
 from ktlswsgi.config import Config
 from ktlswsgi.connection import Connection, Shared
 from ktlswsgi.telemetry import Counters
@@ -223,7 +224,7 @@ class Harness:
                  ktls_tx: bool = False, **config):
         self.clock = FakeClock()
         fake_time = types.SimpleNamespace(monotonic=self.clock.monotonic)
-        for mod in (connection_mod, streams_mod, exchange_mod):
+        for mod in (connection_mod, h1session_mod, h2session_mod, exchange_mod):
             monkeypatch.setattr(mod, "time", fake_time)
         self.config = Config(**config).validate()
         self.reactor = FakeReactor(self.clock)

@@ -17,7 +17,7 @@ import time
 import pytest
 from hyperframe.frame import RstStreamFrame, WindowUpdateFrame
 
-from ktlswsgi import streams
+from ktlswsgi import h2session as streams
 from test_http2_limits import H2Wire, assert_still_serves, h2  # noqa: F401 (fixture)
 
 MiB = 1 << 20

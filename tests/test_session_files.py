@@ -148,7 +148,7 @@ def test_reset_stream_keeps_its_file_open_until_the_half_sent_frame_is_done(
     h.transport.room = 0                       # the socket takes nothing for now
     sid_a = client.get("/a")
     h.run_jobs()
-    assert h.conn.h2.streams[sid_a].file is not None or h.conn.wire
+    assert h.conn.session.streams[sid_a].file is not None or h.conn.wire
     # Let the response head and part of the first DATA frame's payload out.
     h.transport.room = 6000
     h.writable()
@@ -175,10 +175,10 @@ def test_reset_stream_keeps_its_file_open_until_the_half_sent_frame_is_done(
     assert bytes(client.data[sid_b]) == b
     h.run_jobs()                               # close() runs on the pool
     assert opened["/a"].closes == 1 and opened["/b"].closes == 1
-    assert h.state == "h2", "the connection must carry on after a client cancel"
+    assert h.state == "open", "the connection must carry on after a client cancel"
     # The discarded frames' bytes went back to the connection window: it
     # shrank by exactly the DATA the client received (it sent no WINDOW_UPDATE).
-    window = h.conn.h2.driver._h2.outbound_flow_control_window
+    window = h.conn.session.driver._h2.outbound_flow_control_window
     assert window == 65535 + BIG_WINDOW - len(got_a) - len(b)
 
 
@@ -216,7 +216,7 @@ def test_http1_file_closes_once_after_its_last_byte(monkeypatch, files):
     body = bytes(sent).split(b"\r\n\r\n", 1)[1]
     assert body == read_bytes(files["/a"]), "closed before the last byte left"
     assert opened["/a"].closes == 1
-    assert h.state == "idle"
+    assert h.state == "open" and h.conn.session.state == "idle"
 
 
 def test_http1_abort_mid_file_closes_it_once(monkeypatch, files):

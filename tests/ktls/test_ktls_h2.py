@@ -25,7 +25,7 @@ from _ktlskit import TlsStat, counters_line, file_url, wait_no_connections
 from support import tls_client_context
 from test_ktls_zero_copy import parse_strace, traced_server
 import ktls_apps
-from ktlswsgi import streams
+from ktlswsgi import h2session as streams
 
 MiB = 1 << 20
 BIG = 50 * 1000 * 1000

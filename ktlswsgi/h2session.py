@@ -1,6 +1,7 @@
-"""The streams of one HTTP/2 connection, between the connection and the h2 driver.
+"""HTTP/2 on one connection: its streams, between the connection and the h2 driver.
 
-Owns: each stream's exchange (one WSGI job on the pool) and its outbound
+The HTTP/2 session (h1session.H1Session's sibling; the interface is in
+connection.py).  Owns: each stream's exchange (one WSGI job on the pool) and its outbound
 queue; request bodies fed from DATA frames, the flow-control windows opened
 as the app reads (never ahead of the per-stream body buffer); the scheduler
 that turns the streams' queued responses into frames for the connection's
@@ -24,8 +25,10 @@ their window, and the file is closed only when no frame names it.  Without
 kTLS, several frames' payloads are read with one preadv into a cache-sized
 buffer with room left for the headers, and go out in one write.
 
-Runs on the reactor thread only, like the connection; the jobs run on the pool
-and reach back only through the thread-safe callbacks named `*_threadsafe`.
+It touches the wire only while `fill()` runs: frames made at other times
+(control frames, GOAWAY) are staged and go first at the next fill.  Runs on
+the reactor thread only, like the connection; the jobs run on the pool and
+reach back only through the connection's `call_threadsafe`.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from . import http2
 from .exchange import Exchange
 from .httpdate import standard_headers
 from .outbound import Abort, Chunk, End, FileRange, Head
-from .wire import FileSend
+from .wire import COALESCE_BYTES, Done, FileSend, wire_bytes
 from .wsgi import BodyTimeout
 
 log = logging.getLogger("ktlswsgi.connection")
@@ -77,15 +80,9 @@ _DRAIN_IDLE_WAIT_S = 1.0   # at most, for an END_STREAM to carry the final GOAWA
 _DRAIN_PING_WAIT_S = 1.0   # at most, for the PING's ACK (one round trip)
 _DRAIN_PING = b"ktlsdrn!"
 _MAX_STREAM_ID = 2 ** 31 - 1
-
-
-class StreamDone:
-    """Wire marker: the stream's response has been handed to the transport."""
-
-    __slots__ = ("stream", "status", "body_bytes")
-
-    def __init__(self, stream, status: int, body_bytes: int):
-        self.stream, self.status, self.body_bytes = stream, status, body_bytes
+# Reading stops while this much is queued for a peer that does not read
+# (PING and SETTINGS acknowledgements would otherwise pile up).
+_WIRE_READ_BOUND = 4 * COALESCE_BYTES
 
 
 class _Stream:
@@ -136,12 +133,27 @@ class H2Session:
         # still hold a worker, so they count against the concurrency limit.
         self.orphans = 0
         self._zero_copy = zero_copy_frames(conn.transport)
+        self._wire = None          # the connection's wire, while fill() runs
+        self._staged: collections.deque = collections.deque()  # frames made outside fill()
         self.goaway_sent = False   # the final GOAWAY: no new streams, the others finish
         self.drain = _SERVING
         self._drain_since = 0.0
         self.failed = False
         self.idle_since = time.monotonic()
-        self._flush_control()
+
+    # -- the session interface (connection.py) ------------------------------------
+    def start(self) -> None:
+        self._flush_control()   # our SETTINGS
+
+    @property
+    def wants_read(self) -> bool:
+        return not self.failed and wire_bytes(self.conn.wire) < _WIRE_READ_BOUND
+
+    def peer_closed(self) -> None:
+        if self.streams:
+            self.conn.abort("client closed with HTTP/2 streams open", notable=False)
+        else:
+            self.conn.close()
 
     # -- input (reactor) -------------------------------------------------------
     def receive(self, data: bytes) -> None:
@@ -169,7 +181,7 @@ class H2Session:
                 log.debug("%s: client sent GOAWAY", self.conn.peer_text)
                 self.failed = True
                 self.abandon_all(499)
-                self.conn.h2_finished()
+                self.conn.finish()
                 return
             elif kind is http2.PingAcked:
                 if ev.opaque == _DRAIN_PING and self.drain == _ANNOUNCED:
@@ -179,7 +191,7 @@ class H2Session:
                 return
         self._dispatch_ready()
         self._flush_control()
-        self.conn.output_ready()
+        self.conn.kick()
 
     def _maybe_ready(self, st: _Stream) -> None:
         ex = st.ex
@@ -340,21 +352,20 @@ class H2Session:
         for st in list(self.streams.values()):
             self._drop(st, 499)
         self.streams.clear()
-        self.conn.h2_finished()
+        self.conn.finish()
 
     # -- cross-thread (workers) -----------------------------------------------------
     def _threadsafe(self, fn, *args) -> None:
-        self.conn.s.reactor.call_soon_threadsafe(lambda: self._run(fn, *args))
+        self.conn.call_threadsafe(self._run, fn, *args)
 
     def _run(self, fn, *args) -> None:
-        if self.failed or self.conn.closed:
+        if self.failed:
             return
         fn(*args)
-        self._flush_control()
-        self.conn.output_ready()
+        self.conn.kick()
 
     def _orphan_threadsafe(self) -> None:
-        self.conn.s.reactor.call_soon_threadsafe(self._orphan_ended)
+        self.conn.call_threadsafe(self._orphan_ended)
 
     def _orphan_ended(self) -> None:
         self.orphans -= 1
@@ -373,13 +384,33 @@ class H2Session:
             self.driver.send_continue(sid)
 
     # -- output: the scheduler (reactor, from the connection's pump) ----------------
+    def _emit(self, piece) -> None:
+        """A piece for the wire: straight in while fill() runs, else staged
+        for the next fill (so the order of frames is kept)."""
+        if self._wire is not None:
+            self._wire.append(piece)
+        else:
+            self._staged.append(piece)
+
     def _flush_control(self) -> None:
+        """Frames h2 made (HEADERS, control frames) go out before what follows."""
         data = self.driver.data_to_send()
         if data:
-            self.conn.wire.append(memoryview(data))
+            self._emit(memoryview(data))
 
-    def fill(self, room: int) -> None:
+    def fill(self, wire, room: int) -> None:
         """Frame queued responses into the wire, up to about `room` bytes."""
+        self._wire = wire
+        try:
+            staged = self._staged
+            while staged:
+                wire.append(staged.popleft())
+            self._flush_control()
+            self._fill(room)
+        finally:
+            self._wire = None
+
+    def _fill(self, room: int) -> None:
         order = self._order
         progress = True
         while room > 0 and progress and order:
@@ -481,15 +512,14 @@ class H2Session:
     def _frame_payload(self, st: _Stream, window: int, room: int) -> int:
         driver = self.driver
         max_frame = driver.max_frame
-        wire = self.conn.wire
         if st.cur is not None:
             view = st.cur
             n = min(len(view), window, max_frame)
             last = n == len(view)
             end = last and self._peek_end(st)
             self._flush_control()
-            wire.append(memoryview(driver.data_header(st.sid, n, end)))
-            wire.append(view[:n])
+            self._emit(memoryview(driver.data_header(st.sid, n, end)))
+            self._emit(view[:n])
             st.ex.bytes_sent += n
             if st.ex.out is not None:
                 st.ex.out.sent(n)
@@ -513,7 +543,7 @@ class H2Session:
         self._flush_control()
         header = memoryview(self.driver.data_header(st.sid, n, end))
         f.hold()   # the frame's; the stream keeps its own until the last frame is cut
-        self.conn.wire.append(FileSend(f, f.offset, n, head=header, head_more=merged, stream=st))
+        self._emit(FileSend(f, f.offset, n, head=header, head_more=merged, stream=st))
         st.ex.bytes_sent += n
         f.offset += n
         f.count -= n
@@ -545,7 +575,7 @@ class H2Session:
         if got < total:
             log.error("%s: file ended %d bytes early (truncated while sent?): aborting "
                       "the connection", self.conn.peer_text, f.count - got)
-            self.conn.abort_file_shrank()
+            self.conn.abort("file shrank during transfer", notable=False, unsent_status=500)
             return 0
         last = total == f.count
         end = last and self._peek_end(st)
@@ -555,7 +585,7 @@ class H2Session:
             frame_end = end and i == len(sizes) - 1
             view[pos:pos + 9] = self.driver.data_header(st.sid, n, frame_end)
             pos += n + 9
-        self.conn.wire.append(view)
+        self._emit(view)
         counters = self.conn.s.counters
         counters.bytes_pread_ssl_write += total
         counters.bytes_ssl_write -= total  # the pump counts the whole buffer as written bytes
@@ -581,9 +611,9 @@ class H2Session:
         if (self.drain == _DRAIN_WAIT and not self._waiting and not self._ready
                 and all(s.done for s in self.streams.values())):
             self._final_goaway()
-        self.conn.wire.append(StreamDone(st, status, body_bytes))
+        self._emit(Done(st.ex, status, body_bytes, stream=st))
 
-    def written(self, done: StreamDone) -> None:
+    def written(self, done: Done) -> None:
         """The pump handed a stream's last frame to the transport."""
         st = done.stream
         st.ex.finish(done.status, done.body_bytes)
@@ -594,7 +624,7 @@ class H2Session:
         if self._waiting:
             self._dispatch_ready()
         if not self.streams and self.goaway_sent:
-            self.conn.h2_finished()
+            self.conn.finish()
 
     # -- deadlines -------------------------------------------------------------------
     def deadline(self):
@@ -646,7 +676,7 @@ class H2Session:
                     ex.body_stopped = True
                     ex.out = None
                     self._respond_without_app(st, 408, b"request body timed out\n")
-                    self.conn.output_ready()
+                    self.conn.kick()
         elif what == "h2-window":
             if self.driver.connection_window() <= 0:
                 log.info("%s: client opened no connection flow-control window for %.1fs; "
@@ -664,7 +694,7 @@ class H2Session:
                     self._drop(st, 499)
             self._dispatch_ready()
             self._flush_control()
-            self.conn.output_ready()
+            self.conn.kick()
 
     # -- ending ------------------------------------------------------------------------
     def close_gracefully(self, idle: bool = False) -> None:
@@ -687,10 +717,10 @@ class H2Session:
         self.drain = _ANNOUNCED
         self._drain_since = time.monotonic()
         self._flush_control()
-        self.conn.wire.append(memoryview(self.driver.goaway(last_stream_id=_MAX_STREAM_ID)))
+        self._emit(memoryview(self.driver.goaway(last_stream_id=_MAX_STREAM_ID)))
         self.driver.ping(_DRAIN_PING)
         self._flush_control()
-        self.conn.output_ready()
+        self.conn.kick()
 
     def _final_goaway(self) -> None:
         """GOAWAY naming the last stream taken; those finish, later ones are
@@ -699,19 +729,17 @@ class H2Session:
         self.drain = _FINAL
         self.goaway_sent = True
         self._flush_control()
-        self.conn.wire.append(memoryview(self.driver.goaway()))
+        self._emit(memoryview(self.driver.goaway()))
         if not self.streams:
-            self.conn.h2_finished()
+            self.conn.finish()
         else:
-            self.conn.output_ready()
+            self.conn.kick()
 
     def abandon_all(self, unsent_status: int) -> None:
         for st in list(self.streams.values()):
             self._drop(st, unsent_status)
         self.streams.clear()
 
-    def reading(self) -> bool:
-        return not self.failed
 
 
 def zero_copy_frames(transport) -> bool:
