@@ -178,8 +178,8 @@ class Arbiter:
         cfg = self.cfg
         if cfg.umask is not None:
             os.umask(cfg.umask)
-        if cfg.pid_file:
-            self._write_pidfile(cfg.pid_file)
+        if cfg.pid:
+            self._write_pidfile(cfg.pid)
         # TLS first: nothing connects before the certificate is loaded (and
         # a generated, uncached one is already off the disk).
         if cfg.tls:
@@ -658,7 +658,7 @@ class Arbiter:
                 return
             if [str(b) for b in cfg.binds] != [str(b) for b in self.cfg.binds]:
                 log.warning("reload: --bind changes take effect at the next restart")
-                cfg = cfg.replace(binds=self.cfg.binds)
+                cfg = cfg.replace(bind=self.cfg.bind)
         factory = self._transport_factory
         if cfg.tls:
             try:

@@ -1,7 +1,10 @@
-"""One Config object: every setting, its default and its unit, in one place.
+"""One Config object: every setting of settings.py, as attributes with units.
 
-Owns: the defaults and the validation of settings.  `cli.py` fills it from
-flags; every other module reads it and none re-parses flags or the environment.
+Owns: `Config` (made from `settings.SETTINGS`: one attribute per setting),
+the checks between settings, and what settings imply (parsed binds, the
+user's ids, the key's password, the forwarded-trust lists).  `cli.py` fills
+it from the command line, the config file and the environment; every other
+module reads it and none re-parses flags or the environment.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import h1head
+from .settings import SETTINGS, SettingError
 
 
 class ConfigError(ValueError):
@@ -66,86 +70,20 @@ class Bind:
         return f"{self.host}:{self.port}"
 
 
-@dataclass
-class Config:
-    app: str = ""
-    binds: list = field(default_factory=lambda: [Bind.parse("127.0.0.1:8000")])
-    # processes (the master: arbiter.py)
-    workers: int = 1                   # worker processes forked by the master
-    timeout_s: float = 30.0            # a worker whose reactor is silent this long is replaced; 0: never
-    max_requests: int = 0              # a worker retires after this many requests; 0: never
-    max_requests_jitter: int = 0       # ... plus a random 0..jitter, so workers do not retire together
-    preload: bool = False              # import the app in the master before forking
-    reuse_port: bool = False           # each worker its own SO_REUSEPORT listening socket
-    pid_file: str | None = None
-    user_name: str | None = None       # workers switch to this user (and uid/gid) after binding
-    uid: int | None = None
-    gid: int | None = None
-    umask: int | None = None
-    reload: bool = False               # restart workers when the code changes (development)
-    metrics_bind: str | None = None    # HOST:PORT of the Prometheus endpoint (metrics.py)
-    threads: int = 16
-    queue_size: int = 256              # requests waiting for a worker; beyond: 503
-    backlog: int = 2048                # listen(2) backlog
-    max_connections: int = 1000        # accepted sockets per process; beyond: stop accepting
+class _ConfigBase:
+    """The methods of `Config`; its fields are the settings (settings.py)."""
 
-    keep_alive_s: float = 5.0          # idle keep-alive between requests
-    header_timeout_s: float = 10.0     # first byte to end of headers (slowloris) -> 408
-    read_timeout_s: float = 30.0       # request body stall while the app waits -> 408
-    write_timeout_s: float = 30.0      # no write progress while output is pending -> close
-    graceful_timeout_s: float = 30.0   # in-flight requests may finish this long on shutdown
-    handshake_timeout_s: float = 10.0  # TLS handshake
-    linger_s: float = 2.0              # unread request body drained after an early response
-    linger_bytes: int = 64 * 1024      # ... at most this much, else close
+    def __post_init__(self):
+        self.binds = [Bind.parse(b) for b in self.bind]
+        if self.certfile:
+            self.tls = True   # --certfile implies --tls
+        self.user_name, self.uid, self.gid = _user_and_group(self.user, self.group)
+        self._proxy_trust = None
 
-    limit_request_line: int = 4094     # bytes; longer -> 414
-    limit_request_field_size: int = 8190  # bytes of one header line; longer -> 431
-    limit_request_fields: int = 100    # header count; more -> 431
-    limit_request_headers_bytes: int = 64 * 1024  # whole head; larger -> 431
-    max_body_bytes: int = 100 * 1024 * 1024  # request body; larger -> 413
-    body_buffer_bytes: int = 256 * 1024      # request body read ahead of the app
-    body_prebuffer_bytes: int = 64 * 1024    # a body up to this is complete before the app runs
-    body_min_rate: int = 500                 # request body bytes/s below which -> 408; 0: off
-    pipeline_buffer_bytes: int = 64 * 1024   # pipelined bytes held while a request runs
-    high_water_bytes: int = 1024 * 1024      # outbound queue: producer waits above this
-    low_water_bytes: int = 256 * 1024        # ... until drained below this
-    recv_bytes: int = 64 * 1024              # one read from a socket
-    http_parser: str = "auto"                # HTTP/1 heads: auto | h11 | httptools (http1.py)
-
-    access_logfile: str | None = None
-    # the logs (logs.py, accesslog.py; README "Logs")
-    error_logfile: str = "-"           # the error log: a file, or '-' for stderr
-    access_logformat: str | None = None  # gunicorn's atoms (accesslog.ATOMS); None: the default line
-    access_log_hide_headers: tuple = ()  # header names always logged as '-', besides credentials
-    log_level: str = "info"
-    chdir: str | None = None
-
-    # TLS
-    tls: bool = False
-    certfile: str | None = None
-    keyfile: str | None = None
-    keyfile_password: str | None = None
-    ciphers: str | None = None
-    tls13_ciphersuites: str | None = None
-    tls_min_version: str = "1.2"
-    tls_transport: str = "auto"        # auto | socket | memory
-    ktls: bool = True                  # SSL_OP_ENABLE_KTLS on the context
-    http2: bool = True                 # offer h2 by ALPN on TLS (h2 before http/1.1)
-    h2_max_concurrent_streams: int = 100     # SETTINGS_MAX_CONCURRENT_STREAMS
-    h2_max_active_streams: int = 32    # of one connection in the app or sending at once
-    h2_max_reset_streams: int = 200    # streams reset or refused per 10 s -> GOAWAY (Rapid Reset)
-    h2_max_control_frames: int = 1000  # PING/SETTINGS/PRIORITY/empty DATA/... per 10 s -> GOAWAY
-    max_handshakes: int = 256          # concurrent TLS handshakes; beyond: stop accepting
-
-    # behind proxies (forwarded.py, proxyproto.py; README "Behind proxies and load balancers")
-    forwarded_allow_ips: str = "127.0.0.1,::1"  # peers whose forwarding headers apply; "*": any
-    forwarded_header: str = "x-forwarded"  # the one family read: x-forwarded | forwarded (RFC 7239)
-    proxy_protocol: bool = False       # every connection starts with a PROXY v1/v2 header
-    proxy_allow_from: str = "127.0.0.1,::1"  # direct peers that may send it; "*": any
-    proxy_header_timeout_s: float = 10.0     # accept to the end of the PROXY header -> close
-    proxy_header_max_bytes: int = 16 + 1024  # a longer PROXY header -> close (v2 length field)
-    # The two specs parsed (by proxy_trust()); not settings, so not in __init__.
-    _proxy_trust: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    @property
+    def low_water_bytes(self) -> int:
+        """A producer over --high-water waits until the queue is below this."""
+        return max(1, self.high_water_bytes // 4)
 
     def proxy_trust(self) -> tuple:
         """(forwarded trust, PROXY trust) as `forwarded.TrustedProxies`, parsed once.
@@ -170,13 +108,8 @@ class Config:
 
     def _validate_proxies(self) -> None:
         from .proxyproto import MIN_MAX_BYTES, V2_FIXED_BYTES
-        if self.forwarded_header not in ("x-forwarded", "forwarded"):
-            raise ConfigError(f"forwarded_header {self.forwarded_header!r}: "
-                              f"use x-forwarded or forwarded")
-        if self.proxy_header_timeout_s <= 0:
-            raise ConfigError("proxy_header_timeout_s must be > 0 seconds")
         if not MIN_MAX_BYTES <= self.proxy_header_max_bytes <= V2_FIXED_BYTES + 0xFFFF:
-            raise ConfigError(f"proxy_header_max_bytes must be "
+            raise ConfigError(f"--proxy-header-max-bytes must be "
                               f"{MIN_MAX_BYTES}..{V2_FIXED_BYTES + 0xFFFF}")
         self._proxy_trust = None
         self.proxy_trust()
@@ -184,7 +117,7 @@ class Config:
     def _validate_logs(self) -> None:
         from .accesslog import compile_format
         try:
-            compile_format(self.access_logformat, hide=self.access_log_hide_headers)
+            compile_format(self.access_logformat, hide=self.access_log_hide_header)
         except ValueError as exc:
             raise ConfigError(f"--access-logformat: {exc}") from None
         for flag, name in (("--error-logfile", "error_logfile"),
@@ -210,48 +143,93 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "Config":
-        positive = ["threads", "queue_size", "backlog", "max_connections",
-                    "limit_request_line", "limit_request_field_size",
-                    "limit_request_fields", "limit_request_headers_bytes",
-                    "body_buffer_bytes", "pipeline_buffer_bytes",
-                    "high_water_bytes", "recv_bytes", "max_handshakes",
-                    "h2_max_concurrent_streams", "h2_max_active_streams", "h2_max_reset_streams",
-                    "h2_max_control_frames"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
-        for name in ["keep_alive_s", "header_timeout_s", "read_timeout_s",
-                     "write_timeout_s", "graceful_timeout_s", "handshake_timeout_s"]:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0 seconds")
-        if self.max_body_bytes < 0:
-            raise ConfigError("max_body_bytes must be >= 0")
+        """Check every setting (its own bounds, then the rules between
+        settings) and fill in what they imply (the user's ids, the key's
+        password); ConfigError names the setting."""
+        for s in SETTINGS:
+            try:
+                s.check(getattr(self, s.field), s.long_flag)
+            except SettingError as exc:
+                raise ConfigError(str(exc)) from None
         if not 0 <= self.body_prebuffer_bytes <= self.body_buffer_bytes:
             raise ConfigError("--body-prebuffer must be between 0 and --body-buffer")
-        if self.body_min_rate < 0:
-            raise ConfigError("--body-min-rate must be >= 0")
-        if self.low_water_bytes >= self.high_water_bytes:
-            raise ConfigError("low_water_bytes must be below high_water_bytes")
-        if self.tls_transport not in ("auto", "socket", "memory"):
-            raise ConfigError(f"tls_transport {self.tls_transport!r}: use auto, socket or memory")
-        if self.http_parser not in ("auto", "h11", "httptools"):
-            raise ConfigError(f"--http {self.http_parser!r}: use auto, h11 or httptools")
-        if self.http_parser == "httptools" and not h1head.AVAILABLE:
+        if self.http == "httptools" and not h1head.AVAILABLE:
             raise ConfigError("--http httptools: the httptools package is not installed")
-        if self.tls_min_version not in ("1.2", "1.3"):
-            raise ConfigError(f"tls_min_version {self.tls_min_version!r}: use 1.2 or 1.3")
         if self.keyfile and not self.certfile:
             raise ConfigError("--keyfile needs --certfile")
-        if self.keyfile_password is not None and not self.certfile:
+        if self.keyfile_password_file is not None and not self.certfile:
             raise ConfigError("--keyfile-password-file needs --certfile")
-        if self.workers < 1:
-            raise ConfigError("--workers must be >= 1")
-        if self.timeout_s < 0 or self.max_requests < 0 or self.max_requests_jitter < 0:
-            raise ConfigError("--timeout, --max-requests and --max-requests-jitter must be >= 0")
         if self.reload and self.preload:
             raise ConfigError("--reload needs the app imported in each worker: drop --preload")
         if self.chdir and not os.path.isdir(self.chdir):
             raise ConfigError(f"--chdir {self.chdir!r}: not a directory")
+        if self.keyfile_password is None:
+            self.keyfile_password = _read_password(self.keyfile_password_file)
         self._validate_proxies()
         self._validate_logs()
         return self
+
+
+def _config_fields() -> list:
+    fields = []
+    for s in SETTINGS:
+        default = s.default
+        if isinstance(default, list):
+            fields.append((s.field, object, field(default_factory=lambda d=default: list(d))))
+        else:
+            fields.append((s.field, object, field(default=default)))
+    # What the settings imply, filled in by __post_init__ / validate().
+    fields += [("binds", list, field(default=None, init=False, repr=False, compare=False)),
+               ("keyfile_password", object, field(default=None, repr=False, compare=False)),
+               ("user_name", object, field(default=None, init=False, compare=False)),
+               ("uid", object, field(default=None, init=False, compare=False)),
+               ("gid", object, field(default=None, init=False, compare=False)),
+               ("_proxy_trust", object, field(default=None, init=False, repr=False,
+                                              compare=False))]
+    return fields
+
+
+Config = dataclasses.make_dataclass("Config", _config_fields(), bases=(_ConfigBase,))
+Config.__module__ = __name__
+Config.__doc__ = """Every setting (settings.SETTINGS) as an attribute named with its unit
+(`keep_alive_s`, `max_body_bytes`), plus what they imply: `binds` (the
+parsed --bind), `user_name`/`uid`/`gid` (from --user/--group),
+`keyfile_password` (read from --keyfile-password-file by validate()) and
+`low_water_bytes`.  (--user, --group: looked up at construction.)  `Config(**fields).validate()` checks them all."""
+
+
+def _read_password(path: str | None) -> str | None:
+    """The first line of `path`, without its line ending (as nginx's ssl_password_file)."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+    except OSError as exc:
+        raise ConfigError(f"--keyfile-password-file {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--keyfile-password-file {path!r}: not UTF-8 text") from None
+    password = line.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"--keyfile-password-file {path!r}: the first line is empty")
+    return password
+
+
+def _user_and_group(user, group):
+    """(user name, uid, gid) for --user / --group (names or numbers)."""
+    import grp
+    import pwd
+    name = uid = gid = None
+    if user is not None:
+        try:
+            entry = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(str(user))
+        except KeyError:
+            raise ConfigError(f"--user {user!r}: no such user") from None
+        name, uid, gid = entry.pw_name, entry.pw_uid, entry.pw_gid
+    if group is not None:
+        try:
+            gid = (grp.getgrgid(int(group)).gr_gid if str(group).isdigit()
+                   else grp.getgrnam(str(group)).gr_gid)
+        except KeyError:
+            raise ConfigError(f"--group {group!r}: no such group") from None
+    return name, uid, gid

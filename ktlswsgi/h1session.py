@@ -63,7 +63,7 @@ class H1Session:
         self.cfg = c = conn.cfg
         self.http = http1.Http1(c.limit_request_line, c.limit_request_fields,
                                 c.limit_request_field_size, c.limit_request_headers_bytes,
-                                c.http_parser, max_body_bytes=c.max_body_bytes)
+                                c.http, max_body_bytes=c.max_body_bytes)
         self.state = IDLE
         self._phase_since = time.monotonic()
         self._first_request = True

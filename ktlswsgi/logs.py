@@ -99,7 +99,7 @@ def setup_logging(cfg, start_writer: bool = True) -> "_AccessWriter | None":
     error_handler.setFormatter(logging.Formatter(ERROR_FORMAT))
     root.handlers[:] = [error_handler]
 
-    accesslog.set_format(cfg.access_logformat, hide=cfg.access_log_hide_headers)
+    accesslog.set_format(cfg.access_logformat, hide=cfg.access_log_hide_header)
     access = logging.getLogger("ktlswsgi.access")
     access.propagate = False
     if cfg.access_logfile and start_writer:

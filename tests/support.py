@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from ktlswsgi.config import Bind, Config
+from ktlswsgi.config import Config
 from ktlswsgi.server import Server, tls_transport_factory
 
 
@@ -42,7 +42,7 @@ class Running:
 @contextlib.contextmanager
 def running_server(app, **overrides):
     """A server in this process; `tls=True` (+ certfile/keyfile) serves HTTPS."""
-    cfg = Config(binds=[Bind.parse("127.0.0.1:0")], **overrides).validate()
+    cfg = Config(bind=["127.0.0.1:0"], **overrides).validate()
     factory, scheme = None, "http"
     if cfg.tls:
         factory, scheme = tls_transport_factory(cfg), "https"

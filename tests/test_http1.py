@@ -18,7 +18,7 @@ from support import read_response, recv_until_closed, response_reader
 def serve(serve, request):
     """conftest's `serve`, run once with each `--http` parser."""
     def start(app, **overrides):
-        overrides.setdefault("http_parser", request.param)
+        overrides.setdefault("http", request.param)
         return serve(app, **overrides)
     return start
 

@@ -511,12 +511,18 @@ def test_config_file_names_over_the_environment(monkeypatch, tmp_path):
      "did you mean 10.0.0.0/8?"),
     (["--proxy-allow-from", "127.0.0.1,lb.internal"],
      "ktlswsgi: error: --proxy-allow-from entry 'lb.internal': not an IP address or network"),
-    (["--proxy-header-timeout", "0"],
-     "ktlswsgi: error: proxy_header_timeout_s must be > 0 seconds"),
 ])
 def test_bad_entry_is_one_line_and_exit_1(args, line, capsys):
     assert cli.main(["m:app", *args]) == 1
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_bad_flag_value_is_one_line_and_exit_1(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["m:app", "--proxy-header-timeout", "0"])
+    assert exc.value.code == 1
+    assert capsys.readouterr().err == ("ktlswsgi: error: argument --proxy-header-timeout: 0.0: "
+                                       "must be > 0 (see ktlswsgi --help)\n")
 
 
 def test_bad_entry_from_the_command_line(ktlswsgi_cli):

@@ -151,7 +151,7 @@ def hello_app(environ, start_response):
 
 @pytest.mark.parametrize("data,status", REJECTED)
 def test_server_answers_rejects_closes_and_keeps_serving(serve, parser, data, status):
-    srv = serve(hello_app, http_parser=parser)
+    srv = serve(hello_app, http=parser)
     CALLS.clear()
     with srv.connect() as s:
         s.sendall(data)
@@ -166,7 +166,7 @@ def test_server_answers_rejects_closes_and_keeps_serving(serve, parser, data, st
 
 
 def test_options_asterisk_reaches_the_app(serve, parser):
-    srv = serve(hello_app, http_parser=parser)
+    srv = serve(hello_app, http=parser)
     with srv.connect() as s:
         s.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         reply = recv_until_closed(s)
