@@ -372,10 +372,10 @@ def test_one_connection_holds_at_most_the_active_streams_cap(serve_tls, h2, tmp_
     c.wait(lambda: sum(1 for i in range(40) if c.stream(1 + 2 * i).headers) >= 8,
            "8 response heads")
     c.read_some(0.5)
-    assert len(opened) == 8, len(opened)
+    assert len(opened) == 8, (len(opened), c.summary())
     started = time.monotonic()
     assert_still_serves(h2, srv.port)
-    assert time.monotonic() - started < 2.0   # not the 30 s --write-timeout
+    assert time.monotonic() - started < 5.0   # not the 30 s --write-timeout
     # Shutting one down lets the next in.
     c.send_frames(RstStreamFrame(1, error_code=CANCEL))
     c.wait(lambda: len(opened) == 9, "the ninth stream to start")
