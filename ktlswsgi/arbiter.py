@@ -28,34 +28,27 @@ import atexit
 import collections
 import faulthandler
 import logging
-import mmap
 import os
 import random
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 
-from . import logs
-from .config import address_text
+from . import logs, sockets
+from .sockets import address_text
+from .workerlink import (MAX_SLOTS, MSG, MSG_BOOT_ERROR, MSG_READY, MSG_RETIRING, Heartbeats,
+                         WorkerLink)
 
 log = logging.getLogger("ktlswsgi.arbiter")
 
 WORKER_BOOT_ERROR = 3
-_MAX_SLOTS = 1024
-_SLOT = struct.Struct("d")
-# Messages on the worker -> master pipe: kind, slot, payload length, payload.
-_MSG = struct.Struct("!BHH")
-MSG_READY, MSG_RETIRING, MSG_BOOT_ERROR = 1, 2, 3
-_MSG_MAX_PAYLOAD = 1024        # keeps every message under PIPE_BUF: written atomically
 _KILL_AFTER_ABORT_S = 2.0      # SIGABRT (faulthandler dumps the stacks), then SIGKILL
 _STOP_MARGIN_S = 2.0           # a worker gets this beyond --graceful-timeout
 _BACKOFF_MAX_S = 5.0
 _FAST_DEATH_S = 1.0            # a worker dying sooner than this after spawn backs off
 
-INHERIT_ENV = "KTLSWSGI_LISTEN_FDS"    # listeners handed over by USR2 re-exec
 
 _SIGNAMES = {getattr(signal, n): n for n in (
     "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2",
@@ -79,45 +72,6 @@ class Worker:
     @property
     def serving(self) -> bool:
         return self.state in ("booting", "ready")
-
-
-class Heartbeats:
-    """One double per worker slot in an anonymous shared mapping (made before fork)."""
-
-    def __init__(self, slots: int = _MAX_SLOTS):
-        self._map = mmap.mmap(-1, slots * _SLOT.size)
-
-    def beat(self, slot: int) -> None:
-        _SLOT.pack_into(self._map, slot * _SLOT.size, time.monotonic())
-
-    def last(self, slot: int) -> float:
-        return _SLOT.unpack_from(self._map, slot * _SLOT.size)[0]
-
-
-class WorkerLink:
-    """A worker's side of the master's channels; used on the worker's reactor thread."""
-
-    def __init__(self, master_pid: int, slot: int, heartbeats: Heartbeats, notify_fd: int,
-                 max_requests: int):
-        self.master_pid = master_pid
-        self.slot = slot
-        self._heartbeats = heartbeats
-        self._notify_fd = notify_fd
-        self.max_requests = max_requests
-        self.retiring = False
-
-    def beat(self) -> None:
-        self._heartbeats.beat(self.slot)
-
-    def send(self, kind: int, text: str = "") -> None:
-        payload = text.encode("utf-8", "replace")[:_MSG_MAX_PAYLOAD]
-        try:
-            os.write(self._notify_fd, _MSG.pack(kind, self.slot, len(payload)) + payload)
-        except OSError:
-            pass  # the master is gone: the parent check stops this worker
-
-    def master_alive(self) -> bool:
-        return os.getppid() == self.master_pid
 
 
 class Arbiter:
@@ -174,7 +128,7 @@ class Arbiter:
 
     def _start(self) -> None:
         from .app import AppLoadError, load_app
-        from .server import TLSSetupError, bind_sockets, tls_transport_factory
+        from .tls import TLSSetupError, tls_transport_factory
         cfg = self.cfg
         if cfg.umask is not None:
             os.umask(cfg.umask)
@@ -188,10 +142,10 @@ class Arbiter:
             except TLSSetupError as exc:
                 raise BootError(str(exc)) from None
             self._scheme = "https"
-        self.listeners = self._inherited_listeners()
+        self.listeners = sockets.inherited_listeners()
         if not self.listeners:
             try:
-                self.listeners = bind_sockets(cfg, hold_for_reuse_port=cfg.reuse_port)
+                self.listeners = sockets.bind_sockets(cfg, hold_for_reuse_port=cfg.reuse_port)
             except OSError as exc:
                 raise BootError(exc.strerror or str(exc)) from None
             self._owned_unix_paths = [b.path for b in cfg.binds if b.family == "unix"]
@@ -215,11 +169,10 @@ class Arbiter:
 
     def _start_metrics(self) -> None:
         from . import metrics
-        from .config import ConfigError
         try:
             metrics.require()
             self._metrics_sock = metrics.listen(self.cfg.metrics_bind)
-        except (metrics.MetricsUnavailable, OSError, ConfigError) as exc:
+        except (metrics.MetricsUnavailable, OSError, ValueError) as exc:
             raise BootError(str(exc)) from None
         self._metrics_dir = metrics.make_dir()
         self._metrics = metrics.MasterMetrics(self._metrics_dir)
@@ -247,30 +200,6 @@ class Arbiter:
             code = 1
         finally:
             os._exit(code)
-
-    def _inherited_listeners(self) -> list:
-        """Sockets from a re-executing master (USR2) or from systemd (LISTEN_FDS)."""
-        fds = []
-        text = os.environ.pop(INHERIT_ENV, "")
-        if text:
-            fds = [int(x) for x in text.split(",") if x]
-            how = "the previous master"
-        elif os.environ.get("LISTEN_PID") == str(os.getpid()):
-            count = int(os.environ.get("LISTEN_FDS", "0"))
-            fds = list(range(3, 3 + count))
-            how = "systemd socket activation"
-        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            os.environ.pop(name, None)
-        socks = []
-        for fd in fds:
-            sock = socket.socket(fileno=fd)
-            sock.setblocking(False)
-            os.set_inheritable(fd, False)
-            socks.append(sock)
-        if socks:
-            log.info("using %d listening socket%s from %s", len(socks),
-                     "" if len(socks) == 1 else "s", how)
-        return socks
 
     def _write_pidfile(self, path: str) -> None:
         try:
@@ -387,7 +316,7 @@ class Arbiter:
 
     def _free_slot(self) -> int:
         used = {w.slot for w in self.workers.values()}
-        for slot in range(_MAX_SLOTS):
+        for slot in range(MAX_SLOTS):
             if slot not in used:
                 return slot
         raise RuntimeError("no free worker slot")
@@ -439,18 +368,18 @@ class Arbiter:
         link = WorkerLink(self.pid, slot, self._heartbeats, self._notify_w,
                           _jittered(cfg.max_requests, cfg.max_requests_jitter))
         link.beat()
-        sockets = self.listeners
+        listeners = self.listeners
         listener = None
         try:
             if cfg.reuse_port:
-                sockets = _reuse_port_sockets(cfg, self.listeners)
+                listeners = sockets.reuse_port_sockets(cfg, self.listeners)
             # Log files are opened before the privileges go (as gunicorn's),
             # and the access-log writer thread starts here: it did not fork.
             listener = logs.setup_logging(cfg)
             if cfg.uid is not None or cfg.gid is not None:
                 _drop_privileges(cfg)
         except (OSError, BootError) as exc:   # the next worker would fail the same way
-            link.send(MSG_BOOT_ERROR, f"worker set-up failed: {exc}")
+            link.boot_error(f"worker set-up failed: {exc}")
             if listener is not None:
                 listener.stop()
             return WORKER_BOOT_ERROR
@@ -461,14 +390,14 @@ class Arbiter:
                     app = load_app(cfg.app)
                 except AppLoadError as exc:
                     if not cfg.reload:
-                        link.send(MSG_BOOT_ERROR, str(exc))
+                        link.boot_error(str(exc))
                         return WORKER_BOOT_ERROR
                     # --reload (development): keep watching, answer 500
                     # meanwhile, import again at the next save.
                     log.error("%s; --reload: answering 500 until the next change imports",
                               exc)
                     app = _import_failed_app(str(exc))
-            server = Server(cfg, app, sockets=sockets, transport_factory=self._transport_factory,
+            server = Server(cfg, app, sockets=listeners, transport_factory=self._transport_factory,
                             scheme=self._scheme, worker=link, owned_unix_paths=[])
             if cfg.reload:
                 _watch_code(server)
@@ -581,12 +510,12 @@ class Arbiter:
         except BlockingIOError:
             pass
         buf = self._notify_buf
-        while len(buf) >= _MSG.size:
-            kind, slot, n = _MSG.unpack_from(buf)
-            if len(buf) < _MSG.size + n:
+        while len(buf) >= MSG.size:
+            kind, slot, n = MSG.unpack_from(buf)
+            if len(buf) < MSG.size + n:
                 break
-            payload = buf[_MSG.size:_MSG.size + n].decode("utf-8", "replace")
-            buf = buf[_MSG.size + n:]
+            payload = buf[MSG.size:MSG.size + n].decode("utf-8", "replace")
+            buf = buf[MSG.size + n:]
             w = next((x for x in self.workers.values() if x.slot == slot), None)
             if kind == MSG_BOOT_ERROR:
                 gen = None if w is None else w.generation
@@ -648,7 +577,7 @@ class Arbiter:
             self._stop_worker(w, graceful, again=not graceful)
 
     def _reload(self) -> None:
-        from .server import TLSSetupError, tls_transport_factory
+        from .tls import TLSSetupError, tls_transport_factory
         cfg = self.cfg
         if self._reload_config is not None:
             try:
@@ -697,7 +626,7 @@ class Arbiter:
             for fd in fds:
                 os.set_inheritable(fd, True)
             env = dict(os.environ)
-            env[INHERIT_ENV] = ",".join(map(str, fds))
+            env[sockets.INHERIT_ENV] = ",".join(map(str, fds))
             env["KTLSWSGI_REEXEC_PARENT"] = str(self.pid)
             os.execve(sys.executable, [sys.executable, "-m", "ktlswsgi", *self._argv], env)
         finally:
@@ -794,30 +723,6 @@ def _jittered(max_requests: int, jitter: int) -> int:
     if max_requests <= 0:
         return 0
     return max_requests + (random.randint(0, jitter) if jitter > 0 else 0)
-
-
-def _reuse_port_sockets(cfg, shared: list) -> list:
-    """Each worker's own SO_REUSEPORT socket per TCP address the master holds (bound,
-    not listening); unix sockets and listening inherited ones stay shared."""
-    out = []
-    for sock in shared:
-        addr = sock.getsockname()
-        if (sock.family not in (socket.AF_INET, socket.AF_INET6)
-                or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)):
-            # A listening one (systemd's): its connections need an acceptor.
-            out.append(sock)
-            continue
-        own = socket.socket(sock.family, socket.SOCK_STREAM)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if sock.family == socket.AF_INET6:
-            own.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        own.bind(addr[:2] if sock.family == socket.AF_INET else addr)
-        own.listen(cfg.backlog)
-        own.setblocking(False)
-        out.append(own)
-        sock.close()   # this worker's copy of the shared one: the master keeps its own
-    return out
 
 
 def _drop_privileges(cfg) -> None:

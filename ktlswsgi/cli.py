@@ -18,7 +18,7 @@ import sys
 from . import __version__, settings
 from .config import Config, ConfigError
 from .logs import setup_logging
-from .settings import SETTINGS, SettingError
+from .settings import BY_NAME, SETTINGS, SettingError
 
 log = logging.getLogger("ktlswsgi")
 
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                            metavar=s.metavar or s.name.upper(), help=s.help + default)
         else:
             metavar = s.metavar or ("{" + ",".join(s.choices) + "}" if s.choices else None)
-            g.add_argument(*s.flags, s.long_flag, dest=s.name, type=_arg_type(s._s),
+            g.add_argument(*s.flags, s.long_flag, dest=s.name, type=_arg_type(BY_NAME[s.name]),
                            metavar=metavar, help=s.help + default)
     return p
 
@@ -184,7 +184,7 @@ def _check_config(cfg: Config) -> int:
     if cfg.chdir:
         os.chdir(cfg.chdir)
     if cfg.tls:
-        from .server import TLSSetupError, tls_transport_factory
+        from .tls import TLSSetupError, tls_transport_factory
         try:
             tls_transport_factory(cfg)
         except TLSSetupError as exc:

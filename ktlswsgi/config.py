@@ -10,71 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from . import h1head
 from .settings import SETTINGS, SettingError
+from .sockets import Bind, BindError  # noqa: F401 (Bind: part of config's interface)
 
 
 class ConfigError(ValueError):
     """A setting is invalid; the message is one line for the operator."""
 
 
-def address_text(addr) -> str:
-    """HOST:PORT of a socket address tuple, IPv6 hosts in brackets."""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class Bind:
-    """One listening address: ("tcp", host, port) or ("unix", path)."""
-
-    family: str
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> "Bind":
-        if text.startswith("unix:"):
-            path = text[5:]
-            if not path:
-                raise ConfigError(f"bind {text!r}: empty unix socket path")
-            return cls("unix", path=path)
-        if text.startswith("["):
-            host, sep, rest = text[1:].partition("]")
-            if not sep:
-                raise ConfigError(f"bind {text!r}: missing ']' after IPv6 address")
-            port_s = rest[1:] if rest.startswith(":") else ""
-        elif ":" in text:
-            host, _, port_s = text.rpartition(":")
-        else:
-            host, port_s = text, ""
-        if not port_s:
-            port = 8000
-        else:
-            try:
-                port = int(port_s)
-            except ValueError:
-                raise ConfigError(f"bind {text!r}: port {port_s!r} is not a number") from None
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"bind {text!r}: port out of range")
-        return cls("tcp", host=host or "0.0.0.0", port=port)
-
-    def __str__(self) -> str:
-        if self.family == "unix":
-            return f"unix:{self.path}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-
 class _ConfigBase:
     """The methods of `Config`; its fields are the settings (settings.py)."""
 
     def __post_init__(self):
-        self.binds = [Bind.parse(b) for b in self.bind]
+        try:
+            self.binds = [Bind.parse(b) for b in self.bind]
+        except BindError as exc:
+            raise ConfigError(str(exc)) from None
         if self.certfile:
             self.tls = True   # --certfile implies --tls
         self.user_name, self.uid, self.gid = _user_and_group(self.user, self.group)

@@ -137,7 +137,8 @@ def reopen_files() -> list[str]:
         handler.acquire()
         try:
             try:
-                stream = handler._open()
+                stream = open(handler.baseFilename, handler.mode, encoding=handler.encoding,
+                              errors=handler.errors)
             except OSError as exc:
                 error = exc
             else:

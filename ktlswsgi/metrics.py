@@ -90,7 +90,7 @@ import socket
 import tempfile
 import time
 
-from .config import address_text
+from .sockets import address_text
 from .telemetry import DURATION_BOUNDS_S, FIELDS
 
 log = logging.getLogger("ktlswsgi.metrics")
@@ -460,10 +460,9 @@ def listen(bind: str, backlog: int = 16) -> socket.socket:
     """Bind `HOST:PORT` in the master, so a busy port fails the start.
 
     Raises OSError naming --metrics-bind (busy port, unresolvable host, a
-    unix: address) or config.ConfigError (malformed HOST:PORT).
+    unix: address) or sockets.BindError (malformed HOST:PORT).
     """
-    from .config import Bind
-    from .server import bind_one
+    from .sockets import Bind, bind_one
     b = Bind.parse(bind)
     if b.family != "tcp":
         raise OSError(errno.EINVAL, f"--metrics-bind {bind}: a HOST:PORT is needed")

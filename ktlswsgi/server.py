@@ -16,12 +16,12 @@ import logging
 import os
 import signal
 import socket
-import stat
 import threading
 import time
 
 from . import logs
 from .connection import Connection, Shared
+from .sockets import bind_sockets
 from .pool import WorkerPool
 from .reactor import EPOLLEXCLUSIVE, IN, Reactor
 from .telemetry import Counters
@@ -37,70 +37,10 @@ _FD_ERRNOS = {errno.EMFILE: "EMFILE (the process's descriptor limit, ulimit -n)"
               errno.ENFILE: "ENFILE (the system's descriptor limit)",
               errno.ENOBUFS: "ENOBUFS (no socket buffer memory)",
               errno.ENOMEM: "ENOMEM (no kernel memory)"}
-_READY, _RETIRING = 1, 2    # messages to the master (arbiter.MSG_READY, MSG_RETIRING)
 
 # After a quick stop, how long exit waits for workers still inside the app
 # (their connections are already gone; gunicorn's quick stop waits 0.1 s).
 _QUICK_STOP_WORKER_WAIT_S = 1.0
-
-
-def bind_sockets(config, hold_for_reuse_port: bool = False) -> list:
-    """Open every --bind address; raise OSError with the address in the message.
-
-    `hold_for_reuse_port` (the master under --reuse-port): TCP sockets get
-    SO_REUSEPORT and are bound but not listening.  They hold the address for
-    the workers' own SO_REUSEPORT listeners; a listening one would take its
-    share of the connections, which no process accepts.
-    """
-    socks = []
-    try:
-        for b in config.binds:
-            socks.append(bind_one(b, config.backlog, hold_for_reuse_port))
-    except OSError:
-        for s in socks:
-            s.close()
-        raise
-    return socks
-
-
-def bind_one(b, backlog: int, hold_for_reuse_port: bool = False) -> socket.socket:
-    """One listening socket for a `config.Bind`, non-blocking; OSError names the address."""
-    if b.family == "unix":
-        try:
-            if stat.S_ISSOCK(os.stat(b.path).st_mode):
-                os.unlink(b.path)  # a stale socket from an earlier run
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(b.path)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot bind {b}: {exc.strerror}") from None
-    else:
-        try:
-            infos = socket.getaddrinfo(b.host, b.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-        except socket.gaierror as exc:
-            raise OSError(errno.EINVAL, f"cannot resolve {b}: {exc}") from None
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hold_for_reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind(addr)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, f"cannot bind {b}: {exc.strerror}") from None
-        if hold_for_reuse_port:
-            sock.setblocking(False)
-            return sock
-    sock.listen(backlog)
-    sock.setblocking(False)
-    return sock
 
 
 class Server:
@@ -286,7 +226,7 @@ class Server:
             worker.beat()
             self.reactor.set_heartbeat(worker.beat, self._tick_s)
             self._tick()
-            worker.send(_READY)
+            worker.ready()
         else:
             if install_signals:
                 self._install_signals()
@@ -306,7 +246,7 @@ class Server:
         """A worker asks the master for a replacement, then stops gracefully (any thread)."""
         def retire():
             if not self._stopping:
-                self.worker.send(_RETIRING, reason)
+                self.worker.retiring(reason)
                 self._begin_shutdown()
         self.reactor.call_soon_threadsafe(retire)
 
@@ -363,7 +303,7 @@ class Server:
     def _retire_if_worn_out(self) -> None:
         worker = self.worker
         if not self._stopping and worker.max_requests and self.counters.requests >= worker.max_requests:
-            worker.send(_RETIRING, f"{self.counters.requests} requests, --max-requests")
+            worker.retiring(f"{self.counters.requests} requests, --max-requests")
             self._begin_shutdown()
 
     def _on_term(self) -> None:
@@ -413,19 +353,19 @@ class Server:
         log.info("%s: quick stop: aborting %d connections", why, len(self.connections))
         self._stop_accepting()
         for conn in list(self.connections):
-            conn._abort(why)
+            conn.abort(why, notable=False)
         self.reactor.stop()
 
     def _force_close(self) -> None:
         if self.connections:
             log.warning("graceful timeout: closing %d connections", len(self.connections))
         for conn in list(self.connections):
-            conn._abort("graceful timeout")
+            conn.abort("graceful timeout", notable=False)
         self.reactor.stop()
 
     def _finish(self) -> None:
         for conn in list(self.connections):
-            conn._abort("server stopped")
+            conn.abort("server stopped", notable=False)
         for sock in self.sockets:
             try:
                 sock.close()
@@ -441,68 +381,3 @@ class Server:
             log.warning("some workers were still busy at exit")
         self.reactor.close()
         log.info("counters: %s", self.counters.summary())
-
-
-# -- TLS ------------------------------------------------------------------------------
-class TLSSetupError(Exception):
-    """TLS cannot be set up; the message is one line for the operator."""
-
-
-def tls_transport_factory(config):
-    """Build the process's SSL context once and return `sock -> transport`.
-
-    The context is built here, before any fork, so a pre-fork master shares
-    it (and its session-ticket keys) with every worker process.  `auto` picks
-    the socket transport where the kTLS probe passes (OpenSSL then promotes
-    each connection to kTLS) and the memory transport elsewhere: with no
-    kernel TLS it sends many records per syscall (see README, "Transports").
-    """
-    from .tls import ktls
-    from .tls.binding import TLSError
-    from .tls.context import ServerContext
-    from .tls.transports import MemoryTransport, SocketTransport
-
-    kwargs = {"min_version": config.tls_min_version, "ktls": config.ktls,
-              "alpn": ("h2", "http/1.1") if config.http2 else ("http/1.1",)}
-    if config.ciphers:
-        kwargs["ciphers"] = config.ciphers
-    if config.tls13_ciphersuites:
-        kwargs["tls13_ciphersuites"] = config.tls13_ciphersuites
-    if config.certfile:
-        try:
-            context = ServerContext(config.certfile, config.keyfile, config.keyfile_password,
-                                    **kwargs)
-        except TLSError as exc:
-            raise TLSSetupError(str(exc)) from None
-    else:
-        from .tls.selfsigned import COVERED_NAMES, development_pair, uncovered_binds
-        try:
-            # Loaded inside the block: an uncached pair's files are gone after it.
-            with development_pair() as pair:
-                try:
-                    context = ServerContext(pair.certfile, pair.keyfile, **kwargs)
-                except TLSError as exc:   # e.g. --ciphers: not the pair's fault
-                    raise TLSSetupError(str(exc)) from None
-        except (OSError, TLSError) as exc:
-            raise TLSSetupError(f"TLS: cannot make a self-signed certificate: {exc}") from None
-        log.warning("TLS: no --certfile given: using a self-signed certificate for %s (%s). "
-                    "For development only.", COVERED_NAMES,
-                    "not cached" if pair.cache_error else pair.certfile)
-        if pair.cache_error:
-            log.warning("TLS: the certificate cache %s cannot be written (%s): a new self-signed "
-                        "certificate is generated at every start (set XDG_CACHE_HOME to a "
-                        "writable directory to keep one)", pair.cache_dir, pair.cache_error)
-        uncovered = uncovered_binds(config.binds)
-        if uncovered:
-            log.warning("TLS: the self-signed certificate only covers %s, but it is served "
-                        "on non-loopback %s: clients that connect by another name or address "
-                        "get a certificate error (give --certfile with a certificate for this "
-                        "host)", COVERED_NAMES,
-                        ", ".join(map(str, uncovered)))
-    probe = ktls.log_once(log)
-    choice = config.tls_transport
-    if choice == "auto":
-        choice = "socket" if probe.available and context.ktls else "memory"
-    log.info("TLS: %s transport, %s", choice, context.describe())
-    cls = SocketTransport if choice == "socket" else MemoryTransport
-    return lambda sock: cls(context, sock)

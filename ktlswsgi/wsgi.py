@@ -417,7 +417,7 @@ class Responder:
 
     def __init__(self, out, *, head_only: bool, close_after: bool, peer: str):
         self._out = out
-        self._head_only = head_only
+        self.head_only = head_only
         self._close_after = close_after
         self._peer = peer
         self._status = None       # (code, reason bytes)
@@ -491,7 +491,7 @@ class Responder:
             raise TypeError(f"body chunks must be bytes, got {type(data).__name__}")
         if not data:
             return
-        if self._head_only:
+        if self.head_only:
             if not self.headers_sent:
                 self._out.put(self._head())
             return
@@ -535,7 +535,7 @@ class Responder:
 
         The head and the range are held for finish(), which must follow:
         the whole response goes to the reactor in one hand-over."""
-        if self._head_only:
+        if self.head_only:
             return False
         count = self.file_count(available)
         if not self.headers_sent:
@@ -552,7 +552,7 @@ class Responder:
         try:
             # HEAD, 1xx, 204 and 304 have no body: their Content-Length describes
             # the representation a GET or a 200 would carry (RFC 9110 8.6).
-            if (cl is not None and self.body_bytes < cl and not self._head_only
+            if (cl is not None and self.body_bytes < cl and not self.head_only
                     and self.status_code not in _NO_BODY_STATUSES
                     and not 100 <= self.status_code < 200):
                 raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}")
@@ -645,7 +645,7 @@ def _fail(out, responder: Responder, environ: dict, status: int, text: str, exc)
                               (b"Date", date_value()), (b"Server", SERVER)], True)
     try:
         out.put(head)
-        if not responder._head_only:
+        if not responder.head_only:
             out.put(Chunk(body), len(body))
         out.put(End(status, len(body)))
     except QueueAborted:

@@ -11,7 +11,8 @@ import threading
 import time
 
 from ktlswsgi.config import Config
-from ktlswsgi.server import Server, tls_transport_factory
+from ktlswsgi.server import Server
+from ktlswsgi.tls import tls_transport_factory
 
 
 class Running:

@@ -389,22 +389,32 @@ def _deny_sched_setscheduler():
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the filter names x86_64's number")
-def test_a_filter_that_refuses_sched_batch_gets_one_warning_per_worker(ktlswsgi_cli):
+def test_a_filter_that_refuses_sched_batch_gets_one_warning_per_worker(ktlswsgi_cli, tmp_path):
+    import http.client
+    import time
     from support import wait_port
-    proc = ktlswsgi_cli("apps.log_apps:app", "-w", "2", "--threads", "8", wait=False,
-                        preexec_fn=_deny_sched_setscheduler)
+    log_path = tmp_path / "error.log"
+    proc = ktlswsgi_cli("apps.log_apps:app", "-w", "2", "--threads", "8", "--error-logfile",
+                        str(log_path), wait=False, preexec_fn=_deny_sched_setscheduler)
+
+    def warnings():
+        text = log_path.read_text() if log_path.exists() else ""
+        return [line for line in text.splitlines() if "stay SCHED_OTHER" in line], text
+
     try:
         wait_port(proc.port, proc=proc)
-        import http.client
         conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
         conn.request("GET", "/")
         assert conn.getresponse().status == 200   # it still serves
+        deadline = time.monotonic() + 10
+        while len(warnings()[0]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)   # polling a file another process writes
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    warnings = [line for line in err.splitlines() if "stay SCHED_OTHER" in line]
-    assert len(warnings) == 2, err[-3000:]        # one per worker process, not per thread
-    assert all("EPERM" in w and "SystemCallFilter=sched_setscheduler" in w for w in warnings)
+        proc.communicate(timeout=30)
+    found, text = warnings()
+    assert len(found) == 2, text[-3000:]        # one per worker process, not per thread
+    assert all("EPERM" in w and "SystemCallFilter=sched_setscheduler" in w for w in found)
 
 
 # -- container -----------------------------------------------------------------------------

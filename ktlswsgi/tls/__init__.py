@@ -10,11 +10,14 @@ Owns nothing of HTTP or WSGI.  Modules:
   ktls        probe() / log_once(): can this host do kTLS at all
   selfsigned  ensure_selfsigned(): the cached development certificate
   selftest    run_check(): what ``ktlswsgi --check-ktls`` prints
+  factory     tls_transport_factory(config): the context from the settings, the
+              transport for each accepted socket
 Build: ``pip install .`` compiles ``_openssl`` (gcc + OpenSSL 3 headers).
 """
 from .binding import TLSConfigError, TLSError
 from .context import ServerContext
+from .factory import TLSSetupError, tls_transport_factory
 from .transports import MemoryTransport, SocketTransport, TLSTransportError
 
 __all__ = ["ServerContext", "SocketTransport", "MemoryTransport", "TLSError",
-           "TLSConfigError", "TLSTransportError"]
+           "TLSConfigError", "TLSTransportError", "TLSSetupError", "tls_transport_factory"]

@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from ktlswsgi.config import Bind
+from ktlswsgi.sockets import Bind
 from ktlswsgi.tls import selfsigned
 from ktlswsgi.tls.context import ServerContext
 from ktlswsgi.tls.transports import SocketTransport
