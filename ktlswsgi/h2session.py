@@ -517,9 +517,8 @@ class H2Session:
             n = min(len(view), window, max_frame)
             last = n == len(view)
             end = last and self._peek_end(st)
+            driver.send_data(st.sid, view[:n], end)
             self._flush_control()
-            self._emit(memoryview(driver.data_header(st.sid, n, end)))
-            self._emit(view[:n])
             st.ex.bytes_sent += n
             if st.ex.out is not None:
                 st.ex.out.sent(n)

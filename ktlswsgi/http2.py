@@ -29,10 +29,10 @@ connection-specific headers, a content-length the DATA disagrees with:
 PROTOCOL_ERROR) and flow control.  Both h2 and this module treat these as
 connection errors: GOAWAY with the RFC 9113 code, then close.
 
-DATA frames are built here, not by h2, so that a file's payload can go out
-by sendfile after a 9-byte header built in userspace: `data_header()` does
-h2's flow-control and stream-state accounting for a frame whose payload the
-caller sends itself.  Sans-I/O: no sockets, no threads, no clock of its own
+DATA frames of bytes in memory are h2's (`send_data`).  A file's DATA frames
+get a 9-byte header from `data_header()` (h2adapter.py: the one place that
+touches h2's private state), so that their payload can go out by sendfile,
+or be read by one preadv into the gaps between headers.  Sans-I/O: no sockets, no threads, no clock of its own
 (callers pass `now`).
 """
 from __future__ import annotations
@@ -45,10 +45,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.connection import ConnectionInputs
 from h2.errors import ErrorCodes
-from h2.stream import StreamInputs, StreamState
-from hyperframe.frame import GoAwayFrame
+
+from . import h2adapter
 
 PREFACE_BYTES = 24
 FRAME_HEADER_BYTES = 9
@@ -62,8 +61,6 @@ _PSEUDO = (b":method", b":scheme", b":authority", b":path")
 CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection",
                                  b"transfer-encoding", b"upgrade"))
 NO_BODY_STATUSES = frozenset((204, 304))
-_REMOTE_OPEN = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
-_LOCAL_OPEN = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 # A WINDOW_UPDATE opening less than this is a control frame whatever else
 # happens: 1-byte increments would each buy a 1-byte DATA frame.
 SMALL_WINDOW_INCREMENT = 1024
@@ -154,14 +151,14 @@ class Http2:
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
         self._h2 = conn = h2.connection.H2Connection(config=config)
-        conn.local_settings = _settings(limits, limits.max_concurrent_streams)
+        h2adapter.set_local_settings(conn, _settings(limits, limits.max_concurrent_streams))
         conn.decoder.max_header_list_size = limits.header_list_bytes
         conn.initiate_connection()
         # The SETTINGS frame is out with the advertised limit.  A stream over it
         # must be a stream error (RFC 9113 5.1.2), which the session gives
         # (REFUSED_STREAM); h2 would end the connection, so h2 is told a hard
         # cap of twice as many, which only a hostile client reaches.
-        conn.local_settings = _settings(limits, self.hard_stream_cap)
+        h2adapter.set_local_settings(conn, _settings(limits, self.hard_stream_cap))
         extra = limits.connection_window - 65535
         if extra > 0:
             conn.increment_flow_control_window(extra)
@@ -317,20 +314,15 @@ class Http2:
 
     def _closed(self, sid: int) -> bool:
         """A client stream that h2 had closed before this read."""
-        if sid == 0 or sid > self._h2.highest_inbound_stream_id:
-            return False
-        stream = self._h2.streams.get(sid)
-        return stream is None or stream.closed
+        return h2adapter.closed_before(self._h2, sid)
 
     def _owes_response(self, sid: int) -> bool:
         """Does a RST_STREAM on `sid` cancel work?  A stream opened in this
         read, or one we have not finished sending to, yes (Rapid Reset); a
         stream that is already over, no: clients reset those routinely (h2
         answers DATA still arriving on a stream it reset with RST_STREAM)."""
-        if sid > self._h2.highest_inbound_stream_id:
-            return True
-        stream = self._h2.streams.get(sid)
-        return stream is not None and stream.state_machine.state in _LOCAL_OPEN
+        return (h2adapter.opened_later(self._h2, sid)
+                or h2adapter.local_open(self._h2, sid))
 
     def _count_reset(self) -> bool:
         """One more stream reset for this window; True once over the cap."""
@@ -380,26 +372,22 @@ class Http2:
     def send_continue(self, stream_id: int) -> None:
         self._h2.send_headers(stream_id, [(b":status", b"100")])
 
+    def send_data(self, stream_id: int, data, end_stream: bool) -> None:
+        """A DATA frame of bytes in memory (h2 frames it; data_to_send())."""
+        self._h2.send_data(stream_id, data, end_stream=end_stream)
+        self._data_frames_sent += 1
+
     def data_header(self, stream_id: int, length: int, end_stream: bool) -> bytes:
         """The 9-byte header of a DATA frame whose `length` payload bytes the
-        caller sends right after it; accounts the frame as h2.send_data would."""
-        conn = self._h2
-        conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
-        stream = conn._get_stream_by_id(stream_id)
-        stream.state_machine.process_input(StreamInputs.SEND_DATA)
-        if end_stream:
-            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
-        stream.outbound_flow_control_window -= length
-        conn.outbound_flow_control_window -= length
+        caller sends itself (a file range), accounted as send_data would."""
         self._data_frames_sent += 1
-        return _FRAME_HEADER.pack(length >> 8, length & 0xFF, _DATA,
-                                  _END_STREAM if end_stream else 0, stream_id)
+        return h2adapter.data_header(self._h2, stream_id, length, end_stream)
 
     def unsend(self, length: int) -> None:
         """`length` payload bytes that `data_header()` accounted will never be
-        sent (their stream was reset first): the peer never counted them, so
-        the connection's window gets them back."""
-        self._h2.outbound_flow_control_window += length
+        sent (their stream was reset first): the connection's window gets them
+        back."""
+        h2adapter.unsend(self._h2, length)
 
     def ping(self, opaque: bytes) -> None:
         """A PING (8 bytes of `opaque`); its ACK comes back as PingAcked."""
@@ -416,8 +404,7 @@ class Http2:
 
     def client_may_send(self, stream_id: int) -> bool:
         """True while the request side of the stream is open (its body not ended)."""
-        stream = self._h2.streams.get(stream_id)
-        return stream is not None and stream.state_machine.state in _REMOTE_OPEN
+        return h2adapter.remote_open(self._h2, stream_id)
 
     def acknowledge(self, nbytes: int, stream_id: int) -> None:
         """`nbytes` of a stream's DATA are consumed (the app read them, or they
@@ -429,13 +416,10 @@ class Http2:
     def goaway(self, code: int = ErrorCodes.NO_ERROR, last_stream_id: int | None = None) -> bytes:
         """A GOAWAY frame naming the last stream this side will answer (by
         default the highest the client opened).  With NO_ERROR (graceful):
-        h2's state is left open so those streams finish; the caller refuses
+        h2's state is left open so those streams finish; the caller ignores
         streams opened after it."""
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = (self.highest_stream_id if last_stream_id is None
-                                else last_stream_id)
-        frame.error_code = code
-        return frame.serialize()
+        return h2adapter.goaway_frame(
+            self.highest_stream_id if last_stream_id is None else last_stream_id, int(code))
 
     def fail(self, code, reason: str) -> Failed:
         """A limit hit: GOAWAY `code` is queued, nothing more is read."""
@@ -459,13 +443,13 @@ def request_verdict(req: Request):
     return None
 
 
-def _settings(limits: Limits, max_streams: int):
-    return h2.settings.Settings(client=False, initial_values={
+def _settings(limits: Limits, max_streams: int) -> dict:
+    return {
         h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window,
         h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.header_list_bytes,
         h2.settings.SettingCodes.ENABLE_PUSH: 0,
-    })
+    }
 
 
 def _protocol_reason(exc) -> str:
