@@ -13,6 +13,7 @@
 # to core 0, h2load --h1 -c16 on core 1, 2 s of warm-up, then 4 s measured.
 # Prints each round's requests per server-CPU-second (the serving process's
 # utime+stime) and the median per tree. Every run is bounded by h2load -D.
+# AB_H2=1: HTTP/2 instead (https only; h2load -c4 -m10).
 set -euo pipefail
 A=$(cd "$1" && pwd); B=$(cd "$2" && pwd); scheme=$3; path=$4
 rounds=${5:-5}; app=${6:-raw_app}
@@ -30,10 +31,12 @@ run() {
         sleep 0.1
     done
     child=$(pgrep -P "$pid" | head -1)
-    taskset -c 1 h2load --h1 -c16 -D 2 "$scheme://127.0.0.1:$port$path" >/dev/null 2>&1
+    local load=(--h1 -c16)
+    [ "${AB_H2:-0}" = 1 ] && load=(-c4 -m10)
+    taskset -c 1 h2load "${load[@]}" -D 2 "$scheme://127.0.0.1:$port$path" >/dev/null 2>&1
     local t0 t1 out n
     t0=$(awk '{print $14 + $15}' "/proc/$child/stat")
-    out=$(taskset -c 1 h2load --h1 -c16 -D 4 "$scheme://127.0.0.1:$port$path" 2>&1)
+    out=$(taskset -c 1 h2load "${load[@]}" -D 4 "$scheme://127.0.0.1:$port$path" 2>&1)
     t1=$(awk '{print $14 + $15}' "/proc/$child/stat")
     n=$(echo "$out" | grep -o "[0-9]* succeeded" | awk '{print $1}')
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true

@@ -31,13 +31,9 @@ class Running:
         return socket.create_connection((self.host, self.port), timeout=timeout)
 
     def wait_idle(self, timeout: float = 5.0) -> None:
-        """Wait until the pool has nothing running or queued."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.server.pool.busy == 0 and self.server.pool.queued == 0:
-                return
-            time.sleep(0.01)
-        raise AssertionError("workers still busy")
+        """Wait until the pool has nothing running or queued (clean-ups included)."""
+        pool = self.server.pool
+        wait_until(lambda: pool.busy == 0 and pool.pending == 0, timeout, "an idle pool")
 
 
 @contextlib.contextmanager
@@ -59,6 +55,21 @@ def running_server(app, **overrides):
         assert not thread.is_alive(), "server did not stop"
 
 
+def wait_until(predicate, timeout: float = 10.0, what: str = "the condition",
+               step: float = 0.01):
+    """Poll `predicate()` until it returns something true, and return that;
+    after `timeout` seconds, AssertionError naming `what`.  The socket tests'
+    one polling helper: they wait on a condition, never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(step)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,16 +77,15 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout: float = 10.0, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening():
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"server exited early: {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
+            return True
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listening on {port}")
+            return False
+    wait_until(listening, timeout, f"a listener on {port}", step=0.05)
 
 
 class _KeepOpen:

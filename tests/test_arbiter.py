@@ -33,7 +33,7 @@ import time
 
 import pytest
 
-from support import free_port
+from support import free_port, wait_until
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 APP = "apps.arbiter_apps:app"
@@ -77,18 +77,6 @@ def running(pid: int) -> bool:
         return False
 
 
-def wait_for(condition, timeout: float, what: str, step: float = 0.02):
-    """Poll `condition()` until it returns something true; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
 def get(port: int, path: str = "/pid", timeout: float = 10.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -112,7 +100,7 @@ def wait_serving(port: int, timeout: float = 15.0) -> int:
             return pid_of(port)
         except (OSError, http.client.HTTPException):
             return None
-    return wait_for(attempt, timeout, f"a worker answering on port {port}", step=0.05)
+    return wait_until(attempt, timeout, f"a worker answering on port {port}", step=0.05)
 
 
 def pid_counts(port: int, connections: int, threads: int = 1) -> collections.Counter:
@@ -213,7 +201,7 @@ class Master:
     def wait_children(self, condition, timeout: float = 15.0, what: str = "") -> set:
         """Wait until the set of worker PIDs satisfies `condition`; return it."""
         try:
-            return wait_for(lambda: (lambda c: c if condition(c) else None)(self.children()),
+            return wait_until(lambda: (lambda c: c if condition(c) else None)(self.children()),
                             timeout, f"the workers of {self.pid}: {what}")
         except AssertionError as exc:
             raise AssertionError(f"{exc} (now {self.children()}); stderr:\n{self.stderr()}") from None
@@ -245,7 +233,7 @@ class Master:
                 pass
         if self.proc.poll() is None:
             self.proc.wait(10)
-        wait_for(lambda: not any(running(p) for p in pids), 10, f"{pids} to die")
+        wait_until(lambda: not any(running(p) for p in pids), 10, f"{pids} to die")
 
 
 @pytest.fixture
@@ -302,7 +290,7 @@ class KeepAliveLoad:
 
     def wait_sent(self, more: int, timeout: float = 15.0) -> None:
         target = self.sent + more
-        wait_for(lambda: self.sent >= target or self._stop.is_set(), timeout,
+        wait_until(lambda: self.sent >= target or self._stop.is_set(), timeout,
                  f"{more} more requests (sent {self.sent}, failed {self.failed})")
 
     def _client(self) -> None:
@@ -453,7 +441,7 @@ class Http2Load:
 
     def wait_ok(self, n: int, timeout: float = 20.0) -> None:
         target = self.ok + n
-        wait_for(lambda: self.ok >= target, timeout, f"{n} more answers")
+        wait_until(lambda: self.ok >= target, timeout, f"{n} more answers")
 
     def stop(self) -> None:
         self._stop.set()
@@ -856,20 +844,20 @@ def test_usr2_starts_a_new_master_on_the_same_listeners_and_the_old_one_can_go(m
         assert oldbin.read_text() == f"{old.pid}\n"
         new_workers = children_of(new_pid)
         assert len(new_workers) == 1
-        wait_for(lambda: set(answered) >= {old_worker, *new_workers}, 10,
+        wait_until(lambda: set(answered) >= {old_worker, *new_workers}, 10,
                  f"both masters' workers answering ({answered})")
 
         assert old.stop() == 0, old.stderr()   # TERM: the new master serves on alone
         assert not oldbin.exists() and pidfile.read_text() == f"{new_pid}\n"
         mark = sum(answered.values())
-        wait_for(lambda: sum(answered.values()) >= mark + 50, 10, "requests after the switch")
+        wait_until(lambda: sum(answered.values()) >= mark + 50, 10, "requests after the switch")
         stop.set()
         thread.join(15)
         assert not failures, failures[:5]
         assert running(new_pid) and children_of(new_pid) == new_workers
 
         os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        wait_for(lambda: not running(new_pid) and not any(running(p) for p in new_workers),
+        wait_until(lambda: not running(new_pid) and not any(running(p) for p in new_workers),
                  15, "the new master and its worker to exit")
         assert old.find(rf"\[{new_pid}\] \[INFO\] master {new_pid}: exit 0"), old.stderr()
         assert not pidfile.exists()
@@ -962,17 +950,17 @@ def test_reload_survives_a_syntax_error_and_serves_the_next_good_save(master, tm
         except (OSError, http.client.HTTPException):
             return None
 
-    wait_for(lambda: (lambda a: a if a and a[1].startswith(b"one") else None)(answer()), 15,
+    wait_until(lambda: (lambda a: a if a and a[1].startswith(b"one") else None)(answer()), 15,
              "the first code")
     start = m.mark()
     module.write_text("def app(environ, start_response:\n    pass\n")   # a syntax error
-    broken = wait_for(lambda: (lambda a: a if a and a[0] == 500 else None)(answer()), 20,
+    broken = wait_until(lambda: (lambda a: a if a and a[0] == 500 else None)(answer()), 20,
                       "the 500 of the broken code", step=0.1)
     assert b"SyntaxError" in broken[1], broken
     m.wait_log(r"error importing 'reload_app': SyntaxError.*--reload: answering 500", start)
     assert m.proc.poll() is None, "the master exited"
     module.write_text(RELOAD_APP.format(version="third"))
-    wait_for(lambda: (lambda a: a if a and a[0] == 200 and a[1].startswith(b"third") else None)(
+    wait_until(lambda: (lambda a: a if a and a[0] == 200 and a[1].startswith(b"third") else None)(
         answer()), 20, "the fixed code", step=0.1)
     assert len(m.find(r"SyntaxError", start)) == 1, m.stderr()   # one line for the one save
     assert m.stop() == 0, m.stderr()
@@ -992,10 +980,10 @@ def test_reload_serves_the_edited_code_from_a_new_worker(master, tmp_path):
         words = body.decode().split()
         return int(words[1]) if status == 200 and words[0] == version else None
 
-    pid = wait_for(lambda: answer("one"), 15, "the first code to answer", step=0.05)
+    pid = wait_until(lambda: answer("one"), 15, "the first code to answer", step=0.05)
     m.wait_log(rf"worker {pid} ready")   # its watcher runs
     module.write_text(RELOAD_APP.format(version="second"))
-    pid2 = wait_for(lambda: answer("second"), 20, "the edited code to answer", step=0.1)
+    pid2 = wait_until(lambda: answer("second"), 20, "the edited code to answer", step=0.1)
     assert pid2 != pid
     m.wait_log(rf"worker {pid} retiring \(code changed: reload_app\.py\)")
     m.wait_log(rf"worker {pid} retired \(exit 0\)")   # not "died": it said it would go

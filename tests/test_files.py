@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from apps import raw_files
-from support import read_response, recv_until_closed, response_reader
+from support import read_response, recv_until_closed, response_reader, wait_until
 from ktlswsgi.filewrapper import INLINE_FILE_BYTES, FileWrapper
 
 KiB = 1024
@@ -44,15 +44,6 @@ def make_file(directory, size: int, name: str = "payload.bin"):
     return path, h.hexdigest()
 
 
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 def assert_fast_path(srv, before: dict, size: int) -> None:
     """One file transfer of exactly `size` bytes went out through sendfile;
     for a file of at most INLINE_FILE_BYTES, none: it went with its head."""
@@ -64,7 +55,7 @@ def assert_fast_path(srv, before: dict, size: int) -> None:
     # may have the bytes a moment before.
     # For an empty file the whole response (head, Content-Length: 0) can reach
     # the client before the reactor takes the empty file range off the queue.
-    wait_for(lambda: c.bytes_sendfile - before["bytes_sendfile"] >= size
+    wait_until(lambda: c.bytes_sendfile - before["bytes_sendfile"] >= size
              and c.file_transfers > before["file_transfers"], timeout=5)
     assert c.file_transfers - before["file_transfers"] == 1
     assert c.bytes_sendfile - before["bytes_sendfile"] == size
@@ -72,7 +63,7 @@ def assert_fast_path(srv, before: dict, size: int) -> None:
 
 def assert_no_fast_path(srv, before: dict, size: int) -> None:
     c = srv.counters
-    wait_for(lambda: c.bytes_send - before["bytes_send"] >= size, timeout=5)
+    wait_until(lambda: c.bytes_send - before["bytes_send"] >= size, timeout=5)
     assert c.bytes_sendfile == before["bytes_sendfile"]
     assert c.file_transfers == before["file_transfers"]
     assert c.bytes_send - before["bytes_send"] >= size
@@ -253,7 +244,7 @@ def test_file_wrapper_sends_exactly_content_length_bytes_when_smaller_than_the_f
     if length <= INLINE_FILE_BYTES:
         assert_no_fast_path(srv, before, 2 * length)
         return
-    wait_for(lambda: srv.counters.bytes_sendfile - before["bytes_sendfile"] >= 2 * length)
+    wait_until(lambda: srv.counters.bytes_sendfile - before["bytes_sendfile"] >= 2 * length)
     assert srv.counters.file_transfers - before["file_transfers"] == 2
     assert srv.counters.bytes_sendfile - before["bytes_sendfile"] == 2 * length
 
@@ -296,7 +287,7 @@ def test_file_wrapper_without_content_length_is_chunked_on_http11(serve, tmp_pat
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         status, headers, body2 = read_response(response_reader(s))
         assert status == 200 and body2 == data
-    wait_for(lambda: srv.counters.bytes_sendfile - before["bytes_sendfile"] >= 2 * len(data))
+    wait_until(lambda: srv.counters.bytes_sendfile - before["bytes_sendfile"] >= 2 * len(data))
     assert srv.counters.file_transfers - before["file_transfers"] == 2
     assert srv.counters.bytes_sendfile - before["bytes_sendfile"] == 2 * len(data)
 
@@ -363,7 +354,7 @@ def test_file_wrapper_over_bytesio_falls_back_to_iteration(serve):
     assert got == len(data)
     assert digest == hashlib.sha256(data).hexdigest()
     assert_no_fast_path(srv, before, len(data))
-    assert wait_for(lambda: len(app.closes) == 1)
+    assert wait_until(lambda: len(app.closes) == 1)
 
 
 def test_file_wrapper_over_a_pipe_falls_back_to_iteration(serve):
@@ -449,8 +440,8 @@ def test_middleware_iterating_the_wrapper_gets_the_whole_file(serve, tmp_path):
     assert int(headers["content-length"]) == MiB + 7
     assert got == MiB + 7 and got_digest == digest
     assert_no_fast_path(srv, before, MiB + 7)
-    assert wait_for(lambda: len(inner.closes) == 1)
-    time.sleep(0.2)
+    assert wait_until(lambda: len(inner.closes) == 1)
+    srv.wait_idle()   # no clean-up left that could close it again
     assert len(inner.closes) == 1
 
 
@@ -463,9 +454,8 @@ def test_file_wrapper_close_runs_once_on_a_worker_thread_after_the_transfer(serv
     status, _, got, got_digest = fetch_http_client(srv, "/")
     assert status == 200 and got_digest == digest
     assert_fast_path(srv, before, MiB)
-    assert wait_for(lambda: len(app.closes) >= 1), "close() never called"
-    srv.wait_idle()
-    time.sleep(0.2)
+    assert wait_until(lambda: len(app.closes) >= 1), "close() never called"
+    srv.wait_idle()   # clean-ups included: nothing left that could close it again
     assert len(app.closes) == 1, app.closes
     assert app.closes[0].startswith(WORKER_PREFIX), app.closes
     assert app.closes[0] != srv.thread.name  # not the reactor
@@ -501,7 +491,7 @@ def test_a_plain_open_file_is_closed_by_the_reactor_without_a_worker(serve, tmp_
         assert busy.wait(5)   # the pool's only thread is taken now
         body = resp.read()
         assert hashlib.sha256(body).hexdigest() == digest
-        assert wait_for(lambda: opened and opened[0].closed), "the file was not closed"
+        assert wait_until(lambda: opened and opened[0].closed), "the file was not closed"
     finally:
         release.set()
     blocker.join(10)
@@ -524,9 +514,8 @@ def test_django_request_finished_fires_once_on_a_worker_thread(serve, tmp_path):
         status, _, got, got_digest = fetch_curl(f"{srv.url}/file?path={path}", tmp_path)
         assert status == 200 and got_digest == digest
         assert_fast_path(srv, before, 2 * MiB)
-        assert wait_for(lambda: len(fired) >= 1), "request_finished never fired"
-        srv.wait_idle()
-        time.sleep(0.2)
+        assert wait_until(lambda: len(fired) >= 1), "request_finished never fired"
+        srv.wait_idle()   # clean-ups included
         assert len(fired) == 1, fired
         assert fired[0].startswith(WORKER_PREFIX), fired
     finally:
@@ -560,8 +549,8 @@ def _stop_reading_mid_response(srv, app, size: int):
         assert 1.2 <= waited <= 6, waited
         assert srv.counters.aborted_connections - before["aborted_connections"] == 1
         srv.wait_idle()
-        assert wait_for(lambda: len(app.closes) >= 1), "the iterable's close() was not called"
-        time.sleep(0.2)
+        assert wait_until(lambda: len(app.closes) >= 1), "the iterable's close() was not called"
+        srv.wait_idle()   # clean-ups included: nothing left that could close it again
         assert len(app.closes) == 1, app.closes
         assert app.closes[0].startswith(WORKER_PREFIX), app.closes
         assert peak - baseline < 20 * MiB, f"RSS grew by {(peak - baseline) / MiB:.1f} MiB"
@@ -629,8 +618,8 @@ def test_file_truncated_during_transfer_aborts_the_connection(serve, tmp_path):
         assert received < size, "the whole original size arrived despite the truncation"
     finally:
         s.close()
-    assert wait_for(lambda: srv.counters.aborted_connections > before["aborted_connections"])
-    assert wait_for(lambda: len(app.closes) == 1), app.closes
+    assert wait_until(lambda: srv.counters.aborted_connections > before["aborted_connections"])
+    assert wait_until(lambda: len(app.closes) == 1), app.closes
     assert app.closes[0].startswith(WORKER_PREFIX)
     srv.wait_idle()
     # The server keeps serving: a new connection gets the (now empty) file.

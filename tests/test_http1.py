@@ -11,7 +11,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from support import read_response, recv_until_closed, response_reader
+from support import read_response, recv_until_closed, response_reader, wait_until
 
 
 @pytest.fixture(params=["httptools", "h11"])
@@ -434,7 +434,7 @@ def test_503_when_pool_queue_full_then_connection_still_usable(serve):
     assert started.wait(5)
     queued = srv.connect()
     queued.sendall(b"GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.2)
+    wait_until(lambda: srv.server.pool.queued == 1, 5, "the second request queued")
     third = srv.connect()
     third.sendall(b"POST /third HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
     reader = response_reader(third)

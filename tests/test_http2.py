@@ -35,7 +35,7 @@ import httpx
 import pytest
 
 from apps import h2_apps
-from support import tls_client_context
+from support import tls_client_context, wait_until
 
 TRANSPORTS = ["memory", "socket"]
 KiB = 1024
@@ -46,15 +46,6 @@ pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
 # -- helpers -------------------------------------------------------------------------------
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -423,7 +414,7 @@ def test_file_wrapper_downloads_with_curl(serve_tls, cert_pair, tmp_path, transp
     c = srv.counters
     # HTTP/2 sends even the smallest files by the file path (connection.inline_file_bytes)
     total = sum(sizes.values())
-    assert wait_for(lambda: c.file_transfers == 3 and c.bytes_pread_ssl_write == total, 5), (
+    assert wait_until(lambda: c.file_transfers == 3 and c.bytes_pread_ssl_write == total, 5), (
         c.file_transfers, c.bytes_pread_ssl_write)
     assert c.bytes_ssl_sendfile == 0 and c.bytes_sendfile == 0
     assert c.h2_connections == 1 and c.h2_streams == 3
@@ -442,7 +433,7 @@ def test_file_wrapper_downloads_with_h2load(serve_tls, tmp_path, transport):
                      r"0 errored", r.stdout), r.stdout
     assert "status codes: 20 2xx" in r.stdout, r.stdout
     c = srv.counters
-    assert wait_for(lambda: c.bytes_pread_ssl_write == 20 * size, 5), c.bytes_pread_ssl_write
+    assert wait_until(lambda: c.bytes_pread_ssl_write == 20 * size, 5), c.bytes_pread_ssl_write
     assert c.file_transfers == 20
     assert c.h2_connections == 2 and c.h2_streams == 20
 
@@ -703,7 +694,7 @@ def test_cli_sigterm_lets_h2_streams_finish(ktlswsgi_cli, cert_pair, transport):
     reader = threading.Thread(target=lambda: lines.extend(client.stdout), daemon=True)
     reader.start()
     try:
-        assert wait_for(lambda: any("recv DATA frame" in line for line in lines), 15), lines
+        assert wait_until(lambda: any("recv DATA frame" in line for line in lines), 15), lines
         proc.send_signal(signal.SIGTERM)
         client.wait(30)
     finally:
@@ -832,7 +823,7 @@ def test_flask_send_file_over_h2(serve_tls, cert_pair, tmp_path, transport):
     assert r.stdout == b"2 200"
     assert sha256_file(got) == sha256_file(path)
     c = srv.counters
-    assert wait_for(lambda: c.bytes_pread_ssl_write == size, 5), c.bytes_pread_ssl_write
+    assert wait_until(lambda: c.bytes_pread_ssl_write == size, 5), c.bytes_pread_ssl_write
     assert c.file_transfers == 1
     payload = os.urandom(600 * KiB)
     with httpx.Client(http2=True, verify=httpx_ctx(cert_pair), timeout=CLIENT_TIMEOUT) as client:

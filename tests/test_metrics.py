@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ktlswsgi import metrics
 from ktlswsgi.telemetry import DURATION_BOUNDS_S, Counters
-from support import recv_until_closed, tls_client_context
+from support import recv_until_closed, tls_client_context, wait_until
 
 FORK = multiprocessing.get_context("fork")
 
@@ -69,15 +69,6 @@ def assert_monotonic(before: dict, after: dict) -> None:
             continue
         assert key in after, key
         assert after[key] >= v, (key, v, after[key])
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 # -- telemetry: what the reactor records -----------------------------------------------
@@ -491,13 +482,13 @@ def test_real_requests_show_up_after_a_flush(serve, mdir, tmp_path):
     conn.request("GET", "/file")
     assert len(conn.getresponse().read()) == 100_000
     # The keep-alive connection is still open: the gauge says so.
-    assert wait_for(lambda: scrape(mdir).get(req("GET", "404")) == 1)
+    assert wait_until(lambda: scrape(mdir).get(req("GET", "404")) == 1)
     s = scrape(mdir)
     assert s[val("ktlswsgi_open_connections")] == 1
     conn.close()
 
-    assert wait_for(lambda: scrape(mdir).get(req("GET", "200")) == 4)
-    assert wait_for(lambda: scrape(mdir)[val("ktlswsgi_open_connections")] == 0)
+    assert wait_until(lambda: scrape(mdir).get(req("GET", "200")) == 4)
+    assert wait_until(lambda: scrape(mdir)[val("ktlswsgi_open_connections")] == 0)
     s = scrape(mdir)
     assert s[req("OTHER", "200")] == 1
     assert s[req("GET", "404")] == 1
@@ -522,7 +513,7 @@ def test_an_aborted_response_is_counted(serve, mdir):
         assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
         # A reset, not a FIN: the server's next write fails and it aborts.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    assert wait_for(lambda: srv.counters.connections_closed == 1)
+    assert wait_until(lambda: srv.counters.connections_closed == 1)
     _flush_on_reactor(srv, exp)
     s = scrape(mdir)
     assert s[req("GET", "200")] == 1                  # the head had gone out
@@ -545,7 +536,7 @@ def test_tls_handshakes_are_counted(serve_tls, cert_pair, mdir):
             recv_until_closed(bad, timeout=5)
         except (OSError, ssl.SSLError):
             pass
-    assert wait_for(lambda: srv.counters.handshakes_failed == 1
+    assert wait_until(lambda: srv.counters.handshakes_failed == 1
                     and srv.counters.connections_closed == 2)
     _flush_on_reactor(srv, exp)
     s = scrape(mdir)
@@ -612,11 +603,11 @@ def test_cli_metrics_sum_over_workers_and_survive_a_killed_worker(ktlswsgi_cli):
             pid = int(r.read())
             served[pid] = served.get(pid, 0) + 1
             c.close()
-        assert wait_for(lambda: _scrape_url(mport).get(total) == 40, 10)
+        assert wait_until(lambda: _scrape_url(mport).get(total) == 40, 10)
         assert _scrape_url(mport)[("ktlswsgi_workers", ())] == 2
         victim = max(served, key=served.get)
         os.kill(victim, signal.SIGKILL)
-        assert wait_for(lambda: _scrape_url(mport)[("ktlswsgi_worker_restarts_total", ())] == 1
+        assert wait_until(lambda: _scrape_url(mport)[("ktlswsgi_worker_restarts_total", ())] == 1
                         and _scrape_url(mport)[("ktlswsgi_workers", ())] == 2, 15)
         # all 40 were in the snapshots before the kill: the dead worker's stay counted
         assert _scrape_url(mport)[total] == 40

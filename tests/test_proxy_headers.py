@@ -17,7 +17,7 @@ import pytest
 
 from ktlswsgi import cli
 from ktlswsgi.proxyproto import V2_SIGNATURE, build_v1, build_v2
-from support import read_response, recv_until_closed, response_reader, tls_client_context
+from support import read_response, recv_until_closed, response_reader, tls_client_context, wait_until
 
 TRANSPORTS = ["memory", "socket"]
 KEYS = ["REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme",
@@ -45,16 +45,6 @@ def flask_app():
                        url=request.url, is_secure=request.is_secure,
                        x_forwarded_for=request.headers.get("X-Forwarded-For"))
     return app
-
-
-def wait_for(condition, timeout_s: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextlib.contextmanager
@@ -142,7 +132,7 @@ def test_proxy_header_sets_the_peer(serve, name):
     srv = serve(environ_app, proxy_protocol=True)
     with captured("ktlswsgi.access") as access:
         env = http_environ(srv, header)   # header and request in one send
-        wait_for(lambda: access, what="the access log line")
+        wait_until(lambda: access, what="the access log line")
     assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == (addr, port)
     # An HTTP/1.0 request without Host: the server address is the header's.
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (server_name, server_port)
@@ -185,7 +175,7 @@ def test_header_split_across_sends_with_pauses(serve, version):
             sock.sendall(header[sent:cut])
             sent = cut
             # The server took every byte so far and still waits for the rest.
-            wait_for(lambda: (c := connection_in_state(srv, "proxy")) is not None
+            wait_until(lambda: (c := connection_in_state(srv, "proxy")) is not None
                      and c._proxy_parser.bytes_received == sent, what=f"{sent} bytes consumed")
             time.sleep(0.05)  # pacing: a slow load balancer
         sock.sendall(header[sent:] + request_bytes())
@@ -292,7 +282,7 @@ def test_split_header_before_tls(serve_tls, cert_pair, transport):
             raw.sendall(piece)
             time.sleep(0.05)  # pacing
         # The whole header is taken, the connection moves on to the handshake.
-        wait_for(lambda: connection_in_state(srv, "handshake"), what="the handshake state")
+        wait_until(lambda: connection_in_state(srv, "handshake"), what="the handshake state")
         with tls_client_context(cert_pair).wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(request_bytes())
             status, _, body = read_response(response_reader(tls))
@@ -307,7 +297,7 @@ def test_untrusted_direct_peer_is_closed_unread(serve):
         with srv.connect() as sock:   # from 127.0.0.1: not listed
             sock.sendall(build_v1(("203.0.113.66", 6666), ("192.0.2.1", 80)) + request_bytes())
             assert_closed_unanswered(sock)
-        wait_for(lambda: records, what="the log line")
+        wait_until(lambda: records, what="the log line")
     assert messages(records) == [
         "127.0.0.1: peer not in --proxy-allow-from, PROXY header not accepted; closing"]
     assert records[0].levelno == logging.INFO
@@ -338,7 +328,7 @@ def test_malformed_header_is_closed_with_its_reason(serve, name):
         with srv.connect() as sock:
             sock.sendall(data)
             assert_closed_unanswered(sock)
-        wait_for(lambda: records, what="the log line")
+        wait_until(lambda: records, what="the log line")
     assert messages(records) == [f"127.0.0.1: no valid PROXY header ({reason}); closing"]
     assert records[0].levelno == logging.INFO
     assert all(MARKER not in m for m in messages(records))
@@ -356,7 +346,7 @@ def test_silent_client_is_closed_by_the_deadline(serve, partial):
             sock.sendall(partial)
             assert_closed_unanswered(sock, timeout_s=5)
             waited_s = time.monotonic() - started
-        wait_for(lambda: records, what="the log line")
+        wait_until(lambda: records, what="the log line")
     assert 0.25 <= waited_s < 3
     assert messages(records) == ["127.0.0.1: no complete PROXY header in 0.3s; closing"]
     assert_still_serving(srv)
@@ -373,7 +363,7 @@ def test_client_closing_before_the_end_of_the_header(serve, partial, reason):
             sock.sendall(partial)
             sock.shutdown(socket.SHUT_WR)
             assert_closed_unanswered(sock)
-        wait_for(lambda: records, what="the log line")
+        wait_until(lambda: records, what="the log line")
     assert messages(records) == [f"127.0.0.1: no valid PROXY header ({reason}); closing"]
     assert_still_serving(srv)
 

@@ -49,7 +49,13 @@ class WorkerPool:
 
     @property
     def queued(self) -> int:
+        """Request jobs waiting for a thread."""
         return self._waiting
+
+    @property
+    def pending(self) -> int:
+        """Jobs of either kind (requests, clean-ups) not yet taken by a thread."""
+        return self._jobs.qsize()
 
     def submit(self, job) -> bool:
         """Queue a request job; False when the queue is full or stopping."""

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from support import free_port, tls_client_context, wait_port
+from support import free_port, tls_client_context, wait_port, wait_until
 from ktlswsgi.tls import ktls
 from ktlswsgi.tls.binding import openssl_version_text
 from test_tls_server import make_file, sha256_file
@@ -108,17 +108,6 @@ def module_diagnosis(kernel_cipher: str) -> str:
     if missing:
         return "kernel modules missing for %s: %s" % (family, ", ".join(missing))
     return "every kernel module %s needs is present" % family
-
-
-def wait_until(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 def only_connection(srv):
