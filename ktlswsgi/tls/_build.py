@@ -4,7 +4,9 @@ Run by setuptools through ``cffi_modules=["ktlswsgi/tls/_build.py:ffibuilder"]``
 (``pip install .`` / ``pip install -e .``).  Needs a C compiler and the
 OpenSSL 3 headers (Debian: ``gcc libssl-dev``); links the system libssl and
 libcrypto.  The cdefs live in ``_cffi_src/<topic>.py`` (INCLUDES, TYPES,
-FUNCTIONS, CUSTOMIZATIONS), in the manner of pyca/cryptography.
+FUNCTIONS, CUSTOMIZATIONS), in the manner of pyca/cryptography; ktlswsgi's own
+C (callbacks and the memory transport's engine) is in ``_csrc/*.c`` with one
+header, compiled into the same extension.
 
 Never imported at run time.
 """
@@ -14,6 +16,10 @@ import os
 from cffi import FFI
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(_HERE, "_csrc")
+C_SOURCES = ["callbacks.c", "memtransport.c"]
+# Our own C is held to these (tests/tls/test_csrc.py compiles it with -Werror).
+C_WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
 
 # Order matters: a topic may use types declared by an earlier one.
 TOPICS = ["crypto", "err", "bio", "evp", "x509", "pem", "ssl"]
@@ -38,6 +44,9 @@ def build_ffi(module_name="ktlswsgi.tls._openssl"):
     ffi.set_source(
         module_name,
         source,
+        # setuptools wants sources relative to the project root (the build's cwd).
+        sources=[os.path.relpath(os.path.join(CSRC, name)) for name in C_SOURCES],
+        include_dirs=[CSRC],
         libraries=["ssl", "crypto"],
         extra_compile_args=["-Wno-deprecated-declarations"],
     )

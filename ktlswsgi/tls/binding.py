@@ -17,9 +17,9 @@ except ImportError as exc:  # pragma: no cover - depends on the build
         "e.g. Debian libssl-dev): %s" % exc
     ) from exc
 
-HAS_KTLS = bool(lib.Cryptography_HAS_KTLS)
-HAS_SSL_SENDFILE = bool(lib.Cryptography_HAS_SSL_SENDFILE)
-HAS_IGNORE_UNEXPECTED_EOF = bool(lib.Cryptography_HAS_IGNORE_UNEXPECTED_EOF)
+HAS_KTLS = bool(lib.Ktlswsgi_HAS_KTLS)
+HAS_SSL_SENDFILE = bool(lib.Ktlswsgi_HAS_SSL_SENDFILE)
+HAS_IGNORE_UNEXPECTED_EOF = bool(lib.Ktlswsgi_HAS_IGNORE_UNEXPECTED_EOF)
 
 
 def openssl_version_text() -> str:

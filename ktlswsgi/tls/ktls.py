@@ -1,7 +1,7 @@
 """The kTLS probe: can this process's sockets get kernel TLS at all?
 
 Owns: one decision per process (memoized), from (1) the library: was libssl
-built with KTLS (compile-time ``Cryptography_HAS_KTLS``), and (2) the kernel:
+built with KTLS (compile-time ``Ktlswsgi_HAS_KTLS``), and (2) the kernel:
 ``setsockopt(IPPROTO_TCP, TCP_ULP, "tls")`` on a CONNECTED loopback TCP pair
 (on an unconnected socket it always fails with ENOTCONN).
 ``/proc/sys/net/ipv4/tcp_available_ulp`` is read before and after, because

@@ -594,9 +594,7 @@ class MemoryTransport(_TLSTransport):
                  out_bytes: int = MEMORY_OUT_BYTES, in_bytes: int = MEMORY_IN_BYTES):
         super().__init__(context, sock)
         self._net = None
-        self._ptr = ffi.new("char **")
-        # The C steps' outcome and counters; eof_in and the syscall counts
-        # live here so that the C and Python paths share them.
+        # The C engine's outcome and counters (eof_in, syscall counts).
         self._step = ffi.new("Ktlswsgi_step *")
         lib.SSL_clear_options(self._ssl, lib.SSL_OP_ENABLE_KTLS)
         internal = ffi.new("BIO **")
@@ -632,7 +630,7 @@ class MemoryTransport(_TLSTransport):
             return False
         return bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
 
-    # -- the hot paths, one C call each (Ktlswsgi_mem_* in _cffi_src/ssl.py) --
+    # -- the hot paths, one C call each (Ktlswsgi_mem_* in _csrc/memtransport.c) --
     def recv(self, max_bytes: int):
         if self.state != "open" or self._net is None:
             return super().recv(max_bytes)   # its checks and errors
@@ -731,7 +729,7 @@ class MemoryTransport(_TLSTransport):
                 return CLOSED
             raise self._fail(phase, result[1], result[2])
         if outcome == lib.KTLSWSGI_STEP_SOCKET_FAILED:
-            raise self._fail(phase, os.strerror(st.sys_errno) if st.sys_errno else "socket error")
+            raise self._fail(phase, self._socket_reason())
         if outcome == lib.KTLSWSGI_STEP_PEER_GONE:
             raise self._fail(phase, "peer closed the connection")
         raise self._fail(phase, "inbound TLS buffer full")
@@ -740,25 +738,15 @@ class MemoryTransport(_TLSTransport):
         return self._net is not None and lib.BIO_ctrl_pending(self._net) > 0
 
     def _send_out(self) -> int:
-        """Send held ciphertext; -> bytes sent (stops at the first short send)."""
-        net = self._net
-        ptr = self._ptr
-        sent_total = 0
-        while True:
-            n = lib.BIO_nread0(net, ptr)
-            if n <= 0:
-                return sent_total
-            try:
-                sent = self.sock.send(ffi.buffer(ptr[0], n))
-            except (BlockingIOError, InterruptedError):
-                return sent_total
-            except OSError as exc:
-                raise self._fail("write", exc.strerror or str(exc))
-            self._step.sends += 1
-            lib.BIO_nread(net, ptr, sent)
-            sent_total += sent
-            if sent < n:
-                return sent_total
+        """Send held ciphertext; -> bytes sent (stops when the socket is full)."""
+        sent = lib.Ktlswsgi_mem_send_out(self._net, self.fd, self._step)
+        if sent < 0:
+            raise self._fail("write", self._socket_reason())
+        return sent
+
+    def _socket_reason(self) -> str:
+        errno = self._step.sys_errno
+        return os.strerror(errno) if errno else "socket error"
 
     def _write_through(self) -> bool:
         if self._net is None:
@@ -767,38 +755,22 @@ class MemoryTransport(_TLSTransport):
         if lib.Ktlswsgi_mem_flush(self._net, self.fd, st):
             return True
         if st.outcome == lib.KTLSWSGI_STEP_SOCKET_FAILED:
-            raise self._fail("write", os.strerror(st.sys_errno) if st.sys_errno else
-                             "socket error")
+            raise self._fail("write", self._socket_reason())
         return False
 
     def _fill_in(self):
         """Read ciphertext from the socket into the pair -> bytes read, 0 at
         EOF (the pair is then shut so OpenSSL sees it), None when the socket
         has nothing now."""
-        if self._eof_in:
-            return 0
-        net = self._net
-        ptr = self._ptr
-        n = lib.BIO_nwrite0(net, ptr)
-        if n <= 0:
+        st = self._step
+        got = lib.Ktlswsgi_mem_fill_in(self._net, self.fd, st)
+        if got >= 0:
+            return got
+        if st.outcome == lib.KTLSWSGI_STEP_WANT_READ:
+            return None
+        if st.outcome == lib.KTLSWSGI_STEP_INBUF_FULL:
             raise self._fail("read", "inbound TLS buffer full")
-        while True:
-            try:
-                got = self.sock.recv_into(ffi.buffer(ptr[0], n), n)
-                break
-            except BlockingIOError:
-                return None
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                raise self._fail("read", exc.strerror or str(exc))
-        self._step.recvs += 1
-        if got == 0:
-            self._step.eof_in = 1
-            lib.BIO_ctrl(net, lib.BIO_C_SHUTDOWN_WR, 0, ffi.NULL)
-            return 0
-        lib.BIO_nwrite(net, ptr, got)
-        return got
+        raise self._fail("read", self._socket_reason())
 
     def _pump(self, want: str, flush_first: bool = False):
         if want == WANT_WRITE:

@@ -140,7 +140,7 @@ def test_error_queue_is_empty_after_a_failure(certs, tmp_path):
 
 
 def test_feature_constants_exposed():
-    assert lib.Cryptography_HAS_KTLS in (0, 1)
-    assert lib.Cryptography_HAS_SSL_SENDFILE == 1
+    assert lib.Ktlswsgi_HAS_KTLS in (0, 1)
+    assert lib.Ktlswsgi_HAS_SSL_SENDFILE == 1
     assert lib.BIO_CTRL_GET_KTLS_SEND == 73 and lib.BIO_CTRL_GET_KTLS_RECV == 76
     assert ffi.string(lib.OpenSSL_version(lib.OPENSSL_VERSION)).startswith(b"OpenSSL 3.")
