@@ -97,7 +97,7 @@ def test_atoms_without_a_value_on_plain_tcp_are_a_dash(fixed_stamp):
 
 
 def test_every_atom_is_in_the_table_and_documented():
-    readme = open(os.path.join(TESTS_DIR, "..", "README.md")).read()
+    readme = open(os.path.join(TESTS_DIR, "..", "docs", "logs.md")).read()
     for atom in accesslog.ATOMS:
         assert f"`%({atom})s`" in readme, atom
 
