@@ -48,7 +48,7 @@ import time
 
 access_log = logging.getLogger("ktlswsgi.access")
 
-# Each atom and its meaning (README "Logs"; the error for an unknown atom lists them).
+# Each atom and its meaning (docs/logs.md; the error for an unknown atom lists them).
 ATOMS = {
     "h": "client address (from a trusted proxy's forwarding headers, else the peer)",
     "l": "'-'",

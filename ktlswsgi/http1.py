@@ -4,7 +4,7 @@ Owns: the HTTP/1 wire rules h11 leaves to the server — the request-line limit
 (414, checked before h11 sees a whole line), header count and per-field limits
 (431), the head-size limit (h11's `max_incomplete_event_size`, 431), the
 request-smuggling and framing rules of RFC 9112 that h11 is lenient about
-(`_head_verdict`, `_framing_verdict`; the table is in the README), keep-alive
+(`_head_verdict`, `_framing_verdict`; the table is in docs/http.md), keep-alive
 and 100-continue decisions.  Sans-I/O: no sockets, no clocks, no threads; it is
 used by the reactor thread only.
 

@@ -2,7 +2,7 @@
 
 Owns: binding (TCP v4/v6 and unix sockets), the accept loop with its bounds
 (`--max-connections`, concurrent TLS handshakes), choosing each connection's
-transport, what each signal means (gunicorn's meanings; README "Signals"),
+transport, what each signal means (gunicorn's meanings; docs/processes.md),
 graceful shutdown (SIGTERM: stop accepting, let in-flight requests finish for
 `--graceful-timeout`, then close), quick shutdown (SIGINT, SIGQUIT, a second
 SIGTERM: stop accepting, abort every connection), and the counters line

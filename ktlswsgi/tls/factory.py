@@ -25,7 +25,7 @@ def tls_transport_factory(config):
     it (and its session-ticket keys) with every worker process.  `auto` picks
     the socket transport where the kTLS probe passes (OpenSSL then promotes
     each connection to kTLS) and the memory transport elsewhere: with no
-    kernel TLS it sends many records per syscall (see README, "Transports").
+    kernel TLS it sends many records per syscall (see docs/tls.md).
     """
     from . import ktls
     from .binding import TLSError
