@@ -105,6 +105,7 @@ class Connection:
         self._proxy_parser = None
         self.state = PROXY if self.cfg.proxy_protocol else HANDSHAKE if handshake else OPEN
         self.session = None             # H1Session or H2Session once OPEN
+        self.closed = False             # state == CLOSED, for the sessions' loops
         now = time.monotonic()
         self._phase_since = now
         self._draining = False          # the server is stopping
@@ -154,10 +155,6 @@ class Connection:
         session.start()
         if self._draining:
             session.close_gracefully()
-
-    @property
-    def closed(self) -> bool:
-        return self.state == CLOSED
 
     # -- events -------------------------------------------------------------------
     def _on_event(self, ev: int) -> None:
@@ -491,7 +488,7 @@ class Connection:
                 self._write_on = rx.OUT
                 break
             if session is not None:
-                room = COALESCE_BYTES - wire_bytes(wire)
+                room = COALESCE_BYTES - wire_bytes(wire) if wire else COALESCE_BYTES
                 if room > 0:
                     session.fill(wire, room)
             if not wire or self.state == CLOSED:
@@ -678,6 +675,7 @@ class Connection:
         if self.state == CLOSED:
             return
         self.state = CLOSED
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
         if self.session is not None:  # every request that reached the app gets its line

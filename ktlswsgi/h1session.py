@@ -226,7 +226,8 @@ class H1Session:
     def _process(self) -> None:
         """Pull protocol events until the driver needs data or must wait."""
         http = self.http
-        while self.state != DONE and not self.conn.closed:
+        conn = self.conn
+        while self.state != DONE and not conn.closed:
             if self.state == ACTIVE:
                 body = self.ex.body
                 if body is not None and not body.complete and body.space() <= 0:
@@ -269,8 +270,7 @@ class H1Session:
         self._paused_bytes = 0
         self._linger_bytes = 0
         conn.mark_write_start(ex.started)
-        length = _content_length(req.headers)
-        chunked = any(name == b"transfer-encoding" for name, _ in req.headers)
+        length, chunked = _body_framing(req.headers)
         cfg = self.cfg
         refused = ex.admit(length, chunked or bool(length), on_output=conn.output_threadsafe,
                            high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
@@ -376,7 +376,7 @@ class H1Session:
         ex = self.ex
         close = False
         if not self.http.request_complete:
-            length = _content_length(ex.request.headers)
+            length = _body_framing(ex.request.headers)[0]
             waiting = self.http.they_are_waiting_for_100_continue
             close = waiting or length is None or length > self.cfg.linger_bytes
         ex.body_stopped = True
@@ -450,9 +450,14 @@ class H1Session:
                 and not self.conn.peer_eof)
 
 
-def _content_length(headers) -> int | None:
-    """The request's Content-Length (the parser checked it), or None."""
+def _body_framing(headers) -> tuple:
+    """(Content-Length or None, whether Transfer-Encoding is present): the
+    parser checked both."""
+    length = None
+    chunked = False
     for name, value in headers:
         if name == b"content-length":
-            return int(value)
-    return None
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
