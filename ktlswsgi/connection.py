@@ -1,12 +1,11 @@
 """One client connection: a transport joined to a protocol session, on the reactor.
 
-Owns: the connection's life (its states and their deadlines), reading the
-PROXY protocol header off the raw socket (before TLS), the TLS handshake,
+Owns: the connection's life (its states and their deadlines), the PROXY
+header phase (before TLS; `proxyreader.py` reads it), the TLS handshake,
 the choice of session by the ALPN the handshake settled (`h2session.H2Session`
-or `h1session.H1Session`, one interface, below), reading bytes into the
-session, the write pump that turns wire pieces (`wire.py`) into writes on the
-transport, the lingering close, and the release of files when pieces leave
-or are discarded.  The only module that joins a transport to a protocol.
+or `h1session.H1Session`), reading bytes into the session, its deadlines
+and the write timeout, starting the write pump (`pump.py`) and the
+lingering close.  The only module that joins a transport to a protocol.
 Runs on the reactor thread only, except the thread-safe entry points named
 `*_threadsafe` and the jobs its sessions submit.
 
@@ -21,38 +20,20 @@ States:
                                                          while output waits -> close
   CLOSING    output flushed, then shutdown + drain       linger_s -> close
 
-The session interface (what the connection calls):
-
-  start()                    the connection is open
-  wants_read                 read more now? (bounded buffers say no)
-  receive(data)              bytes from the client
-  peer_closed()              the client closed its side
-  fill(wire, room)           frame ready output into the wire, about `room` bytes
-  written(done)              a `wire.Done` reached the transport
-  deadline() / expire(what)  the session's own timeouts
-  close_gracefully()         the server is stopping
-  abandon_all(status)        the connection is closing: log and release everything
-
-and what a session may call here: kick(), finish(), close(), abort(),
-call_threadsafe(), output_threadsafe(), drop_file(), discard_pieces(),
-read_more(), mark_write_start(), and the facts (peer, TLS, config).
+The session's interface, both ways, is `session.Session`.
 """
 from __future__ import annotations
 
-import collections
 import logging
-import socket
 import time
 from dataclasses import dataclass
 
-from . import proxyproto, reactor as rx
-from .filewrapper import INLINE_FILE_BYTES, closes_only_a_file
+from . import proxyreader, reactor as rx
+from .filewrapper import INLINE_FILE_BYTES
 from .h1session import H1Session
 from .h2session import H2Session
-from .outbound import FileRange
+from .pump import WritePump
 from .transport import WANT_READ, WANT_WRITE, TransportError
-from .wire import COALESCE_BYTES, Done, FileSend, coalesce, wire_bytes
-from .wsgi import close_iterable
 
 log = logging.getLogger("ktlswsgi.connection")
 
@@ -66,9 +47,6 @@ TRANSITIONS = {
     CLOSED: set(),
 }
 
-# Bytes one connection may write per reactor turn.  It also bounds how long a
-# cold file (sendfile/pread waiting on the disk) can hold the reactor.
-_WRITE_BUDGET_BYTES = 512 * 1024
 _READS_PER_EVENT = 4
 
 
@@ -102,7 +80,7 @@ class Connection:
         self.transport = transport
         self._tls = handshake           # a TLS handshake follows the PROXY header
         self.forwarded_trust, proxy_trust = self.cfg.proxy_trust()
-        self._proxy_parser = None
+        self._proxy_reader = None
         self.state = PROXY if self.cfg.proxy_protocol else HANDSHAKE if handshake else OPEN
         self.session = None             # H1Session or H2Session once OPEN
         self.closed = False             # state == CLOSED, for the sessions' loops
@@ -114,12 +92,7 @@ class Connection:
         # reading
         self._read_on = rx.IN           # the event the read side waits for
         self.peer_eof = False
-        # writing
-        self.wire: collections.deque = collections.deque()  # framed pieces, in order
-        self._write_on = 0              # 0 = nothing blocked; else the event awaited
-        self._last_write = now
-        self._pumping = False
-        self._pump_again = False
+        self.pump = WritePump(self, transport, shared.counters, shared.pool)
         self._shut = False
         self._interest = 0
         self.tls_info: dict | None = None
@@ -166,14 +139,15 @@ class Connection:
             elif self.state == HANDSHAKE:
                 self._do_handshake()
             else:
-                if self._write_on and ev & (self._write_on | rx.ERR):
+                write_on = self.pump.write_on
+                if write_on and ev & (write_on | rx.ERR):
                     self.kick()
                 if self.state != CLOSED and self._reading() and ev & (self._read_on | rx.ERR | rx.RDHUP):
                     self._do_read()
-                elif ev & rx.ERR and not self._write_on:
-                    self._abort("socket error or hang-up")
+                elif ev & rx.ERR and not self.pump.write_on:
+                    self.abort("socket error or hang-up")
         except (TransportError, OSError) as exc:
-            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
+            self._failed(exc)
         if self.state != CLOSED:
             self._update()
 
@@ -186,7 +160,7 @@ class Connection:
         elif self.state == HANDSHAKE:
             want = self._read_on
         else:
-            want = self._write_on
+            want = self.pump.write_on
             if self._reading():
                 want |= self._read_on | (rx.RDHUP if self._read_on == rx.IN else 0)
         if want != self._interest:
@@ -210,7 +184,7 @@ class Connection:
         try:
             fn(*args)
         except (TransportError, OSError) as exc:
-            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
+            self._failed(exc)
         if self.state != CLOSED:
             self._update()
 
@@ -239,8 +213,9 @@ class Connection:
         if st != OPEN:
             return None
         best = self.session.deadline()
-        if self.wire or self._write_on:
-            cand = (self._last_write + c.write_timeout_s, "write")
+        pump = self.pump
+        if pump.wire or pump.write_on:
+            cand = (pump.last_write + c.write_timeout_s, "write")
             if best is None or cand[0] < best[0]:
                 best = cand
         return best
@@ -274,21 +249,21 @@ class Connection:
         if what == "proxy":
             log.info("%s: no complete PROXY header in %.1fs; closing", self.peer_text,
                      self.cfg.proxy_header_timeout_s)
-            self._close()
+            self.close()
         elif what == "handshake":
             log.debug("%s: TLS handshake timed out", self.peer_text)
             self.s.counters.handshakes_failed += 1
-            self._close()
+            self.close()
         elif what == "write":
             log.info("%s: client read nothing for %.1fs; closing", self.peer_text,
                      self.cfg.write_timeout_s)
-            self._abort("write timeout")
+            self.abort("write timeout")
         elif what == "linger":
-            self._close()
+            self.close()
         else:
             self.session.expire(what)
 
-    # -- PROXY protocol header ---------------------------------------------------------
+    # -- PROXY protocol header (proxyreader.py) ----------------------------------------
     def _begin_proxy_header(self, proxy_trust) -> None:
         # The DIRECT peer decides: only a listed load balancer may say who
         # the client is.  Anyone else could name any address, so it gets no
@@ -296,45 +271,32 @@ class Connection:
         if not proxy_trust.trusts(self.peer_ip):
             log.info("%s: peer not in --proxy-allow-from, PROXY header not accepted; closing",
                      self.peer_text)
-            self._close()
+            self.close()
             return
-        self._proxy_parser = proxyproto.ProxyHeaderParser(self.cfg.proxy_header_max_bytes)
+        self._proxy_reader = proxyreader.ProxyHeaderReader(self.sock,
+                                                           self.cfg.proxy_header_max_bytes)
         try:
             self._read_proxy_header()  # the header usually arrives with the connection
         except (TransportError, OSError) as exc:  # from the first read after it
-            self._abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
+            self._failed(exc)
 
     def _read_proxy_header(self) -> None:
-        """Take exactly the header's bytes off the raw socket.
-
-        Peek, let the parser say how many of the peeked bytes are header, and
-        recv() exactly those: what follows (a ClientHello, a request) stays in
-        the socket, where every transport reads it as if no header had been
-        there (the socket transport's OpenSSL reads the fd itself).  Peeks
-        never go past the header's bound, and a peek the parser cannot decide
-        on is consumed whole, so level-triggered epoll cannot spin on it.
-        """
-        parser = self._proxy_parser
-        window_bytes = self.cfg.proxy_header_max_bytes - parser.bytes_received
-        try:
-            peeked = self.sock.recv(window_bytes, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
+        result = self._proxy_reader.read()
+        if result is proxyreader.NEED_DATA:
             return
-        except OSError as exc:
-            self._proxy_failed(f"socket error: {exc.strerror or type(exc).__name__}")
+        self._proxy_reader = None
+        if type(result) is proxyreader.ProxyError:
+            log.info("%s: no valid PROXY header (%s); closing", self.peer_text, result.reason)
+            self.close()
             return
-        consume = parser.feed_peeked(peeked)
-        if consume and len(self.sock.recv(consume)) != consume:
-            self._proxy_failed("socket gave back fewer bytes than it showed")
-            return
-        result = parser.result()
-        if result is proxyproto.NEED_DATA:
-            return
-        self._proxy_parser = None
-        if type(result) is proxyproto.ProxyError:
-            self._proxy_failed(result.reason)
-            return
-        self._use_proxy_info(result)
+        log.debug("%s: PROXY v%d %s %s", self.peer_text, result.version, result.command,
+                  result.family)
+        named = proxyreader.addresses(result)
+        if named is not None:  # the client behind the proxy becomes the peer
+            self.peer, self.server_addr = named
+            unix = not isinstance(self.peer, tuple)
+            self.peer_text = "unix" if unix else self.peer[0]
+            self.peer_ip = None if unix else self.peer[0]
         if self._tls:
             self._to(HANDSHAKE)
             self._do_handshake()
@@ -344,24 +306,6 @@ class Connection:
             self._open(H1Session(self))
             self.s.on_handshake_done(self)
             self._do_read()  # the request may have come with the header
-
-    def _proxy_failed(self, reason: str) -> None:
-        # `reason` is the parser's fixed text: never the peer's bytes.
-        log.info("%s: no valid PROXY header (%s); closing", self.peer_text, reason)
-        self._close()
-
-    def _use_proxy_info(self, info) -> None:
-        """The header's client becomes this connection's peer: REMOTE_ADDR, the
-        access log's remote field, and the address --forwarded-allow-ips judges."""
-        log.debug("%s: PROXY v%d %s %s", self.peer_text, info.version, info.command, info.family)
-        if info.src is None:  # LOCAL (a health check) or UNKNOWN: the real addresses
-            return
-        src, dst = proxyproto.unmapped(info.src), proxyproto.unmapped(info.dst)
-        self.peer, self.server_addr = src, dst
-        if isinstance(src, tuple):
-            self.peer_text = self.peer_ip = src[0]
-        else:  # the proxy's client came over a unix socket
-            self.peer_text, self.peer_ip = "unix", None
 
     # -- TLS handshake --------------------------------------------------------------
     def _do_handshake(self) -> None:
@@ -373,7 +317,7 @@ class Connection:
             send_alert = getattr(self.transport, "send_alert", None)
             if send_alert is not None:
                 send_alert()
-            self._close()
+            self.close()
             return
         if r is WANT_READ:
             self._read_on = rx.IN
@@ -382,7 +326,7 @@ class Connection:
             self._read_on = rx.OUT
             return
         if not self.transport.flush():
-            self._write_on = rx.OUT
+            self.pump.write_on = rx.OUT
         self._read_on = rx.IN
         self.s.counters.handshakes_ok += 1
         info = self.transport.info()
@@ -427,7 +371,7 @@ class Connection:
             if not data:
                 self.peer_eof = True
                 if self.state == CLOSING:
-                    self._close()
+                    self.close()
                 else:
                     self.session.peer_closed()
                 return
@@ -450,169 +394,12 @@ class Connection:
         if self.state != CLOSED and self._reading():
             self._do_read()
 
-    # -- the write pump ------------------------------------------------------------------
+    # -- writing ------------------------------------------------------------------------
     def kick(self) -> None:
-        """Run the pump now, or once more if it is already running (no nesting)."""
-        if self._pumping:
-            self._pump_again = True
-        else:
-            self._pump()
-
-    def mark_write_start(self, when: float) -> None:
-        """A new response begins: its write stall is timed from `when`."""
-        self._last_write = when
-
-    def _pump(self) -> None:
-        self._pumping = True
-        try:
-            while True:
-                self._pump_again = False
-                self._pump_once()
-                if not self._pump_again or self.state == CLOSED:
-                    break
-        finally:
-            self._pumping = False
-
-    def _pump_once(self) -> None:
-        """Move wire pieces to the transport until it would block."""
-        wire = self.wire
-        session = self.session
-        if not wire:
-            self._last_write = time.monotonic()  # a new write phase starts now
-        self._write_on = 0
-        budget = _WRITE_BUDGET_BYTES
-        while self.state != CLOSED:
-            if budget <= 0:
-                # Fairness: other connections get the reactor; level-triggered
-                # EPOLLOUT brings us back as soon as the socket is writable.
-                self._write_on = rx.OUT
-                break
-            if session is not None:
-                room = COALESCE_BYTES - wire_bytes(wire) if wire else COALESCE_BYTES
-                if room > 0:
-                    session.fill(wire, room)
-            if not wire or self.state == CLOSED:
-                break
-            kind = type(wire[0])
-            if kind is memoryview or kind is tuple:
-                n = self._send_bytes()
-            elif kind is FileSend:
-                n = self._send_file()
-            elif kind is Done:
-                session.written(wire.popleft())
-                continue
-            else:   # Abort
-                piece = wire.popleft()
-                log.info("%s: response aborted: %s", self.peer_text, piece.reason)
-                self._abort(piece.reason, unsent_status=500)
-                return
-            if n is None:
-                break   # blocked (or the connection closed)
-            budget -= n
-        if self.state == CLOSED:
-            return
-        if not self.transport.flush():
-            self._write_on = rx.OUT
-        elif self.state == CLOSING and not wire and not self._write_on:
+        """Run the write pump (pump.py); once output is flushed, a closing
+        connection shuts down."""
+        if self.pump.run() and self.state == CLOSING:
             self._shutdown()
-
-    def _blocked(self, want) -> None:
-        self._write_on = rx.OUT if want is WANT_WRITE else rx.IN
-
-    def _send_bytes(self):
-        """Send the leading run of byte pieces, coalesced: the bytes the
-        transport took, or None when it blocked."""
-        wire = self.wire
-        t = self.transport
-        view, credits = coalesce(wire)
-        n = t.send(view)
-        if n is WANT_WRITE or n is WANT_READ:
-            wire.appendleft((view, credits) if credits else view)
-            self._blocked(n)
-            return None
-        self._last_write = time.monotonic()
-        self.s.counters.add("bytes_" + t.send_method, n)
-        if n < len(view):
-            rest = view[n:]
-            wire.appendleft((rest, credits) if credits else rest)
-        elif credits:
-            for owner, counted in credits:
-                owner.chunk_sent(counted)
-        return n
-
-    def _send_file(self):
-        """Send from the leading file piece (its frame header first): the
-        bytes the transport took, or None when it blocked (or the file
-        shrank: then the connection is aborted)."""
-        wire = self.wire
-        t = self.transport
-        piece = wire[0]
-        head = piece.head
-        if head is not None:
-            n = t.send_more(head) if piece.head_more else t.send(head)
-            if n is WANT_WRITE or n is WANT_READ:
-                self._blocked(n)
-                return None
-            piece.started = True
-            self._last_write = time.monotonic()
-            self.s.counters.add("bytes_" + t.send_method, n)
-            piece.head = head[n:] if n < len(head) else None
-            return n
-        n = t.send_file(piece.src.fd, piece.offset, piece.left)
-        if n is WANT_WRITE or n is WANT_READ:
-            self._blocked(n)
-            return None
-        if n == 0:
-            log.error("%s: file ended %d bytes early (truncated while sent?): "
-                      "aborting the connection", self.peer_text, piece.left)
-            self._abort("file shrank during transfer", unsent_status=500)
-            return None
-        piece.started = True
-        self._last_write = time.monotonic()
-        self.s.counters.add("bytes_" + t.file_method, n)
-        if piece.owner is not None:
-            piece.owner.bytes_sent += n
-        piece.offset += n
-        piece.left -= n
-        if piece.left == 0:
-            wire.popleft()
-            self.drop_file(piece.src)
-        return n
-
-    # -- files on the wire ----------------------------------------------------------------
-    def drop_file(self, src: FileRange) -> None:
-        """Give back one hold on a file range; the last one releases its closer."""
-        if src.drop():
-            self.release_closer(src.closer)
-
-    def discard_pieces(self, stream) -> int:
-        """Take the pieces of an HTTP/2 stream that have not started off the
-        wire (a started one completes: the peer has part of its frame);
-        returns their payload bytes, which never used the peer's window."""
-        wire = self.wire
-        keep = collections.deque()
-        discarded = 0
-        for piece in wire:
-            if type(piece) is FileSend and piece.stream is stream and not piece.started:
-                discarded += piece.left
-                self.drop_file(piece.src)
-            else:
-                keep.append(piece)
-        if discarded:
-            wire.clear()
-            wire.extend(keep)
-        return discarded
-
-    def release_closer(self, closer) -> None:
-        release = getattr(self.transport, "release_file_buffer", None)
-        if release is not None:
-            release()
-        if getattr(closer, "close", None) is None:
-            return
-        if closes_only_a_file(closer):
-            close_iterable(closer)  # close(2): no app code, no wait, no hop to the pool
-        else:
-            self.s.pool.submit_cleanup(lambda: close_iterable(closer))
 
     # -- ending ------------------------------------------------------------------------------
     def finish(self) -> None:
@@ -626,7 +413,7 @@ class Connection:
         """Server shutdown (TERM, reload, --max-requests): the session ends
         what it started without failing a request (--graceful-timeout bounds it)."""
         if self.state == CLOSING and self._shut:
-            self._close()
+            self.close()
             return
         if not self._draining:
             self._draining = True
@@ -641,37 +428,31 @@ class Connection:
             return
         r = self.transport.shutdown()
         if r is WANT_WRITE or r is WANT_READ:
-            self._write_on = rx.OUT if r is WANT_WRITE else rx.IN
+            self.pump.write_on = rx.OUT if r is WANT_WRITE else rx.IN
             return
         self._shut = True
         if self.peer_eof:
-            self._close()
+            self.close()
 
-    def abort(self, reason: str, notable: bool = True, unsent_status: int = 499) -> None:
-        """Close at once (see _abort); for sessions and the server."""
-        self._abort(reason, notable, unsent_status)
-
-    def close(self) -> None:
-        """Close at once, quietly (an idle or lingering connection's end)."""
-        self._close()
-
-    def shed(self) -> None:
-        """Closed before its handshake (or PROXY header) finished, to make room
-        for others at a limit (server.py chooses and logs)."""
-        self._close()
-
-    def _abort(self, reason: str, notable: bool = False, unsent_status: int = 499) -> None:
-        """Close at once.  A request in flight still gets its access-log line:
-        with its response's status if the head went out, else `unsent_status`
-        (499, nginx's "client closed request", unless the server gave up)."""
+    def abort(self, reason: str, notable: bool = False, unsent_status: int = 499) -> None:
+        """Close at once, counted and logged (INFO if `notable`).  A request
+        in flight still gets its access-log line: with its response's status
+        if the head went out, else `unsent_status` (499, nginx's "client
+        closed request", unless the server gave up)."""
         if self.state == CLOSED:
             return
         log.log(logging.INFO if notable else logging.DEBUG,
                 "%s: aborting connection (%s) in state %s", self.peer_text, reason, self.state)
         self.s.counters.aborted_connections += 1
-        self._close(unsent_status)
+        self.close(unsent_status)
 
-    def _close(self, unsent_status: int = 499) -> None:
+    def _failed(self, exc: Exception) -> None:
+        """The transport or the socket raised: abort."""
+        self.abort(f"{type(exc).__name__}: {exc}", getattr(exc, "notable", False))
+
+    def close(self, unsent_status: int = 499) -> None:
+        """Close at once, quietly: an idle or lingering connection's end, a
+        failed set-up, or a handshake shed at a limit (server.py logs why)."""
         if self.state == CLOSED:
             return
         self.state = CLOSED
@@ -680,13 +461,7 @@ class Connection:
             self._timer.cancel()
         if self.session is not None:  # every request that reached the app gets its line
             self.session.abandon_all(unsent_status)
-        for piece in self.wire:
-            kind = type(piece)
-            if kind is FileSend:
-                self.drop_file(piece.src)
-            elif kind is Done:
-                piece.exchange.abandon(unsent_status)
-        self.wire.clear()
+        self.pump.release_all(unsent_status)
         self.s.reactor.remove(self.fd)
         sends = getattr(self.transport, "socket_sends", None)
         if sends is not None:

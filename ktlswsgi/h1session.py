@@ -54,9 +54,7 @@ DRAIN_IDLE_S = 1.0
 
 
 class H1Session:
-    """See the module docstring; the interface is the connection's (connection.py)."""
-
-    protocol = "http/1.1"
+    """See the module docstring; the interface is `session.Session`."""
 
     def __init__(self, conn):
         self.conn = conn
@@ -127,7 +125,7 @@ class H1Session:
             # the middle of a body the client is gone.
             body = self.ex.body
             if body is not None and not body.complete:
-                self.conn.abort("client closed before the end of the request body")
+                self.conn.abort("client closed before the end of the request body", notable=True)
 
     def deadline(self):
         """(when, what) of the session's nearest deadline, or None."""
@@ -190,7 +188,7 @@ class H1Session:
                 log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
                           type(exc).__name__)
                 out.unpop(items)   # the abort releases their file closers
-                self.conn.abort("response framing error", unsent_status=500)
+                self.conn.abort("response framing error", notable=True, unsent_status=500)
                 return
 
     def written(self, done: Done) -> None:
@@ -219,7 +217,7 @@ class H1Session:
         its log line, and its queued files are released."""
         if self.ex is not None:
             for item in self.ex.abandon(unsent_status):
-                self.conn.drop_file(item)
+                self.conn.pump.drop_file(item)
         self._staged.clear()
 
     # -- requests in ---------------------------------------------------------------------
@@ -269,7 +267,7 @@ class H1Session:
         self._close_after_response = False
         self._paused_bytes = 0
         self._linger_bytes = 0
-        conn.mark_write_start(ex.started)
+        conn.pump.mark_write_start(ex.started)
         length, chunked = _body_framing(req.headers)
         cfg = self.cfg
         refused = ex.admit(length, chunked or bool(length), on_output=conn.output_threadsafe,
@@ -418,7 +416,7 @@ class H1Session:
         if kind is FileRange:
             self.conn.s.counters.file_transfers += 1
             if item.count == 0:
-                self.conn.drop_file(item)
+                self.conn.pump.drop_file(item)
                 return 0
             placeholder = http1.FileBody(item.count)
             for p in http.body(placeholder):

@@ -1,7 +1,7 @@
 """HTTP/2 on one connection: its streams, between the connection and the h2 driver.
 
-The HTTP/2 session (h1session.H1Session's sibling; the interface is in
-connection.py).  Owns: each stream's exchange (one WSGI job on the pool) and its outbound
+The HTTP/2 session (h1session.H1Session's sibling; the interface is
+`session.Session`).  Owns: each stream's exchange (one WSGI job on the pool) and its outbound
 queue; request bodies fed from DATA frames, the flow-control windows opened
 as the app reads (never ahead of the per-stream body buffer); the scheduler
 that turns the streams' queued responses into frames for the connection's
@@ -141,13 +141,13 @@ class H2Session:
         self.failed = False
         self.idle_since = time.monotonic()
 
-    # -- the session interface (connection.py) ------------------------------------
+    # -- the session interface (session.py) ---------------------------------------
     def start(self) -> None:
         self._flush_control()   # our SETTINGS
 
     @property
     def wants_read(self) -> bool:
-        return not self.failed and wire_bytes(self.conn.wire) < _WIRE_READ_BOUND
+        return not self.failed and wire_bytes(self.conn.pump.wire) < _WIRE_READ_BOUND
 
     def peer_closed(self) -> None:
         if self.streams:
@@ -335,8 +335,8 @@ class H2Session:
         ranges.extend(i for i in st.items if type(i) is FileRange)
         st.items.clear()
         for item in ranges:
-            conn.drop_file(item)
-        unsent = conn.discard_pieces(st)
+            conn.pump.drop_file(item)
+        unsent = conn.pump.discard_pieces(st)
         if unsent:
             self.driver.unsend(unsent)
         try:
@@ -478,7 +478,7 @@ class H2Session:
             elif kind is FileRange:
                 self.conn.s.counters.file_transfers += 1
                 if st.no_body or item.count == 0:
-                    self.conn.drop_file(item)
+                    self.conn.pump.drop_file(item)
                     continue
                 st.file = item
             elif kind is End:
@@ -548,7 +548,7 @@ class H2Session:
         f.count -= n
         if last:
             st.file = None
-            self.conn.drop_file(f)
+            self.conn.pump.drop_file(f)
             if end:
                 end_item = st.items.popleft()
                 self._stream_end(st, end_item.status, end_item.body_bytes)
@@ -593,7 +593,7 @@ class H2Session:
         f.count -= total
         if last:
             st.file = None
-            self.conn.drop_file(f)
+            self.conn.pump.drop_file(f)
             if end:
                 end_item = st.items.popleft()
                 self._stream_end(st, end_item.status, end_item.body_bytes)
@@ -652,7 +652,7 @@ class H2Session:
         now = time.monotonic()
         cfg = self.conn.cfg
         if what == "h2-idle":
-            self.close_gracefully(idle=True)
+            self._start_drain(idle=True)
         elif what == "h2-drain":
             if self.drain == _DRAIN_WAIT and not self.streams:
                 self._final_goaway()   # no request came
@@ -680,7 +680,7 @@ class H2Session:
             if self.driver.connection_window() <= 0:
                 log.info("%s: client opened no connection flow-control window for %.1fs; "
                          "closing", self.conn.peer_text, cfg.write_timeout_s)
-                self.conn.abort("flow-control window stayed closed")
+                self.conn.abort("flow-control window stayed closed", notable=True)
                 return
             for st in list(self.streams.values()):
                 if st.blocked_since and st.blocked_since + cfg.write_timeout_s <= now:
@@ -696,7 +696,11 @@ class H2Session:
             self.conn.kick()
 
     # -- ending ------------------------------------------------------------------------
-    def close_gracefully(self, idle: bool = False) -> None:
+    def close_gracefully(self) -> None:
+        """The server is stopping (see _start_drain)."""
+        self._start_drain(idle=False)
+
+    def _start_drain(self, idle: bool) -> None:
         """Begin RFC 9113 6.8's graceful shutdown (see the drain states): every
         stream the client opened before it could see our GOAWAY is answered,
         then the connection closes.  A connection with no stream open gets

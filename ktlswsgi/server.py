@@ -124,7 +124,7 @@ class Server:
         self._log_shed("%s: unfinished %s shed to make room (%d open, %d handshaking)",
                        victim.peer_text, "handshake" if self._tls else "PROXY header",
                        len(self.connections), len(self.handshaking))
-        victim.shed()
+        victim.close()
 
     def _shed_candidate(self):
         """The oldest pending handshake of the peer address that has the most

@@ -176,7 +176,7 @@ def test_header_split_across_sends_with_pauses(serve, version):
             sent = cut
             # The server took every byte so far and still waits for the rest.
             wait_until(lambda: (c := connection_in_state(srv, "proxy")) is not None
-                     and c._proxy_parser.bytes_received == sent, what=f"{sent} bytes consumed")
+                     and c._proxy_reader.parser.bytes_received == sent, what=f"{sent} bytes consumed")
             time.sleep(0.05)  # pacing: a slow load balancer
         sock.sendall(header[sent:] + request_bytes())
         status, _, body = read_response(response_reader(sock))

@@ -432,3 +432,27 @@ def test_exchange_reports_a_running_job_and_calls_back_when_it_ends(monkeypatch)
 def test_fake_pool_refuses_past_its_queue():
     pool = FakePool(queue_size=1)
     assert pool.submit(lambda: None) and not pool.submit(lambda: None)
+
+
+# -- the interface -------------------------------------------------------------------
+@pytest.mark.parametrize("alpn", ["http/1.1", "h2"])
+def test_each_session_implements_the_whole_interface(alpn, monkeypatch):
+    """Both sessions give the connection every member of session.Session,
+    with the same parameters."""
+    import inspect
+
+    from ktlswsgi.session import Session
+
+    h = Harness(hello, monkeypatch, alpn=alpn)
+    session = h.conn.session
+    assert type(session).__name__ == ("H2Session" if alpn == "h2" else "H1Session")
+    members = [n for n in vars(Session) if not n.startswith("_")]
+    assert len(members) == 10
+    for name in members:
+        want = vars(Session)[name]
+        got = getattr(type(session), name)
+        if isinstance(want, property):
+            assert isinstance(got, property), name
+            continue
+        assert list(inspect.signature(got).parameters) == list(
+            inspect.signature(want).parameters), name

@@ -148,7 +148,7 @@ def test_reset_stream_keeps_its_file_open_until_the_half_sent_frame_is_done(
     h.transport.room = 0                       # the socket takes nothing for now
     sid_a = client.get("/a")
     h.run_jobs()
-    assert h.conn.session.streams[sid_a].file is not None or h.conn.wire
+    assert h.conn.session.streams[sid_a].file is not None or h.conn.pump.wire
     # Let the response head and part of the first DATA frame's payload out.
     h.transport.room = 6000
     h.writable()
@@ -228,6 +228,6 @@ def test_http1_abort_mid_file_closes_it_once(monkeypatch, files):
     h.transport.room = 30 * KiB
     h.writable()
     assert opened["/a"].closes == 0
-    h.conn._abort("test")
+    h.conn.abort("test")
     h.run_jobs()
     assert opened["/a"].closes == 1
