@@ -34,6 +34,7 @@ from .h1session import H1Session
 from .h2session import H2Session
 from .pump import WritePump
 from .transport import WANT_READ, WANT_WRITE, TransportError
+from .wsgi import tls_environ
 
 log = logging.getLogger("ktlswsgi.connection")
 
@@ -96,12 +97,9 @@ class Connection:
         self._shut = False
         self._interest = 0
         self.tls_info: dict | None = None
-        self.tls_environ: dict | None = None  # HTTPS, SSL_PROTOCOL, ... for every request
-        # HTTP/1 files up to this size are read by the worker and sent with
-        # their head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
-        # HTTP/2 streams keep the file path: its preadv fills framed DATA
-        # without h2's per-frame Python (measured: 16 KiB 4004 -> 3313
-        # req/CPU-s when inlined).
+        self.tls_environ: dict | None = None  # wsgi.tls_environ(), for every request
+        # HTTP/1 files up to this size go out with their head (filewrapper.py);
+        # 0 once kTLS TX is engaged: SSL_sendfile.
         self.inline_file_bytes = INLINE_FILE_BYTES
         shared.counters.connections += 1
         shared.reactor.add(self.fd, rx.IN | rx.RDHUP, self._on_event)
@@ -331,9 +329,7 @@ class Connection:
         self.s.counters.handshakes_ok += 1
         info = self.transport.info()
         self.tls_info = info
-        self.tls_environ = {"HTTPS": "on", "SSL_PROTOCOL": info.get("tls_version", ""),
-                            "SSL_CIPHER": info.get("cipher", ""),
-                            "ktlswsgi.ktls": info.get("ktls", "off")}
+        self.tls_environ = tls_environ(info)
         ktls = info.get("ktls", "off")
         if "tx" in ktls:
             self.s.counters.ktls_tx_connections += 1

@@ -47,10 +47,6 @@ class WritePump:
         """A new response begins: its write stall is timed from `when`."""
         self.last_write = when
 
-    def waiting(self) -> bool:
-        """Output is queued or the transport holds some back."""
-        return bool(self.wire or self.write_on)
-
     def run(self) -> bool:
         """Move pieces to the transport until it would block or the wire is
         empty; if already running, run once more instead (no nesting).

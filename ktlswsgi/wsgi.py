@@ -334,6 +334,14 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
     return environ
 
 
+def tls_environ(info: dict) -> dict:
+    """The environ keys a TLS connection adds to each of its requests, from
+    its transport's `info()`: HTTPS, SSL_PROTOCOL, SSL_CIPHER (mod_ssl's
+    names) and ktlswsgi.ktls ("off", "tx", "rx" or "tx+rx")."""
+    return {"HTTPS": "on", "SSL_PROTOCOL": info.get("tls_version", ""),
+            "SSL_CIPHER": info.get("cipher", ""), "ktlswsgi.ktls": info.get("ktls", "off")}
+
+
 def serve_request(app, request, *, scheme: str, server_addr, peer_addr, peer_ip,
                   forwarded_trust, tls_extra: dict | None, body: RequestBody | None, out,
                   multiprocess: bool, head_only: bool, close_after: bool,
