@@ -260,3 +260,16 @@ class Exchange:
             left = [item for item in self.out.abort("connection closed")
                     if type(item) is FileRange]
         return left
+
+
+def body_framing(headers) -> tuple:
+    """A request's (Content-Length or None, whether Transfer-Encoding is
+    present), on either protocol: its driver checked both."""
+    length = None
+    chunked = False
+    for name, value in headers:
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked

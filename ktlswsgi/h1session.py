@@ -28,8 +28,7 @@ import logging
 import time
 
 from . import http1
-from .exchange import Exchange
-from .httpdate import standard_headers
+from .exchange import Exchange, body_framing
 from .outbound import Abort, Chunk, End, FileRange, Head
 from .wire import Done, FileSend
 from .wsgi import BodyError, BodyTimeout
@@ -268,7 +267,7 @@ class H1Session:
         self._paused_bytes = 0
         self._linger_bytes = 0
         conn.pump.mark_write_start(ex.started)
-        length, chunked = _body_framing(req.headers)
+        length, chunked = body_framing(req.headers)
         cfg = self.cfg
         refused = ex.admit(length, chunked or bool(length), on_output=conn.output_threadsafe,
                            high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
@@ -355,8 +354,7 @@ class H1Session:
     def _reply_error(self, status: int, text: str) -> None:
         """Answer a broken request and close (nothing else can be trusted)."""
         if self.http.can_respond():
-            self._staged.append(memoryview(self.http.simple_response(
-                status, text, close=True, extra_headers=standard_headers())))
+            self._staged.append(memoryview(self.http.simple_response(status, text, close=True)))
         self._finish()
 
     def _reply_unstarted(self, status: int, text: str) -> None:
@@ -374,12 +372,11 @@ class H1Session:
         ex = self.ex
         close = False
         if not self.http.request_complete:
-            length = _body_framing(ex.request.headers)[0]
+            length = body_framing(ex.request.headers)[0]
             waiting = self.http.they_are_waiting_for_100_continue
             close = waiting or length is None or length > self.cfg.linger_bytes
         ex.body_stopped = True
-        data = self.http.simple_response(status, text, close=close,
-                                         extra_headers=standard_headers() + list(extra_headers))
+        data = self.http.simple_response(status, text, close=close, extra_headers=extra_headers)
         ex.status = status
         self._close_after_response = close
         self._staged.append(memoryview(data))
@@ -447,15 +444,3 @@ class H1Session:
         return (h.response_complete and (h.keep_alive or not h.request_complete)
                 and not self.conn.peer_eof)
 
-
-def _body_framing(headers) -> tuple:
-    """(Content-Length or None, whether Transfer-Encoding is present): the
-    parser checked both."""
-    length = None
-    chunked = False
-    for name, value in headers:
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = True
-    return length, chunked

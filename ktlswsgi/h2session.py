@@ -38,9 +38,9 @@ import os
 import time
 
 from . import http2
-from .exchange import Exchange
-from .httpdate import standard_headers
+from .exchange import Exchange, body_framing
 from .outbound import Abort, Chunk, End, FileRange, Head
+from .responses import body_forbidden, text_answer
 from .wire import COALESCE_BYTES, Done, FileSend, wire_bytes
 from .wsgi import BodyTimeout
 
@@ -252,12 +252,9 @@ class H2Session:
             log.info("%s: stream %d: %d %s", conn.peer_text, sid, status, reason)
             self.streams[sid] = st
             self._order.append(st)
-            self._respond_without_app(st, status, reason.encode() + b"\n")
+            self._respond_without_app(st, status, reason)
             return
-        length = None
-        for name, value in ev.headers:
-            if name == b"content-length":
-                length = int(value)
+        length = body_framing(ev.headers)[0]
         cfg = conn.cfg
         refused = ex.admit(
             length, not ev.ended, on_output=conn.output_threadsafe,
@@ -269,13 +266,12 @@ class H2Session:
         self._order.append(st)
         if refused == 413:
             ex.out = None
-            self._respond_without_app(st, 413, b"request body too large\n")
+            self._respond_without_app(st, 413, "request body too large")
         else:
             self._maybe_ready(st)
 
-    def _respond_without_app(self, st: _Stream, status: int, body: bytes) -> None:
-        headers = [(b"content-type", b"text/plain; charset=utf-8"),
-                   (b"content-length", b"%d" % len(body))] + standard_headers()
+    def _respond_without_app(self, st: _Stream, status: int, text: str) -> None:
+        headers, body = text_answer(text)
         st.items.extend((Head(status, b"", headers, False), Chunk(body), End(status, len(body))))
 
     def _on_data(self, ev: http2.Data) -> None:
@@ -456,7 +452,7 @@ class H2Session:
                 return framed
             kind = type(item)
             if kind is Head:
-                st.no_body = st.ex.request.method == b"HEAD" or item.status in http2.NO_BODY_STATUSES
+                st.no_body = body_forbidden(item.status, st.ex.request.method)
                 st.head_sent = True
                 st.ex.status = item.status
                 st.ex.response_headers = item.headers
@@ -674,7 +670,7 @@ class H2Session:
                     ex.stop_job()
                     ex.body_stopped = True
                     ex.out = None
-                    self._respond_without_app(st, 408, b"request body timed out\n")
+                    self._respond_without_app(st, 408, "request body timed out")
                     self.conn.kick()
         elif what == "h2-window":
             if self.driver.connection_window() <= 0:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import h11
 
 from . import h1head
+from .responses import body_forbidden, text_answer
 
 NEED_DATA = h11.NEED_DATA
 PAUSED = h11.PAUSED
@@ -488,10 +489,9 @@ class Http1:
             headers.append((b"connection", b"close"))
             tokens = {b"close"}
         method = self._req_method
-        if method == b"HEAD" or status < 200 or status in (204, 304):
+        if body_forbidden(status, method):
             framing = _NONE
-            if method == b"HEAD" and length is None and status >= 200 and status not in (
-                    204, 304):
+            if method == b"HEAD" and length is None and not body_forbidden(status):
                 # As h11: the headers a GET would have had (here: chunked).
                 headers = headers + [(b"Transfer-Encoding", b"chunked")] \
                     if self._chunked_ok() else headers
@@ -552,11 +552,8 @@ class Http1:
 
     def simple_response(self, status: int, text: str, close: bool = True,
                         extra_headers: list = ()) -> bytes:
-        """A complete short text response (errors, 503)."""
-        body = (text + "\n").encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8"),
-                   (b"content-length", str(len(body)).encode())]
-        headers.extend(extra_headers)
+        """The server's own complete answer (responses.text_answer)."""
+        headers, body = text_answer(text, extra_headers)
         out = self.response_head(status, headers, close=close)
         out += b"".join(self.body(body))
         return out + self.end()

@@ -48,6 +48,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from . import h2adapter
+from .responses import NO_BODY_STATUSES
 
 PREFACE_BYTES = 24
 FRAME_HEADER_BYTES = 9
@@ -60,7 +61,6 @@ _PSEUDO = (b":method", b":scheme", b":authority", b":path")
 # Connection-specific response headers (RFC 9113 8.2.2): never sent over HTTP/2.
 CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection",
                                  b"transfer-encoding", b"upgrade"))
-NO_BODY_STATUSES = frozenset((204, 304))
 # A WINDOW_UPDATE opening less than this is a control frame whatever else
 # happens: 1-byte increments would each buy a 1-byte DATA frame.
 SMALL_WINDOW_INCREMENT = 1024

@@ -26,6 +26,7 @@ from .filewrapper import FileWrapper
 from .forwarded import UNCHANGED, apply as apply_forwarded
 from .httpdate import SERVER, date_value
 from .outbound import Abort, Chunk, End, FileRange, Head, QueueAborted
+from .responses import body_forbidden, text_answer
 
 log = logging.getLogger("ktlswsgi.wsgi")
 error_log = logging.getLogger("ktlswsgi.error")
@@ -416,7 +417,6 @@ def _check_header(name, value) -> str:
     return value
 
 
-_NO_BODY_STATUSES = (204, 304)
 _HOP_BY_HOP = {"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"}
 
 
@@ -561,8 +561,7 @@ class Responder:
             # HEAD, 1xx, 204 and 304 have no body: their Content-Length describes
             # the representation a GET or a 200 would carry (RFC 9110 8.6).
             if (cl is not None and self.body_bytes < cl and not self.head_only
-                    and self.status_code not in _NO_BODY_STATUSES
-                    and not 100 <= self.status_code < 200):
+                    and not body_forbidden(self.status_code)):
                 raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}")
             items.append(End(self.status_code, self.body_bytes))
         finally:
@@ -647,10 +646,8 @@ def _fail(out, responder: Responder, environ: dict, status: int, text: str, exc)
         error_log.error("%s: app failed after headers were sent; aborting the connection", where)
         _abort(out, "app error after headers")
         return
-    body = (text + "\n").encode()
-    head = Head(status, b"", [(b"content-type", b"text/plain; charset=utf-8"),
-                              (b"content-length", str(len(body)).encode()),
-                              (b"Date", date_value()), (b"Server", SERVER)], True)
+    headers, body = text_answer(text)
+    head = Head(status, b"", headers, True)
     try:
         out.put(head)
         if not responder.head_only:
