@@ -47,34 +47,92 @@ class FileWrapper:
             return data
         raise IndexError
 
-    def file_range(self):
-        """(fd, offset, size_left) when this wraps a regular file, else None.
+    # Werkzeug's _RangeWrapper seeks a seekable body instead of reading and
+    # discarding the bytes before a range (waitress issue #359).
+    def seekable(self) -> bool:
+        seekable = getattr(self.filelike, "seekable", None)
+        try:
+            return bool(seekable()) if seekable is not None else False
+        except (OSError, ValueError):
+            return False
 
-        The offset is the file's current position (PEP 3333: transmission
-        starts there); size_left is what the file holds from there now.
-        """
-        fileno = getattr(self.filelike, "fileno", None)
-        if fileno is None:
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.filelike.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.filelike.tell()
+
+
+def file_range(result):
+    """(fd, offset, available) when the response iterable `result` is exactly
+    one of the known shapes of "bytes of a regular file", else None:
+
+    - our FileWrapper around a file: from the file's current position to its
+      end (PEP 3333: transmission starts there); Django's FileResponse;
+    - our FileWrapper around whitenoise's SlicedFile (its 206): the slice;
+    - Werkzeug's _RangeWrapper around our FileWrapper, not yet iterated
+      (Flask's and Werkzeug's send_file with Range: 206): its byte range.
+
+    Types are matched exactly (no subclasses, no duck typing): any other
+    iterable is iterated as the app gave it.  `available` is what the file
+    holds of the range now; the caller bounds it by Content-Length.
+    """
+    kind = type(result)
+    if kind is FileWrapper:
+        f = result.filelike
+        if _is_type(f, "whitenoise.responders", "SlicedFile"):
+            remaining = getattr(f, "remaining", None)
+            if type(remaining) is not int or remaining < 0:
+                return None
+            return _regular_file_range(getattr(f, "fileobj", None), None, remaining)
+        return _regular_file_range(f, None, None)
+    if _is_type(result, "werkzeug.wsgi", "_RangeWrapper"):
+        inner = getattr(result, "iterable", None)
+        start, length = getattr(result, "start_byte", None), getattr(result, "byte_range", None)
+        if (type(inner) is not FileWrapper or getattr(result, "seekable", None) is not True
+                or getattr(result, "read_length", None) != 0 or result.end_reached
+                or type(start) is not int or start < 0
+                or not (length is None or (type(length) is int and length >= 0))):
             return None
+        return _regular_file_range(inner.filelike, start, length)
+    return None
+
+
+def _is_type(obj, module: str, qualname: str) -> bool:
+    kind = type(obj)
+    return kind.__qualname__ == qualname and kind.__module__ == module
+
+
+def _regular_file_range(f, offset, count):
+    """(fd, offset, available) of `f` if it is a regular file: from `offset`
+    (None: its current position), at most `count` bytes (None: to its end)."""
+    fileno = getattr(f, "fileno", None)
+    if fileno is None:
+        return None
+    try:
+        fd = fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    if not isinstance(fd, int) or not stat.S_ISREG(st.st_mode):
+        return None
+    if offset is None:
         try:
-            fd = fileno()
-            st = os.fstat(fd)
-        except (OSError, ValueError, AttributeError, TypeError):
-            return None
-        if not isinstance(fd, int) or not stat.S_ISREG(st.st_mode):
-            return None
-        try:
-            tell = getattr(self.filelike, "tell", None)
+            tell = getattr(f, "tell", None)
             offset = tell() if tell is not None else os.lseek(fd, 0, os.SEEK_CUR)
         except (OSError, ValueError):
             return None
-        return fd, offset, max(0, st.st_size - offset)
+    available = max(0, st.st_size - offset)
+    return fd, offset, available if count is None else min(count, available)
 
 
 def closes_only_a_file(closer) -> bool:
     """True when `closer.close()` is just open()'s own file object closing:
-    our wrapper, a plain file, and nobody re-pointed either close at app code
-    (Django sets `file.close = response.close`, which fires request_finished)."""
+    our wrapper (or Werkzeug's _RangeWrapper around it), a plain file, and
+    nobody re-pointed either close at app code (Django sets `file.close =
+    response.close`, which fires request_finished)."""
+    if _is_type(closer, "werkzeug.wsgi", "_RangeWrapper"):
+        closer = getattr(closer, "iterable", None)
     if type(closer) is not FileWrapper:
         return False
     f = closer.filelike

@@ -22,7 +22,7 @@ import re
 import threading
 from urllib.parse import unquote_to_bytes
 
-from .filewrapper import FileWrapper
+from .filewrapper import FileWrapper, file_range
 from .forwarded import UNCHANGED, apply as apply_forwarded
 from .httpdate import SERVER, date_value
 from .outbound import Abort, Chunk, End, FileRange, Head, QueueAborted
@@ -596,13 +596,11 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
     closer_handed_over = False
     try:
         result = app(environ, responder.start_response)
-        file_range = None
-        if file_fast_path and type(result) is FileWrapper and not head_only:
-            file_range = result.file_range()
+        found = file_range(result) if file_fast_path and not head_only else None
         if head_only:
             responder.finish()  # HEAD: the body is not produced at all
-        elif file_range is not None:
-            fd, offset, available = file_range
+        elif found is not None:
+            fd, offset, available = found
             count = responder.file_count(available)
             if inline_file_bytes and count <= inline_file_bytes:   # 0: never inline
                 responder.write_whole(os.pread(fd, count, offset))

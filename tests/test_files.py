@@ -22,7 +22,7 @@ import pytest
 
 from apps import raw_files
 from support import read_response, recv_until_closed, response_reader, wait_until
-from ktlswsgi.filewrapper import INLINE_FILE_BYTES, FileWrapper
+from ktlswsgi.filewrapper import INLINE_FILE_BYTES, FileWrapper, file_range
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -419,15 +419,15 @@ def test_filewrapper_file_range_only_for_regular_files(tmp_path):
     path, _ = make_file(tmp_path, 5000)
     with open(path, "rb") as f:
         f.seek(123)
-        fd, offset, left = FileWrapper(f).file_range()
+        fd, offset, left = file_range(FileWrapper(f))
         assert fd == f.fileno() and offset == 123 and left == 5000 - 123
     closed = open(path, "rb")
     closed.close()
-    assert FileWrapper(closed).file_range() is None
-    assert FileWrapper(io.BytesIO(b"abc")).file_range() is None
+    assert file_range(FileWrapper(closed)) is None
+    assert file_range(FileWrapper(io.BytesIO(b"abc"))) is None
     r, w = os.pipe()
     with os.fdopen(r, "rb") as rf, os.fdopen(w, "wb"):
-        assert FileWrapper(rf).file_range() is None
+        assert file_range(FileWrapper(rf)) is None
 
 
 def test_middleware_iterating_the_wrapper_gets_the_whole_file(serve, tmp_path):

@@ -1,13 +1,20 @@
-"""A Django project in one module: settings configured in code, one FileResponse view.
+"""A Django project in one module: settings configured in code, one FileResponse view,
+and whitenoise serving STATIC_DIR under /static/.
 
 Django's WSGIHandler hands a FileResponse's file to `wsgi.file_wrapper` and
 points the file's close() at `response.close()`, which fires
-`django.core.signals.request_finished`.
+`django.core.signals.request_finished`.  whitenoise answers a Range with its
+SlicedFile, which Django hands to `wsgi.file_wrapper` the same way; with
+autorefresh it looks files up per request, so tests add them as they go.
 """
 from __future__ import annotations
 
+import tempfile
+
 import django
 from django.conf import settings
+
+STATIC_DIR = tempfile.mkdtemp(prefix="ktlswsgi-django-static-")
 
 if not settings.configured:
     settings.configure(
@@ -16,9 +23,13 @@ if not settings.configured:
         ALLOWED_HOSTS=["*"],
         ROOT_URLCONF=__name__,
         INSTALLED_APPS=[],
-        MIDDLEWARE=[],
+        MIDDLEWARE=["whitenoise.middleware.WhiteNoiseMiddleware"],
         DATABASES={},
         USE_TZ=True,
+        STATIC_URL="/static/",
+        STATIC_ROOT=STATIC_DIR,
+        WHITENOISE_AUTOREFRESH=True,
+        WHITENOISE_USE_FINDERS=False,
     )
     django.setup()
 
