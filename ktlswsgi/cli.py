@@ -26,6 +26,7 @@ _SECTION_TITLES = {"app": "the app", "sockets": "sockets",
                    "processes": "processes (gunicorn's names)", "threads": "threads",
                    "timeouts": "timeouts (seconds)", "limits": "limits (sizes: 64k, 100m)",
                    "tls": "TLS and HTTP/2", "proxies": "proxies (gunicorn's names)",
+                   "files": "files the server sends itself (--static, X-Sendfile)",
                    "logging": "metrics and logging"}
 
 

@@ -121,7 +121,24 @@ class _ConfigBase:
             self.keyfile_password = _read_password(self.keyfile_password_file)
         self._validate_proxies()
         self._validate_logs()
+        self._validate_files()
         return self
+
+    def _validate_files(self) -> None:
+        for entry in self.static:
+            prefix, eq, directory = entry.partition("=")
+            if not eq or not prefix.startswith("/"):
+                raise ConfigError(f"--static {entry!r}: give URL_PREFIX=DIR, the prefix "
+                                  "starting with /")
+            if not os.path.isdir(directory):
+                raise ConfigError(f"--static {entry!r}: {directory!r} is not a directory")
+        for entry in self.sendfile_root:
+            prefix, eq, directory = entry.partition("=")
+            if eq and not prefix.startswith("/"):
+                raise ConfigError(f"--sendfile-root {entry!r}: an X-Accel-Redirect prefix "
+                                  "starts with /")
+            if not os.path.isdir(directory if eq else entry):
+                raise ConfigError(f"--sendfile-root {entry!r}: not a directory")
 
 
 def _config_fields() -> list:

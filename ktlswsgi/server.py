@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 
-from . import logs
+from . import logs, staticfiles
 from .connection import Connection, Shared
 from .sockets import bind_sockets
 from .pool import WorkerPool
@@ -56,7 +56,7 @@ class Server:
     def __init__(self, config, app, sockets=None, transport_factory=None, scheme: str = "http",
                  worker=None, owned_unix_paths=None):
         self.config = config
-        self.app = app
+        self.app = app = staticfiles.wrap(app, config)
         self.worker = worker
         if sockets is None:
             sockets = bind_sockets(config)

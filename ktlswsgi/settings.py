@@ -273,6 +273,18 @@ SETTINGS: tuple = (
       kind="float", unit="s", positive=True),
     S("proxy_header_max_bytes", 16 + 1024, "a longer PROXY header closes the connection",
       "proxies", kind="int", unit="bytes"),
+    # -- files -------------------------------------------------------------------------------
+    S("static", [], "serve DIR's files under the URL PREFIX before the app (GET/HEAD, Range, "
+      "ETag and 304, .br/.zst/.gz sidecars by Accept-Encoding; no dotfiles, no listing); a "
+      "request no file matches goes to the app; repeatable", "files", kind="list",
+      metavar="PREFIX=DIR"),
+    S("static_max_age", 60, "Cache-Control max-age of --static files whose names carry no "
+      "content hash (hashed names such as app.3f2a9c1d.js: a year, immutable)", "files",
+      kind="int", unit="s", minimum=0),
+    S("sendfile_root", [], "the app may answer with `X-Sendfile: PATH` beneath DIR, or "
+      "`X-Accel-Redirect: PREFIX/...` mapped to DIR; the server then sends that file itself "
+      "(Range, ETag and 304) and drops the header (default: off, the headers pass through); "
+      "repeatable", "files", kind="list", metavar="DIR|PREFIX=DIR"),
     # -- metrics and logs ----------------------------------------------------------------
     S("metrics_bind", None, "serve Prometheus metrics (GET /metrics), summed over all workers, "
       "from a small process of the master (needs the 'metrics' extra)", "logging",
@@ -296,7 +308,7 @@ del S
 
 BY_NAME = {s.name: s for s in SETTINGS}
 SECTIONS = ("app", "sockets", "processes", "threads", "timeouts", "limits", "tls", "proxies",
-            "logging")
+            "files", "logging")
 _FILE_KEYS = {key: s for s in SETTINGS for key in (s.name, *s.aliases)}
 # gunicorn settings that are server hooks or features this server does not
 # run: a config file naming one is an error, not a silent no-op.

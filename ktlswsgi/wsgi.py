@@ -562,7 +562,11 @@ class Responder:
             # the representation a GET or a 200 would carry (RFC 9110 8.6).
             if (cl is not None and self.body_bytes < cl and not self.head_only
                     and not body_forbidden(self.status_code)):
-                raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}")
+                hint = ""
+                if any(n.lower() in (b"x-sendfile", b"x-accel-redirect") for n, _ in self._headers):
+                    hint = (" (the response names its file in X-Sendfile or X-Accel-Redirect: "
+                            "--sendfile-root lets the server send it)")
+                raise ShortBody(f"app sent {self.body_bytes} of its Content-Length {cl}{hint}")
             items.append(End(self.status_code, self.body_bytes))
         finally:
             if items:

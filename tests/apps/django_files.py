@@ -9,12 +9,14 @@ autorefresh it looks files up per request, so tests add them as they go.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 
 import django
 from django.conf import settings
 
 STATIC_DIR = tempfile.mkdtemp(prefix="ktlswsgi-django-static-")
+PROTECTED_DIR = tempfile.mkdtemp(prefix="ktlswsgi-django-protected-")
 
 if not settings.configured:
     settings.configure(
@@ -30,6 +32,11 @@ if not settings.configured:
         STATIC_ROOT=STATIC_DIR,
         WHITENOISE_AUTOREFRESH=True,
         WHITENOISE_USE_FINDERS=False,
+        # django-sendfile2: X-Accel-Redirect URLs under /protected/ (--sendfile-root
+        # /protected=PROTECTED_DIR maps them back).
+        SENDFILE_BACKEND="django_sendfile.backends.nginx",
+        SENDFILE_ROOT=PROTECTED_DIR,
+        SENDFILE_URL="/protected",
     )
     django.setup()
 
@@ -42,6 +49,12 @@ def file_view(request):
     return FileResponse(open(request.GET["path"], "rb"), content_type="application/octet-stream")
 
 
-urlpatterns = [path("file", file_view)]
+def protected_view(request):
+    from django_sendfile import sendfile
+    return sendfile(request, os.path.join(PROTECTED_DIR, request.GET["name"]),
+                    attachment=True)
+
+
+urlpatterns = [path("file", file_view), path("protected-file", protected_view)]
 
 application = get_wsgi_application()
