@@ -18,9 +18,9 @@ ktls-smoke:
 	@# The kTLS suite in a QEMU VM with Debian's kTLS kernel (deploy/ktls-vm): first
 	@# the normal boot (tests/ktls, and tests/tls which asserts the VM's answers too),
 	@# then a boot with tls.ko blacklisted for tests/ktls/test_fallback.py. Both always
-	@# run; the target fails if either does. The two VM timeouts add up to under 10 min.
+	@# run; the target fails if either does. The two VM timeouts add up to 12 min.
 	@start=$$(date +%s); \
-	bash deploy/ktls-vm/run.sh --timeout 430 -- \
+	bash deploy/ktls-vm/run.sh --timeout 560 -- \
 	    env KTLSWSGI_IN_VM=1 KTLSWSGI_EXPECT_KTLS=available \
 	    $(PYTHON) -m pytest -p no:cacheprovider -q -rfEs \
 	    tests/ktls --ignore=tests/ktls/test_fallback.py tests/tls; ktls=$$?; \

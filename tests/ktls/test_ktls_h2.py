@@ -103,11 +103,11 @@ class H2Client:
         self._send_h2()
         return out
 
-    def get(self, path: str, deadline_s: float = 600.0):
+    def get(self, path: str, deadline_s: float = 600.0, headers=()):
         """-> (status, body length, sha256, DATA frames with payload, largest payload)."""
         sid = self.h2.get_next_available_stream_id()
         self.h2.send_headers(sid, [(":method", "GET"), (":scheme", "https"),
-                                   (":authority", "localhost"), (":path", path)],
+                                   (":authority", "localhost"), (":path", path), *headers],
                              end_stream=True)
         self._send_h2()
         status, length, frames, largest = None, 0, 0, 0

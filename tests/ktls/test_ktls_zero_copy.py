@@ -42,12 +42,13 @@ def parse_strace(text: str):
     return returned, calls, summary
 
 
-def traced_server(cert_pair, tmp_path):
-    """-> (CliServer with the socket transport under strace -f -C, the trace's path)."""
+def traced_server(cert_pair, tmp_path, *args):
+    """-> (CliServer with the socket transport (and `args`) under strace -f -C,
+    the trace's path)."""
     strace = shutil.which("strace")
     assert strace, "strace is not installed (the kTLS VM sees the host's /usr/bin/strace)"
     trace = str(tmp_path / "strace.txt")
-    server = CliServer(cert_pair, "--tls-transport", "socket",
+    server = CliServer(cert_pair, "--tls-transport", "socket", *args,
                        wrapper=[strace, "-f", "--seccomp-bpf", "-C", "-o", trace,
                                 "-e", "trace=" + ",".join(TRACED)])
     return server, trace
