@@ -3,6 +3,8 @@
 Routes (both apps):
   /tiny          b"ok" (dynamic)
   /16k           16 KiB made per request (dynamic)
+  /range/<name>  (Flask only) send_file with conditional requests on: a Range
+                 request gets a 206 (bench/files.py's range rows)
   /file/<name>   a static file from $BENCH_STATIC_DIR with Content-Length:
                  raw app through environ['wsgi.file_wrapper'] (501 with a reason
                  when the server offers none: that case is then "unsupported"),
@@ -21,7 +23,8 @@ import random
 STATIC_DIR = os.environ.get("BENCH_STATIC_DIR", "/tmp/ktlswsgi-bench-static")
 
 # Static files made by bench.__main__ (name -> size).
-STATIC_FILES = {"1b": 1, "16k": 16 * 1024, "64k": 64 * 1024, "1m": 1024 * 1024}
+STATIC_FILES = {"1b": 1, "16k": 16 * 1024, "64k": 64 * 1024, "1m": 1024 * 1024,
+                "64m": 64 * 1024 * 1024}
 
 _16K = 16 * 1024
 
@@ -102,6 +105,13 @@ def _make_flask_app():
             abort(404)
         return send_file(os.path.join(STATIC_DIR, name), mimetype="application/octet-stream",
                          conditional=False, etag=False, max_age=0)
+
+    @app.route("/range/<name>")
+    def ranged(name):
+        if name not in STATIC_FILES:
+            abort(404)
+        return send_file(os.path.join(STATIC_DIR, name), mimetype="application/octet-stream",
+                         conditional=True, etag=False, max_age=0)
 
     @app.route("/page")
     def page():

@@ -12,6 +12,7 @@ answer.  Used by `--static` and X-Sendfile / X-Accel-Redirect
 from __future__ import annotations
 
 import email.utils
+import functools
 import mimetypes
 import re
 from dataclasses import dataclass, field
@@ -31,12 +32,18 @@ def etag(st) -> str:
     return '"%x-%x"' % (st.st_mtime_ns, st.st_size)
 
 
-def http_date(seconds: float) -> str:
-    return email.utils.formatdate(int(seconds), usegmt=True)
+@functools.lru_cache(maxsize=4096)
+def http_date(seconds: int) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def content_type(name: str) -> str:
-    kind, _ = mimetypes.guess_type(name, strict=False)
+    return _type_of_suffix(name.rpartition(".")[2].lower() if "." in name else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_of_suffix(suffix: str) -> str:
+    kind, _ = mimetypes.guess_type("x." + suffix if suffix else "x", strict=False)
     if kind is None:
         return "application/octet-stream"
     if kind.startswith("text/") or kind in ("application/javascript", "application/json"):
