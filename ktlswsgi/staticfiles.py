@@ -231,8 +231,11 @@ class SendfileRoots:
             if eq:
                 self.locations.append((prefix.rstrip("/") + "/", _open_dir(directory)))
             else:
-                real = os.path.realpath(entry)
-                self.roots.append((real.rstrip("/") + "/", _open_dir(real)))
+                # Apps name files by the path they were given (Flask joins its
+                # root_path) or by the resolved one: either prefix matches.
+                dirfd = _open_dir(entry)
+                for spelling in {os.path.abspath(entry), os.path.realpath(entry)}:
+                    self.roots.append((spelling.rstrip("/") + "/", dirfd))
         self.locations.sort(key=lambda m: -len(m[0]))
         self.roots.sort(key=lambda m: -len(m[0]))
 

@@ -177,6 +177,20 @@ def test_flask_x_sendfile_is_served_by_the_server(serve, tree, caplog):
     wait_until(lambda: srv.counters.bytes_sendfile >= len(data), 5, "file bytes counted")
 
 
+def test_sendfile_root_given_through_a_symlink(serve, tree):
+    """A root given as a symlinked path (a release directory): X-Sendfile may
+    name files by that path or by the resolved one."""
+    link = tree / "current"
+    os.symlink(tree / "public", link)
+    srv = serve(flask_sendfile_app(str(link)), sendfile_root=[str(link)])
+    data = (tree / "public" / "big.bin").read_bytes()
+    with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}") as c:
+        for named in (link / "big.bin", tree / "public" / "big.bin"):
+            r = c.get("/raw", params={"path": str(named)})
+            assert r.status_code == 200 and r.content == data, named
+        assert c.get("/raw", params={"path": str(tree / "secret.txt")}).status_code == 403
+
+
 def test_x_sendfile_without_sendfile_root_says_what_is_missing(serve, tree, caplog):
     """Not configured, the header passes through; Flask's Content-Length then
     promises the file the body does not carry: the connection closes and the
