@@ -1,15 +1,22 @@
 # The commands a newcomer runs (README): `make test` installs and runs every test.
 PYTHON ?= python3
 
-.PHONY: deps test unit ktls-smoke bench demo
+.PHONY: deps test unit fuzz ktls-smoke bench demo
 
 deps:
 	bash scripts/install-deps.sh
 
-# Every test: the suite on this host, then the kTLS suite in a VM with a kTLS kernel.
+# Every test: the suite on this host, a bounded fuzz run of the C parser, then
+# the kTLS suite in a VM with a kTLS kernel.
 test: deps
 	$(PYTHON) -m pytest -q
+	$(MAKE) fuzz
 	$(MAKE) ktls-smoke
+
+# The C request-head parser against h11, coverage-guided, under AddressSanitizer
+# (scripts/fuzz.sh; FUZZ_SECONDS, default 60).
+fuzz:
+	PYTHON=$(PYTHON) bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 unit: deps
 	$(PYTHON) -m pytest -q

@@ -1,10 +1,19 @@
-"""setuptools entry for the compiled part: the cffi OpenSSL binding.
+"""setuptools entry for the compiled parts: the cffi OpenSSL binding and the
+C HTTP/1 head parser.
 
 All metadata lives in pyproject.toml; this file only adds ``cffi_modules``
-so that ``pip install .`` / ``pip install -e .`` compiles
-``ktlswsgi.tls._openssl`` (needs gcc and the OpenSSL 3 headers, e.g. Debian
-``libssl-dev``).
+(``ktlswsgi.tls._openssl``: needs gcc and the OpenSSL 3 headers, e.g. Debian
+``libssl-dev``) and ``ext_modules`` (``ktlswsgi._h1parse``, plain C against
+the Python headers: it builds the request's Python objects itself, which a
+cffi function cannot).  ``pip install .`` / ``pip install -e .`` compiles both.
 """
-from setuptools import setup
+from setuptools import Extension, setup
 
-setup(cffi_modules=["ktlswsgi/tls/_build.py:ffibuilder"])
+# Our own C is held to these (tests/test_h1parse_c.py compiles it with -Werror).
+C_WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
+
+setup(
+    cffi_modules=["ktlswsgi/tls/_build.py:ffibuilder"],
+    ext_modules=[Extension("ktlswsgi._h1parse", ["ktlswsgi/_csrc/h1parse.c"],
+                           extra_compile_args=C_WARNINGS)],
+)

@@ -11,9 +11,11 @@ used by the reactor thread only.
 Reasons given with `BadRequest` never contain request bytes: they are logged,
 and a header line may carry a cookie or a credential.
 
-h11 parses requests, or (`--http httptools`) llhttp parses a request head
-without a body (h1head.py) and h11 takes any other request cycle, so h11
-gives every rejection and frames every request body.  Responses are framed
+h11 parses requests, or a fast parser parses a request head without a body
+and h11 takes any other request cycle, so h11 gives every rejection and
+frames every request body: `--http c` (the default) is our own C parser
+(_csrc/h1parse.c, which also applies the limits and request rules), `--http
+httptools` is llhttp (h1head.py).  Responses are framed
 here, as h11 would frame them (same status line, header order and framing: Content-Length, else chunked
 for HTTP/1.1 clients, else close-delimited; `Connection: close` whenever the
 connection will not be kept), without h11's per-event validation: the app's
@@ -31,6 +33,11 @@ from dataclasses import dataclass
 import h11
 
 from . import h1head
+
+try:
+    from . import _h1parse
+except ImportError:  # pragma: no cover - built by pip install; h11 and httptools still work
+    _h1parse = None
 from .responses import body_forbidden, text_answer
 
 NEED_DATA = h11.NEED_DATA
@@ -72,17 +79,21 @@ _REQUEST_IN = (h11.DONE, h11.MUST_CLOSE)
 _F_IDLE, _F_HEAD, _F_DONE = range(3)
 _TO_H11 = object()
 
-PARSERS = ("auto", "h11", "httptools")
+PARSERS = ("auto", "c", "httptools", "h11")
 
 
 def parser_name(choice: str) -> str:
-    """`--http`: auto is httptools when it is installed, else h11."""
+    """`--http`: auto is c when the extension is built, else httptools, else h11."""
     if choice not in PARSERS:
         raise ValueError(f"--http must be one of {', '.join(PARSERS)}")
     if choice == "auto":
+        if _h1parse is not None:
+            return "c"
         return "httptools" if h1head.AVAILABLE else "h11"
     if choice == "httptools" and not h1head.AVAILABLE:
         raise ValueError("--http httptools: the httptools package is not installed")
+    if choice == "c" and _h1parse is None:
+        raise ValueError("--http c: ktlswsgi._h1parse is not built (pip install . compiles it)")
     return choice
 
 
@@ -209,10 +220,10 @@ class ChunkCheck:
 class Http1:
     """One HTTP/1 connection's requests and responses.
 
-    `parser` "h11": h11 parses every request.  "httptools": a request head
-    without a body is parsed by llhttp (h1head.py); anything else, and every
-    head llhttp refuses, goes to h11 for that request cycle, so rejections
-    and bodies are always h11's.
+    `parser` "h11": h11 parses every request.  "c" / "httptools": a request
+    head without a body is parsed by the C parser (_csrc/h1parse.c) / llhttp
+    (h1head.py); anything else, and every head the fast parser refuses, goes
+    to h11 for that request cycle, so rejections and bodies are always h11's.
     """
 
     def __init__(self, limit_request_line: int, limit_request_fields: int,
@@ -225,7 +236,11 @@ class Http1:
         self._limit_fields = limit_request_fields
         self._limit_field = limit_request_field_size
         self._limit_head = limit_request_headers_bytes
-        self._fast = parser_name(parser) == "httptools"
+        name = parser_name(parser)
+        self._fast = name != "h11"
+        # --http c: the C parser applies the limits and request rules itself.
+        self._c_limits = ((limit_request_line, limit_request_fields, limit_request_field_size,
+                           limit_request_headers_bytes) if name == "c" else None)
         # On the llhttp path h11 is None until a cycle is handed to it; the
         # bytes not parsed yet wait in _pending.
         self._h11 = None if self._fast else self._new_h11()
@@ -412,6 +427,17 @@ class Http1:
         rest = self._pending.lstrip(b"\r\n")
         if not rest.startswith(head):
             return _TO_H11
+        limits = self._c_limits
+        if limits is not None:
+            parsed = _h1parse.parse(head, *limits)
+            if parsed is None:
+                return _TO_H11
+            method, target, version, headers, self._req_keep_alive = parsed
+            self._pending = rest[len(head):]
+            self._fstate = _F_HEAD
+            self._req_method = method
+            self._req_version = version
+            return Request(method, target, version, headers, False)
         parsed = h1head.parse(head)
         if parsed is None:
             return _TO_H11

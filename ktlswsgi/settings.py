@@ -206,9 +206,9 @@ SETTINGS: tuple = (
     S("limit_request_fields", 100, "header field count -> 431", "limits", kind="int", minimum=1),
     S("limit_request_headers_bytes", 64 * 1024, "the whole request head -> 431", "limits",
       kind="size", unit="bytes", minimum=1),
-    S("http", "auto", "HTTP/1 request parser: httptools (llhttp) parses request heads without a "
-      "body, h11 everything else; h11: h11 alone; auto: httptools when installed", "limits",
-      kind="choice", choices=("auto", "h11", "httptools")),
+    S("http", "auto", "HTTP/1 request parser: c (ours) or httptools (llhttp) parses request "
+      "heads without a body, h11 everything else; h11: h11 alone; auto: c when built, else "
+      "httptools", "limits", kind="choice", choices=("auto", "c", "httptools", "h11")),
     S("max_body", 100 * 1024 * 1024, "request body -> 413", "limits", kind="size",
       unit="bytes", minimum=0),
     S("body_buffer", 256 * 1024, "request body read ahead of the app (HTTP/2: per stream; the "

@@ -1,7 +1,8 @@
-"""The two HTTP/1 parsers (`--http h11` and `--http httptools`) give the same answers.
+"""The HTTP/1 parsers (`--http h11`, `--http c` and `--http httptools`) give the same answers.
 
-The llhttp path (h1head.py) parses request heads without a body and hands
-everything else to h11, so on any input the two drivers must produce the
+The fast paths (our C parser, _csrc/h1parse.c; llhttp, h1head.py) parse
+request heads without a body and hand everything else to h11, so on any
+input each fast driver must produce the
 same events: the same requests (method, target, version, headers, 100-continue),
 the same body bytes, the same keep-alive decisions across pipelined requests,
 and the same rejection (status and reason).  Each input is fed whole, one byte
@@ -18,7 +19,8 @@ import pytest
 from ktlswsgi import h1head, http1
 from test_request_rules import ACCEPTED, REJECTED
 
-pytestmark = pytest.mark.skipif(not h1head.AVAILABLE, reason="httptools not installed")
+FAST = [p for p, ok in (("c", http1._h1parse is not None), ("httptools", h1head.AVAILABLE)) if ok]
+pytestmark = pytest.mark.skipif(not FAST, reason="no fast parser: neither built nor installed")
 
 LIMITS = (4094, 100, 8190, 64 * 1024)
 H = b"Host: x\r\n"
@@ -122,10 +124,11 @@ EDGE = [
 ]
 
 
-def transcript(parser: str, data: bytes, pieces: list[int], eof: bool = False) -> list:
+def transcript(parser: str, data: bytes, pieces: list[int], eof: bool = False,
+               limits: tuple = LIMITS) -> list:
     """What a driver makes of `data` fed in `pieces`, answering each request
     with an empty 200 and starting the next cycle when it keeps the connection."""
-    h = http1.Http1(*LIMITS, parser=parser)
+    h = http1.Http1(*limits, parser=parser)
     out = []
     body = bytearray()
 
@@ -188,8 +191,9 @@ def splits(data: bytes, rng: random.Random) -> list[list[int]]:
 def assert_same(data: bytes, rng: random.Random, eof: bool = False) -> None:
     for pieces in splits(data, rng):
         ref = transcript("h11", data, pieces, eof)
-        fast = transcript("httptools", data, pieces, eof)
-        assert fast == ref, (data[:200], pieces[:8])
+        for parser in FAST:
+            fast = transcript(parser, data, pieces, eof)
+            assert fast == ref, (parser, data[:200], pieces[:8])
 
 
 CORPUS = _values(REJECTED) + _values(ACCEPTED) + EDGE
@@ -235,9 +239,31 @@ def test_same_events_on_mutations(seed):
         assert_same(_mutate(rng.choice(small), rng), rng)
 
 
-def test_the_fast_path_is_taken_for_a_plain_get():
+def limits_from(a: int, b: int) -> tuple:
+    """(request line, fields, field size, head bytes) from two bytes, small
+    enough that each limit is hit (the C parser applies them itself)."""
+    return (4 + a % 64, 1 + b % 12, 8 + (a >> 2), 32 + b * 4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_same_events_under_small_limits(seed):
+    rng = random.Random(100 + seed)
+    small = [d for d in CORPUS if len(d) < 2000]
+    for _ in range(300):
+        data = rng.choice(small)
+        if rng.random() < 0.5:
+            data = _mutate(data, rng)
+        limits = limits_from(rng.randrange(256), rng.randrange(256))
+        ref = transcript("h11", data, [len(data)], limits=limits)
+        for parser in FAST:
+            assert transcript(parser, data, [len(data)], limits=limits) == ref, \
+                (parser, data[:200], limits)
+
+
+@pytest.mark.parametrize("parser", FAST)
+def test_the_fast_path_is_taken_for_a_plain_get(parser):
     """Guards the speed this exists for: a GET without a body never reaches h11."""
-    h = http1.Http1(*LIMITS, parser="httptools")
+    h = http1.Http1(*LIMITS, parser=parser)
     for _ in range(3):
         h.receive(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
         assert type(h.next_event()) is http1.Request
@@ -249,7 +275,7 @@ def test_the_fast_path_is_taken_for_a_plain_get():
 
 
 def test_parser_choice():
-    assert http1.parser_name("auto") == "httptools"
+    assert http1.parser_name("auto") == ("c" if http1._h1parse else "httptools")
     assert http1.parser_name("h11") == "h11"
     with pytest.raises(ValueError):
         http1.parser_name("llhttp")
