@@ -3,17 +3,19 @@ C HTTP/1 head parser.
 
 All metadata lives in pyproject.toml; this file only adds ``cffi_modules``
 (``ktlswsgi.tls._openssl``: needs gcc and the OpenSSL 3 headers, e.g. Debian
-``libssl-dev``) and ``ext_modules`` (``ktlswsgi._h1parse``, plain C against
+``libssl-dev``) and ``ext_modules`` (``ktlswsgi._native``, plain C against
 the Python headers: it builds the request's Python objects itself, which a
 cffi function cannot).  ``pip install .`` / ``pip install -e .`` compiles both.
 """
 from setuptools import Extension, setup
 
-# Our own C is held to these (tests/test_h1parse_c.py compiles it with -Werror).
+# Our own C is held to these (tests/test_native.py compiles it with -Werror).
+NATIVE_SOURCES = ["native.c", "h1parse.c", "environ.c"]
 C_WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
 
 setup(
     cffi_modules=["ktlswsgi/tls/_build.py:ffibuilder"],
-    ext_modules=[Extension("ktlswsgi._h1parse", ["ktlswsgi/_csrc/h1parse.c"],
-                           extra_compile_args=C_WARNINGS)],
+    ext_modules=[Extension("ktlswsgi._native",
+                           [f"ktlswsgi/_csrc/{name}" for name in NATIVE_SOURCES],
+                           include_dirs=["ktlswsgi/_csrc"], extra_compile_args=C_WARNINGS)],
 )

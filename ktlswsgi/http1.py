@@ -33,11 +33,7 @@ from dataclasses import dataclass
 import h11
 
 from . import h1head
-
-try:
-    from . import _h1parse
-except ImportError:  # pragma: no cover - built by pip install; h11 and httptools still work
-    _h1parse = None
+from .native import native
 from .responses import body_forbidden, text_answer
 
 NEED_DATA = h11.NEED_DATA
@@ -87,13 +83,13 @@ def parser_name(choice: str) -> str:
     if choice not in PARSERS:
         raise ValueError(f"--http must be one of {', '.join(PARSERS)}")
     if choice == "auto":
-        if _h1parse is not None:
+        if native is not None:
             return "c"
         return "httptools" if h1head.AVAILABLE else "h11"
     if choice == "httptools" and not h1head.AVAILABLE:
         raise ValueError("--http httptools: the httptools package is not installed")
-    if choice == "c" and _h1parse is None:
-        raise ValueError("--http c: ktlswsgi._h1parse is not built (pip install . compiles it)")
+    if choice == "c" and native is None:
+        raise ValueError("--http c: ktlswsgi._native is not built (pip install . compiles it)")
     return choice
 
 
@@ -429,7 +425,7 @@ class Http1:
             return _TO_H11
         limits = self._c_limits
         if limits is not None:
-            parsed = _h1parse.parse(head, *limits)
+            parsed = native.parse_head(head, *limits)
             if parsed is None:
                 return _TO_H11
             method, target, version, headers, self._req_keep_alive = parsed

@@ -25,6 +25,7 @@ from urllib.parse import unquote_to_bytes
 from .filewrapper import FileWrapper, file_range
 from .forwarded import UNCHANGED, apply as apply_forwarded
 from .httpdate import SERVER, date_value
+from .native import native
 from .outbound import Abort, Chunk, End, FileRange, Head, QueueAborted
 from .responses import body_forbidden, text_answer
 
@@ -292,22 +293,9 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
-    host_header = None
-    joined: dict[str, list[str]] = {}
-    for name, value in request.headers:
-        if b"_" in name:
-            continue  # X_Forwarded_For must not pose as X-Forwarded-For
-        key = name.decode("latin-1").upper().replace("-", "_")
-        text = value.decode("latin-1")
-        if key == "HOST" and host_header is None:
-            host_header = text
-        joined.setdefault(key, []).append(text)
-    for key, values in joined.items():
-        value = ("; " if key == "COOKIE" else ", ").join(values)
-        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-            environ[key] = value
-        else:
-            environ["HTTP_" + key] = value
+    host_header = False if native is None else native.environ_headers(environ, request.headers)
+    if host_header is False:
+        host_header = environ_headers(environ, request.headers)
     environ.setdefault("CONTENT_TYPE", "")
     environ.setdefault("CONTENT_LENGTH", "")
     if isinstance(server_addr, tuple):
@@ -333,6 +321,29 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
     if extra:
         environ.update(extra)
     return environ
+
+
+def environ_headers(environ: dict, headers) -> str | None:
+    """The header fields into `environ` (HTTP_*, CONTENT_TYPE, CONTENT_LENGTH);
+    returns the first Host value.  _csrc/environ.c does the same in C and is
+    tested against this."""
+    host_header = None
+    joined: dict[str, list[str]] = {}
+    for name, value in headers:
+        if b"_" in name:
+            continue  # X_Forwarded_For must not pose as X-Forwarded-For
+        key = name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        if key == "HOST" and host_header is None:
+            host_header = text
+        joined.setdefault(key, []).append(text)
+    for key, values in joined.items():
+        value = ("; " if key == "COOKIE" else ", ").join(values)
+        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            environ[key] = value
+        else:
+            environ["HTTP_" + key] = value
+    return host_header
 
 
 def tls_environ(info: dict) -> dict:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Bounded coverage-guided fuzz run of the C request-head parser against h11
-# (tests/fuzz/fuzz_h1parse.py), with AddressSanitizer: `make fuzz`, and in CI.
+# Bounded coverage-guided fuzz run of ktlswsgi._native (the C request-head parser
+# against h11, the C environ against wsgi.py's; tests/fuzz/fuzz_native.py), with
+# AddressSanitizer: `make fuzz`, and in CI.
 #
 #   bash scripts/fuzz.sh [SECONDS]      (default 60; FUZZ_SECONDS too)
 #
-# Builds ktlswsgi/_csrc/h1parse.c with clang -fsanitize=address,fuzzer-no-link
+# Builds ktlswsgi/_csrc/*.c with clang -fsanitize=address,fuzzer-no-link
 # into a scratch directory (the installed build is not touched), preloads
 # atheris's ASan + libFuzzer runtime, and fuzzes for SECONDS from the test
 # corpus.  A crash, an ASan report or a difference from h11 fails the run and
@@ -31,22 +32,22 @@ FUZZ_DIR=${FUZZ_DIR:-$(mktemp -d /tmp/ktlswsgi-fuzz.XXXXXX)}
 mkdir -p "$FUZZ_DIR/corpus" "$FUZZ_DIR/artifacts"
 include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$("$PYTHON" -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])')
-so="$FUZZ_DIR/_h1parse$suffix"
+so="$FUZZ_DIR/_native$suffix"
 clang -shared -fPIC -g -O1 -fno-omit-frame-pointer -fsanitize=address,fuzzer-no-link \
-  -Wall -Wextra -Werror -I "$include" ktlswsgi/_csrc/h1parse.c -o "$so"
+  -Wall -Wextra -Werror -I "$include" -I ktlswsgi/_csrc ktlswsgi/_csrc/*.c -o "$so"
 runtime=$("$PYTHON" -c 'import atheris, os; print(os.path.join(atheris.path(), "asan_with_fuzzer.so"))')
 
-echo "fuzz: $seconds s of tests/fuzz/fuzz_h1parse.py, ASan build $so, work dir $FUZZ_DIR"
+echo "fuzz: $seconds s of tests/fuzz/fuzz_native.py, ASan build $so, work dir $FUZZ_DIR"
 start=$(date +%s)
 set +e
 env LD_PRELOAD="$runtime" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-  KTLSWSGI_H1PARSE_SO="$so" KTLSWSGI_FUZZ_SEEDS="$FUZZ_DIR/corpus" \
-  "$PYTHON" tests/fuzz/fuzz_h1parse.py "$FUZZ_DIR/corpus" \
+  KTLSWSGI_NATIVE_SO="$so" KTLSWSGI_FUZZ_SEEDS="$FUZZ_DIR/corpus" \
+  "$PYTHON" tests/fuzz/fuzz_native.py "$FUZZ_DIR/corpus" \
   -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
   -artifact_prefix="$FUZZ_DIR/artifacts/" -print_final_stats=1 > "$FUZZ_DIR/log" 2>&1
 rc=$?
 set -e
-grep -E "^(stat::|#[0-9]+ +DONE|Done)|parser under test|ERROR|Error|differs" "$FUZZ_DIR/log" | tail -20
+grep -E "^(stat::|Done)|extension under test|ERROR|Error|differs" "$FUZZ_DIR/log" | tail -20
 echo "fuzz: exit $rc after $(( $(date +%s) - start ))s, $(ls "$FUZZ_DIR/corpus" | wc -l) inputs in the corpus"
 if [ $rc != 0 ]; then
   tail -40 "$FUZZ_DIR/log"

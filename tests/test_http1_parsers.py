@@ -17,9 +17,10 @@ import random
 import pytest
 
 from ktlswsgi import h1head, http1
+from ktlswsgi.native import native
 from test_request_rules import ACCEPTED, REJECTED
 
-FAST = [p for p, ok in (("c", http1._h1parse is not None), ("httptools", h1head.AVAILABLE)) if ok]
+FAST = [p for p, ok in (("c", native is not None), ("httptools", h1head.AVAILABLE)) if ok]
 pytestmark = pytest.mark.skipif(not FAST, reason="no fast parser: neither built nor installed")
 
 LIMITS = (4094, 100, 8190, 64 * 1024)
@@ -275,7 +276,7 @@ def test_the_fast_path_is_taken_for_a_plain_get(parser):
 
 
 def test_parser_choice():
-    assert http1.parser_name("auto") == ("c" if http1._h1parse else "httptools")
+    assert http1.parser_name("auto") == ("c" if native else "httptools")
     assert http1.parser_name("h11") == "h11"
     with pytest.raises(ValueError):
         http1.parser_name("llhttp")

@@ -1,6 +1,6 @@
-/* ktlswsgi._h1parse: the common HTTP/1 request head, parsed in C (`--http c`).
+/* The common HTTP/1 request head, parsed in C (`--http c`).
  *
- * One function, parse(head, limit_line, limit_fields, limit_field, limit_head),
+ * ktlswsgi._native.parse_head(head, limit_line, limit_fields, limit_field, limit_head)
  * takes a complete request head (request line, header lines, blank line: the
  * bytes http1.py cut at the head's end) and returns
  *     (method, target, http_version, [(lower-case name, value)], keep_alive)
@@ -28,8 +28,8 @@
  * seeded mutations and splits; tests/fuzz/fuzz_h1parse.py fuzzes it
  * (coverage-guided, against the same reference).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "native.h"
+
 #include <string.h>
 
 /* RFC 9110 5.6.2 tchar. */
@@ -40,7 +40,7 @@ static unsigned char regname[256];
 static PyObject *version_10;
 static PyObject *version_11;
 
-static void init_tables(void)
+int Ktlswsgi_h1parse_init(void)
 {
     const char *t = "!#$%&'*+-.^_`|~";
     const char *r = "-._~%!$&'()*+,;=";
@@ -56,6 +56,9 @@ static void init_tables(void)
         tchar[(unsigned char)*t] = 1;
     for (; *r; r++)
         regname[(unsigned char)*r] = 1;
+    version_10 = PyBytes_FromStringAndSize("1.0", 3);
+    version_11 = PyBytes_FromStringAndSize("1.1", 3);
+    return version_10 != NULL && version_11 != NULL ? 0 : -1;
 }
 
 static int hexdigit(unsigned char c)
@@ -180,7 +183,7 @@ static int add_header(PyObject *headers, const char *name, Py_ssize_t name_len,
     return rc;
 }
 
-static PyObject *parse(PyObject *self, PyObject *args)
+PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t limit_line, limit_fields, limit_field, limit_head;
@@ -320,30 +323,4 @@ done:
     }
     PyBuffer_Release(&view);
     return result;
-}
-
-static PyMethodDef methods[] = {
-    {"parse", parse, METH_VARARGS,
-     "parse(head, limit_line, limit_fields, limit_field, limit_head) -> "
-     "(method, target, http_version, headers, keep_alive) or None"},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "ktlswsgi._h1parse",
-    "The common HTTP/1 request head, parsed in C (see h1parse.c).", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC PyInit__h1parse(void)
-{
-    PyObject *m;
-
-    init_tables();
-    version_10 = PyBytes_FromStringAndSize("1.0", 3);
-    version_11 = PyBytes_FromStringAndSize("1.1", 3);
-    if (version_10 == NULL || version_11 == NULL)
-        return NULL;
-    m = PyModule_Create(&module);
-    return m;
 }

@@ -1,30 +1,34 @@
-"""The C request-head parser (ktlswsgi/_csrc/h1parse.c, `--http c`) on its own:
-what it accepts and returns, what it hands back to h11 (None), its limits at
-the boundary, and its source compiling cleanly with warnings as errors.
-tests/test_http1_parsers.py holds it to h11 inside the driver;
-tests/fuzz/fuzz_h1parse.py fuzzes it."""
+"""ktlswsgi._native (ktlswsgi/_csrc/) on its own.
+
+parse_head (h1parse.c, `--http c`): what it accepts and returns, what it
+hands back to h11 (None), its limits at the boundary; tests/test_http1_parsers.py
+holds it to h11 inside the driver.  environ_headers (environ.c): the same
+environ as wsgi.environ_headers, its Python reference, on a corpus and on
+seeded random header lists.  The sources compile cleanly with warnings as
+errors.  tests/fuzz/fuzz_native.py fuzzes both against their references."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sysconfig
 
 import pytest
 
-from ktlswsgi import http1
+from ktlswsgi import wsgi
+from ktlswsgi.native import native
 
-_h1parse = http1._h1parse
-pytestmark = pytest.mark.skipif(_h1parse is None, reason="ktlswsgi._h1parse not built")
+pytestmark = pytest.mark.skipif(native is None, reason="ktlswsgi._native not built")
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SOURCE = os.path.join(ROOT, "ktlswsgi", "_csrc", "h1parse.c")
+CSRC = os.path.join(ROOT, "ktlswsgi", "_csrc")
 LIMITS = (4094, 100, 8190, 64 * 1024)
 H = b"Host: x\r\n"
 
 
 def parse(head: bytes, limits=LIMITS):
-    return _h1parse.parse(head, *limits)
+    return native.parse_head(head, *limits)
 
 
 def test_a_plain_get():
@@ -39,7 +43,7 @@ def test_any_buffer_is_accepted():
     head = b"GET / HTTP/1.1\r\n" + H + b"\r\n"
     assert parse(bytearray(head)) == parse(memoryview(head)) == parse(head)
     with pytest.raises(TypeError):
-        _h1parse.parse("GET / HTTP/1.1\r\n\r\n", *LIMITS)
+        native.parse_head("GET / HTTP/1.1\r\n\r\n", *LIMITS)
 
 
 @pytest.mark.parametrize("head, keep_alive", [
@@ -126,10 +130,79 @@ def test_each_limit_at_its_boundary():
     assert parse(head, (line, fields, field, whole - 1)) is None
 
 
+# -- environ_headers -----------------------------------------------------------------
+def both_environs(headers, start=None):
+    """(result, environ items) from the C and from the Python reference."""
+    out = []
+    for fn in (native.environ_headers, wsgi.environ_headers):
+        environ = dict(start or {"REQUEST_METHOD": "GET", "SCRIPT_NAME": ""})
+        result = fn(environ, headers)
+        out.append((result, list(environ.items())))
+    return out
+
+
+ENVIRON_CASES = [
+    [],
+    [(b"host", b"example.com:8443"), (b"user-agent", b"curl/8"), (b"accept", b"*/*")],
+    [(b"cookie", b"a=1"), (b"x-a", b"1"), (b"cookie", b"b=2"), (b"x-a", b"2"), (b"host", b"h")],
+    [(b"content-type", b"text/plain"), (b"content-length", b"3"), (b"Content-Type", b"x")],
+    [(b"x_forwarded_for", b"1.2.3.4"), (b"x-forwarded-for", b"5.6.7.8")],
+    [(b"host", b""), (b"host", b"second")],
+    [(b"x-latin", b"caf\xe9 \xff"), (b"x-empty", b"")],
+    [(b"HoSt", b"MiXeD"), (b"ACCEPT", b"a"), (b"accept", b"b")],
+]
+
+
+@pytest.mark.parametrize("headers", ENVIRON_CASES, ids=range(len(ENVIRON_CASES)))
+def test_environ_headers_match_the_python_path(headers):
+    c, py = both_environs(headers)
+    assert c == py
+
+
+def test_environ_headers_leave_other_names_to_python():
+    environ = {"A": "1"}
+    for headers in ([(b"x-caf\xe9", b"v")], [("x-a", "v")], [(b"x-a", b"v", b"3")],
+                    [(b"x-a", bytearray(b"v"))]):
+        assert native.environ_headers(environ, headers) is False
+        assert environ == {"A": "1"}   # untouched
+    with pytest.raises(TypeError):
+        native.environ_headers([], [])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_environ_headers_on_random_header_lists(seed):
+    rng = random.Random(seed)
+    names = [b"host", b"cookie", b"content-type", b"content-length", b"x-a", b"X-A", b"x_a",
+             b"accept", b"a-b-c", b"-", b"h", b"x-caf\xe9"]
+    values = [b"", b"v", b"a, b", b"caf\xe9", b"\xff\x80", b" sp ", b"k=v; k2=v2"]
+    for _ in range(500):
+        headers = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randrange(8))]
+        c, py = both_environs(headers)
+        if c[0] is False:   # a non-ASCII name: the Python path's
+            assert any(b"\xe9" in n for n, _ in headers)
+            continue
+        assert c == py, headers
+
+
+def test_build_environ_is_the_same_with_and_without_the_c(monkeypatch):
+    from ktlswsgi.http1 import Request
+    req = Request(b"GET", b"/a%20b?x=1", b"1.1", ENVIRON_CASES[2] + ENVIRON_CASES[3])
+    kw = dict(scheme="https", server_addr=("127.0.0.1", 8443), peer_addr=("10.0.0.1", 5),
+              body=None, multiprocess=False)
+    with_c = wsgi.build_environ(req, **kw)
+    monkeypatch.setattr(wsgi, "native", None)
+    without = wsgi.build_environ(req, **kw)
+    for env in (with_c, without):
+        del env["wsgi.input"]
+    assert list(with_c.items()) == list(without.items())
+    assert with_c["SERVER_NAME"] == "h" and with_c["HTTP_COOKIE"] == "a=1; b=2"
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-def test_the_source_compiles_with_warnings_as_errors(tmp_path):
+@pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c"])
+def test_the_sources_compile_with_warnings_as_errors(tmp_path, name):
     cmd = ["gcc", "-std=gnu11", "-O2", "-c", "-fPIC", "-Werror", "-Wall", "-Wextra", "-Wshadow",
            "-Wstrict-prototypes", "-Wformat=2", "-I", sysconfig.get_paths()["include"],
-           SOURCE, "-o", str(tmp_path / "h1parse.o")]
+           "-I", CSRC, os.path.join(CSRC, name), "-o", str(tmp_path / "x.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

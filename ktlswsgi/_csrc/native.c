@@ -1,0 +1,25 @@
+/* The ktlswsgi._native module: method table and initialisation (native.h). */
+#include "native.h"
+
+static PyMethodDef methods[] = {
+    {"parse_head", Ktlswsgi_parse_head, METH_VARARGS,
+     "parse_head(head, limit_line, limit_fields, limit_field, limit_head) -> "
+     "(method, target, http_version, headers, keep_alive) or None (h1parse.c)"},
+    {"environ_headers", Ktlswsgi_environ_headers, METH_VARARGS,
+     "environ_headers(environ, headers) -> the first Host value, None, or False "
+     "when the Python path must do it (environ.c)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "ktlswsgi._native",
+    "The request path's per-request work in C (ktlswsgi/_csrc/native.h).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    if (Ktlswsgi_h1parse_init() < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}

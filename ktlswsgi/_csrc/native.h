@@ -1,0 +1,21 @@
+/* ktlswsgi._native: the request path's per-request work in C.
+ *
+ * h1parse.c  parse_head: the common HTTP/1 request head (`--http c`)
+ * environ.c  environ_headers: a request's headers into its WSGI environ
+ * native.c   the module: its method table and initialisation
+ *
+ * Plain C against the Python headers (not cffi): each function builds the
+ * Python objects it returns, which is the work it exists to take off the
+ * interpreter.  Each has a Python reference it is tested against.
+ */
+#ifndef KTLSWSGI_NATIVE_H
+#define KTLSWSGI_NATIVE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+int Ktlswsgi_h1parse_init(void);
+PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
+PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);
+
+#endif

@@ -1,0 +1,104 @@
+"""Coverage-guided fuzzing of ktlswsgi._native (ktlswsgi/_csrc/) against its
+Python references.
+
+Each input: two bytes choose the four HTTP/1 limits (small, so every limit
+is hit), the rest is
+  - fed to two HTTP/1 drivers, `--http c` and `--http h11`, whole and again
+    with a blank line appended; they must produce the same events
+    (tests/test_http1_parsers.py's transcript: requests, bodies, keep-alive,
+    rejections);
+  - cut into header fields (lines, split at the first ":"), which
+    native.environ_headers and wsgi.environ_headers must turn into the same
+    environ.
+Any difference, and any memory error AddressSanitizer sees in the C, stops
+the run with the input saved.
+
+Run by scripts/fuzz.sh (`make fuzz`, and in CI), which builds the extension
+with clang's address sanitizer and libFuzzer's coverage hooks and loads it in
+place of the normal build (KTLSWSGI_NATIVE_SO), seeds the corpus from the
+test corpus, and bounds the run (-max_total_time).  By hand, on the normal
+build: python tests/fuzz/fuzz_native.py -runs=20000
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+import atheris
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+# Instrumented before anything else imports them: coverage of the Python
+# driver guides the fuzzer too.
+with atheris.instrument_imports(include=["ktlswsgi"]):
+    from ktlswsgi import http1, wsgi
+from test_http1_parsers import CORPUS, limits_from, transcript  # noqa: E402
+
+
+def _load_sanitized_build() -> None:
+    path = os.environ.get("KTLSWSGI_NATIVE_SO")
+    if not path:
+        return
+    loader = importlib.machinery.ExtensionFileLoader("ktlswsgi._native", path)
+    spec = importlib.util.spec_from_file_location("ktlswsgi._native", path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    http1.native = wsgi.native = module
+    print(f"fuzz_native: the extension under test is {path}", file=sys.stderr)
+
+
+def check_parser(head: bytes, limits: tuple) -> None:
+    for variant in (head, head + b"\r\n\r\n"):
+        pieces = [len(variant)]
+        ref = transcript("h11", variant, pieces, limits=limits)
+        got = transcript("c", variant, pieces, limits=limits)
+        if got != ref:
+            raise AssertionError(f"--http c differs from h11 on {variant!r} with limits "
+                                 f"{limits}:\nc:   {got}\nh11: {ref}")
+
+
+def check_environ(data: bytes) -> None:
+    headers = []
+    for line in data.split(b"\n"):
+        name, _, value = line.partition(b":")
+        headers.append((name.lower() if len(name) % 2 else name, value))
+    c_env, py_env = {"SCRIPT_NAME": ""}, {"SCRIPT_NAME": ""}
+    got = wsgi.native.environ_headers(c_env, headers)
+    if got is False:
+        if all(max(name, default=0) < 0x80 for name, _ in headers):
+            raise AssertionError(f"environ_headers refused ASCII names: {headers!r}")
+        return
+    ref = wsgi.environ_headers(py_env, headers)
+    if (got, list(c_env.items())) != (ref, list(py_env.items())):
+        raise AssertionError(f"environ_headers differs on {headers!r}:\n"
+                             f"c:  {got!r} {c_env}\npy: {ref!r} {py_env}")
+
+
+def check(data: bytes) -> None:
+    if len(data) < 2:
+        return
+    check_parser(data[2:], limits_from(data[0], data[1]))
+    check_environ(data[2:])
+
+
+def write_seeds(directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for i, data in enumerate(CORPUS):
+        with open(os.path.join(directory, f"corpus-{i:04d}"), "wb") as f:
+            f.write(b"\xff\xff" + data)
+
+
+def main() -> None:
+    _load_sanitized_build()
+    assert http1.parser_name("c") == "c"
+    seeds = os.environ.get("KTLSWSGI_FUZZ_SEEDS")
+    if seeds:
+        write_seeds(seeds)
+    atheris.Setup(sys.argv, check)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
