@@ -496,16 +496,10 @@ class Http1:
         `close` (or a client or app that asked for it) adds Connection: close."""
         if self._resp != _R_IDLE:
             raise ResponseError("a second response head")
-        length = None
+        length = False if native is None else native.scan_response_headers(headers)
         tokens = None
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise ResponseError("invalid Content-Length")
-                length = int(value)
-            elif lower == b"connection":
-                tokens = (tokens or set()) | _connection_tokens(((lower, value),))
+        if length is False:
+            length, tokens = _scan_response_headers(headers)
         if close:
             headers = [(n, v) for n, v in headers if n.lower() != b"connection"]
             headers.append((b"connection", b"close"))
@@ -537,10 +531,11 @@ class Http1:
         self._closing = closing
         self._resp = _R_BODY
         reason = reason or REASONS.get(status, b"")
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        if native is not None:
+            head = native.serialize_head(status, reason, headers)
+            if head is not None:
+                return head
+        return serialize_head(status, reason, headers)
 
     def _chunked_ok(self) -> bool:
         return self._req_version is not None and self._req_version >= b"1.1"
@@ -637,6 +632,30 @@ class Http1:
         self._body_error = None
         if pipelined:
             self._scan(pipelined)
+
+
+def _scan_response_headers(headers) -> tuple:
+    """(Content-Length or None, the Connection tokens or None) of a response's
+    headers; _csrc/framing.c's scan_response_headers is tested against it."""
+    length = None
+    tokens = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                raise ResponseError("invalid Content-Length")
+            length = int(value)
+        elif lower == b"connection":
+            tokens = (tokens or set()) | _connection_tokens(((lower, value),))
+    return length, tokens
+
+
+def serialize_head(status: int, reason: bytes, headers) -> bytes:
+    """A response head's bytes; _csrc/framing.c's serialize_head is tested against it."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def _connection_tokens(headers) -> set:

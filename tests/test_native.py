@@ -4,7 +4,9 @@ parse_head (h1parse.c, `--http c`): what it accepts and returns, what it
 hands back to h11 (None), its limits at the boundary; tests/test_http1_parsers.py
 holds it to h11 inside the driver.  environ_headers (environ.c): the same
 environ as wsgi.environ_headers, its Python reference, on a corpus and on
-seeded random header lists.  The sources compile cleanly with warnings as
+seeded random header lists.  scan_response_headers and serialize_head
+(framing.c): Http1.response_head gives the same bytes, framing and errors
+with them as with its Python path, on seeded random responses.  The sources compile cleanly with warnings as
 errors.  tests/fuzz/fuzz_native.py fuzzes both against their references."""
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import sysconfig
 
 import pytest
 
-from ktlswsgi import wsgi
+from ktlswsgi import http1, wsgi
 from ktlswsgi.native import native
 
 pytestmark = pytest.mark.skipif(native is None, reason="ktlswsgi._native not built")
@@ -198,8 +200,61 @@ def test_build_environ_is_the_same_with_and_without_the_c(monkeypatch):
     assert with_c["SERVER_NAME"] == "h" and with_c["HTTP_COOKIE"] == "a=1; b=2"
 
 
+# -- framing ---------------------------------------------------------------------------
+REQUESTS = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+
+
+def framed(request: bytes, status, headers, reason=b"", close=False):
+    """What Http1.response_head makes of a response: its bytes (or its error)
+    and the framing it decided."""
+    h = http1.Http1(*LIMITS)
+    h.receive(request)
+    assert type(h.next_event()) is http1.Request
+    try:
+        head = h.response_head(status, headers, reason, close)
+    except http1.ResponseError as exc:
+        return ("error", str(exc))
+    return (head, h._framing, h._left, h._closing)
+
+
+def framed_both(monkeypatch, *args, **kw):
+    with_c = framed(*args, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(http1, "native", None)
+        without = framed(*args, **kw)
+    return with_c, without
+
+
+def test_serialize_head_bytes():
+    assert native.serialize_head(200, b"OK", [(b"a", b"b"), (b"C", b"")]) == \
+        b"HTTP/1.1 200 OK\r\na: b\r\nC: \r\n\r\n"
+    assert native.serialize_head(599, b"", []) == b"HTTP/1.1 599 \r\n\r\n"
+    assert native.serialize_head(200, b"OK", [("a", "b")]) is None   # not bytes: Python's
+    assert native.scan_response_headers([(b"Content-Length", b"12")]) == 12
+    assert native.scan_response_headers([(b"content-length", b"1"), (b"CONTENT-LENGTH", b"1")]) == 1
+    for odd in ([(b"content-length", b"")], [(b"content-length", b"+1")], [(b"content-length", b"1" * 19)],
+                [(b"content-length", b"1"), (b"content-length", b"2")], [(b"Connection", b"x")],
+                [(b"a", b"b", b"c")]):
+        assert native.scan_response_headers(odd) is False
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_response_heads_match_the_python_path(monkeypatch, seed):
+    rng = random.Random(seed)
+    names = [b"Content-Type", b"Content-Length", b"content-length", b"Connection", b"X-A",
+             b"Set-Cookie", b"Transfer-Encoding"]
+    values = [b"0", b"12", b"012", b"x", b"", b"close", b"keep-alive, Upgrade", b"1" * 20, b"caf\xe9"]
+    for _ in range(400):
+        headers = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randrange(6))]
+        status = rng.choice([100, 101, 200, 204, 206, 304, 404, 500])
+        with_c, without = framed_both(monkeypatch, rng.choice(REQUESTS), status, headers,
+                                      rng.choice([b"", b"Fine"]), rng.random() < 0.2)
+        assert with_c == without, (status, headers)
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-@pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c"])
+@pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c"])
 def test_the_sources_compile_with_warnings_as_errors(tmp_path, name):
     cmd = ["gcc", "-std=gnu11", "-O2", "-c", "-fPIC", "-Werror", "-Wall", "-Wextra", "-Wshadow",
            "-Wstrict-prototypes", "-Wformat=2", "-I", sysconfig.get_paths()["include"],

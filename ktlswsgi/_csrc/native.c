@@ -8,6 +8,12 @@ static PyMethodDef methods[] = {
     {"environ_headers", Ktlswsgi_environ_headers, METH_VARARGS,
      "environ_headers(environ, headers) -> the first Host value, None, or False "
      "when the Python path must do it (environ.c)"},
+    {"scan_response_headers", Ktlswsgi_scan_response_headers, METH_O,
+     "scan_response_headers(headers) -> Content-Length (int), None, or False when "
+     "the Python path must look (framing.c)"},
+    {"serialize_head", Ktlswsgi_serialize_head, METH_VARARGS,
+     "serialize_head(status, reason, headers) -> the response head's bytes, or None "
+     "when the Python path must (framing.c)"},
     {NULL, NULL, 0, NULL},
 };
 

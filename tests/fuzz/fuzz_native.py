@@ -9,7 +9,9 @@ is hit), the rest is
     rejections);
   - cut into header fields (lines, split at the first ":"), which
     native.environ_headers and wsgi.environ_headers must turn into the same
-    environ.
+    environ, and which, as a response's headers, Http1.response_head must
+    frame to the same bytes, framing and errors with native's
+    scan_response_headers / serialize_head and without.
 Any difference, and any memory error AddressSanitizer sees in the C, stops
 the run with the input saved.
 
@@ -35,6 +37,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 with atheris.instrument_imports(include=["ktlswsgi"]):
     from ktlswsgi import http1, wsgi
 from test_http1_parsers import CORPUS, limits_from, transcript  # noqa: E402
+from test_native import REQUESTS, framed  # noqa: E402
+
+STATUSES = [100, 101, 200, 204, 206, 304, 404, 500, 999]
 
 
 def _load_sanitized_build() -> None:
@@ -76,11 +81,27 @@ def check_environ(data: bytes) -> None:
                              f"c:  {got!r} {c_env}\npy: {ref!r} {py_env}")
 
 
+def check_framing(a: int, b: int, data: bytes) -> None:
+    headers = [line.partition(b":")[::2] for line in data.split(b"\n")]
+    args = (REQUESTS[a % len(REQUESTS)], STATUSES[b % len(STATUSES)], headers,
+            b"" if a & 4 else b"Fine", bool(a & 8))
+    got = framed(*args)
+    c = http1.native
+    http1.native = None
+    try:
+        ref = framed(*args)
+    finally:
+        http1.native = c
+    if got != ref:
+        raise AssertionError(f"response_head differs on {args!r}:\nc:  {got}\npy: {ref}")
+
+
 def check(data: bytes) -> None:
     if len(data) < 2:
         return
     check_parser(data[2:], limits_from(data[0], data[1]))
     check_environ(data[2:])
+    check_framing(data[0], data[1], data[2:])
 
 
 def write_seeds(directory: str) -> None:
