@@ -10,7 +10,7 @@ cffi function cannot).  ``pip install .`` / ``pip install -e .`` compiles both.
 from setuptools import Extension, setup
 
 # Our own C is held to these (tests/test_native.py compiles it with -Werror).
-NATIVE_SOURCES = ["native.c", "h1parse.c", "environ.c", "framing.c"]
+NATIVE_SOURCES = ["native.c", "h1parse.c", "environ.c", "framing.c", "respheaders.c"]
 C_WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
 
 setup(

@@ -431,6 +431,37 @@ def _check_header(name, value) -> str:
 _HOP_BY_HOP = {"transfer-encoding", "keep-alive", "upgrade", "proxy-connection", "te", "trailer"}
 
 
+def _response_headers(headers: list) -> tuple:
+    """(encoded, Content-Length or None, has Date, has Server) of the app's
+    headers; raises HeaderError.  _csrc/respheaders.c's response_headers does
+    the plain case the same way and is tested against this."""
+    encoded = []
+    content_length = None
+    has_date = has_server = False
+    for item in headers:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise HeaderError("a response header is not a (name, value) tuple")
+        name, value = item
+        value = _check_header(name, value)
+        lower = name.lower()
+        if lower in _HOP_BY_HOP:
+            log.debug("dropped hop-by-hop header %r set by the app", name)
+            continue
+        if lower == "content-length":
+            try:
+                content_length = int(value)
+                if content_length < 0:
+                    raise ValueError
+            except ValueError:
+                raise HeaderError("invalid Content-Length") from None
+        elif lower == "date":
+            has_date = True
+        elif lower == "server":
+            has_server = True
+        encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+    return encoded, content_length, has_date, has_server
+
+
 class Responder:
     """start_response, write() and the body loop for one request."""
 
@@ -464,30 +495,10 @@ class Responder:
             raise HeaderError(f"invalid status line {status[:40]!r}")
         if not isinstance(headers, list):
             raise TypeError("headers must be a list")
-        encoded = []
-        content_length = None
-        has_date = has_server = False
-        for item in headers:
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise HeaderError("a response header is not a (name, value) tuple")
-            name, value = item
-            value = _check_header(name, value)
-            lower = name.lower()
-            if lower in _HOP_BY_HOP:
-                log.debug("dropped hop-by-hop header %r set by the app", name)
-                continue
-            if lower == "content-length":
-                try:
-                    content_length = int(value)
-                    if content_length < 0:
-                        raise ValueError
-                except ValueError:
-                    raise HeaderError("invalid Content-Length") from None
-            elif lower == "date":
-                has_date = True
-            elif lower == "server":
-                has_server = True
-            encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+        checked = False if native is None else native.response_headers(headers)
+        if checked is False:
+            checked = _response_headers(headers)
+        encoded, content_length, has_date, has_server = checked
         if not has_date:
             encoded.append((b"Date", date_value()))
         if not has_server:

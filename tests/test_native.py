@@ -6,7 +6,9 @@ holds it to h11 inside the driver.  environ_headers (environ.c): the same
 environ as wsgi.environ_headers, its Python reference, on a corpus and on
 seeded random header lists.  scan_response_headers and serialize_head
 (framing.c): Http1.response_head gives the same bytes, framing and errors
-with them as with its Python path, on seeded random responses.  The sources compile cleanly with warnings as
+with them as with its Python path, on seeded random responses.
+response_headers (respheaders.c): the same checked headers as
+wsgi._response_headers, or False wherever that one raises or logs.  The sources compile cleanly with warnings as
 errors.  tests/fuzz/fuzz_native.py fuzzes both against their references."""
 from __future__ import annotations
 
@@ -253,8 +255,56 @@ def test_response_heads_match_the_python_path(monkeypatch, seed):
         assert with_c == without, (status, headers)
 
 
+# -- response_headers -------------------------------------------------------------------
+def checked_both(headers):
+    """(C, Python) of an app's headers: a result, or the Python path's error."""
+    c = native.response_headers(headers)
+    try:
+        py = wsgi._response_headers(list(headers) if isinstance(headers, list) else headers)
+    except wsgi.HeaderError as exc:
+        py = ("error", str(exc))
+    return c, py
+
+
+def test_response_headers_plain():
+    c, py = checked_both([("Content-Type", " text/plain\t"), ("Content-Length", "0012"),
+                          ("X-Latin", "caf\xe9"), ("Date", "d"), ("server", "s")])
+    assert c == py == ([(b"Content-Type", b"text/plain"), (b"Content-Length", b"0012"),
+                        (b"X-Latin", b"caf\xe9"), (b"Date", b"d"), (b"server", b"s")], 12, True, True)
+
+
+@pytest.mark.parametrize("headers", [
+    [("Keep-Alive", "1")], [("TE", "x")], [("a b", "v")], [("", "v")], [("caf\xe9", "v")],
+    [("a", "v\r\nX: y")], [("a", "\x7f")], [("a", "\u20ac")], [(b"a", "v")], [("a", b"v")],
+    [("a", "v", "w")], [["a", "v"]], [("Content-Length", "-1")], [("Content-Length", "+1")],
+    [("Content-Length", "1_0")], [("Content-Length", "")], [("Content-Length", "1" * 19)],
+])
+def test_response_headers_leave_the_rest_to_python(headers):
+    c, py = checked_both(headers)
+    assert c is False   # the Python path decides: an error, a drop, or a value it parses
+    assert py  # and it does
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_response_headers_match_the_python_path(seed):
+    rng = random.Random(seed)
+    names = ["Content-Type", "Content-Length", "content-length", "Date", "SERVER", "X-A",
+             "Set-Cookie", "Keep-Alive", "a b", "caf\xe9", "x~!"]
+    values = ["", "0", "12", " 7 ", "1_0", "text/html; charset=utf-8", "caf\xe9", "a\tb", "\t",
+              "a\nb", "\x00", "\u20ac", "-3"]
+    decided = 0
+    for _ in range(500):
+        headers = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randrange(6))]
+        c, py = checked_both(headers)
+        if c is not False:
+            decided += 1
+            assert c == py, headers
+    assert decided > 100   # the C decides the plain case, not nothing
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-@pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c"])
+@pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c",
+                                  "respheaders.c"])
 def test_the_sources_compile_with_warnings_as_errors(tmp_path, name):
     cmd = ["gcc", "-std=gnu11", "-O2", "-c", "-fPIC", "-Werror", "-Wall", "-Wextra", "-Wshadow",
            "-Wstrict-prototypes", "-Wformat=2", "-I", sysconfig.get_paths()["include"],

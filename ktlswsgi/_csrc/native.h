@@ -3,6 +3,7 @@
  * h1parse.c  parse_head: the common HTTP/1 request head (`--http c`)
  * environ.c  environ_headers: a request's headers into its WSGI environ
  * framing.c  scan_response_headers, serialize_head: an HTTP/1 response head
+ * respheaders.c  response_headers: the app's start_response headers, checked
  * native.c   the module: its method table and initialisation
  *
  * Plain C against the Python headers (not cffi): each function builds the
@@ -20,5 +21,6 @@ PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args);
+PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers);
 
 #endif

@@ -11,7 +11,10 @@ is hit), the rest is
     native.environ_headers and wsgi.environ_headers must turn into the same
     environ, and which, as a response's headers, Http1.response_head must
     frame to the same bytes, framing and errors with native's
-    scan_response_headers / serialize_head and without.
+    scan_response_headers / serialize_head and without; decoded as latin-1,
+    the same fields as an app's start_response headers, which
+    native.response_headers must check as wsgi._response_headers does (or
+    leave to it).
 Any difference, and any memory error AddressSanitizer sees in the C, stops
 the run with the input saved.
 
@@ -37,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 with atheris.instrument_imports(include=["ktlswsgi"]):
     from ktlswsgi import http1, wsgi
 from test_http1_parsers import CORPUS, limits_from, transcript  # noqa: E402
-from test_native import REQUESTS, framed  # noqa: E402
+from test_native import REQUESTS, checked_both, framed  # noqa: E402
 
 STATUSES = [100, 101, 200, 204, 206, 304, 404, 500, 999]
 
@@ -96,12 +99,21 @@ def check_framing(a: int, b: int, data: bytes) -> None:
         raise AssertionError(f"response_head differs on {args!r}:\nc:  {got}\npy: {ref}")
 
 
+def check_response_headers(data: bytes) -> None:
+    headers = [(n.decode("latin-1"), v.decode("latin-1"))
+               for n, _, v in (line.partition(b":") for line in data.split(b"\n"))]
+    c, py = checked_both(headers)
+    if c is not False and c != py:
+        raise AssertionError(f"response_headers differs on {headers!r}:\nc:  {c}\npy: {py}")
+
+
 def check(data: bytes) -> None:
     if len(data) < 2:
         return
     check_parser(data[2:], limits_from(data[0], data[1]))
     check_environ(data[2:])
     check_framing(data[0], data[1], data[2:])
+    check_response_headers(data[2:])
 
 
 def write_seeds(directory: str) -> None:
