@@ -260,6 +260,7 @@ class Http1:
         self._head_buf = bytearray()
         self._head = b""              # the last complete raw head
         self._head_error: BadRequest | None = None
+        self._checks_due = False      # --http c: _head_checks wait for h11 to take the cycle
 
     # -- input -------------------------------------------------------------
     def receive(self, data: bytes) -> None:
@@ -312,11 +313,28 @@ class Http1:
         self._scanning = False
         if buf:
             self._head_buf = bytearray()
+        if self._c_limits is not None and self._h11 is None:
+            # The C parser refuses every head these checks catch; they run
+            # only if h11 takes the cycle (_head_checks_for_h11).
+            self._checks_due = True
+            return
+        self._head_checks(data, end)
+
+    def _head_checks(self, data, end: int) -> None:
+        """The raw head's verdict, and the chunked body's check from `end` on."""
         self._head_error = _head_verdict(self._head)
         if self._head_error is None and _CHUNKED_HEAD.search(self._head):
             self._chunks = ChunkCheck(self._max_body)
             if end < len(data):
                 self._check_chunks(data[end:])
+
+    def _head_checks_for_h11(self) -> None:
+        self._checks_due = False
+        rest = self._pending.lstrip(b"\r\n")   # the head and what has followed it
+        at = rest.find(self._head)
+        if at < 0:
+            at, rest = 0, self._head
+        self._head_checks(rest, at + len(self._head))
 
     def _check_chunks(self, data) -> None:
         chunks = self._chunks
@@ -351,6 +369,8 @@ class Http1:
             event = self._fast_event()
             if event is not _TO_H11:
                 return event
+            if self._checks_due:
+                self._head_checks_for_h11()
             self._h11 = conn = self._new_h11()
             if self._pending:
                 conn.receive_data(self._pending)
@@ -627,6 +647,7 @@ class Http1:
         self._scanning = True
         self._head = b""
         self._head_error = None
+        self._checks_due = False
         self._head_buf = bytearray()
         self._chunks = None
         self._body_error = None
