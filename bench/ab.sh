@@ -12,7 +12,10 @@
 # or flask_app. Each round runs A then B: the server (-w 1 --threads 16) pinned
 # to core 0, h2load --h1 -c16 on core 1, 2 s of warm-up, then 4 s measured.
 # Prints each round's requests per server-CPU-second (the serving process's
-# utime+stime) and the median per tree. Every run is bounded by h2load -D.
+# utime+stime) and the median per tree, then the median CPU microseconds per
+# request of the reactor thread and of the worker threads together
+# (/proc/PID/task/*/stat: the reactor is the process's main thread).
+# Every run is bounded by h2load -D.
 # AB_H2=1: HTTP/2 instead (https only; h2load -c4 -m10).
 set -euo pipefail
 A=$(cd "$1" && pwd); B=$(cd "$2" && pwd); scheme=$3; path=$4
@@ -36,19 +39,25 @@ run() {
     taskset -c 1 h2load "${load[@]}" -D 2 "$scheme://127.0.0.1:$port$path" >/dev/null 2>&1
     local t0 t1 out n
     t0=$(awk '{print $14 + $15}' "/proc/$child/stat")
+    r0=$(awk '{print $14 + $15}' "/proc/$child/task/$child/stat")
     out=$(taskset -c 1 h2load "${load[@]}" -D 4 "$scheme://127.0.0.1:$port$path" 2>&1)
     t1=$(awk '{print $14 + $15}' "/proc/$child/stat")
+    # The reactor is the worker process's main thread (tid = pid).
+    r1=$(awk '{print $14 + $15}' "/proc/$child/task/$child/stat")
     n=$(echo "$out" | grep -o "[0-9]* succeeded" | awk '{print $1}')
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    echo $(( n * $(getconf CLK_TCK) / (t1 - t0) ))
+    local hz; hz=$(getconf CLK_TCK)
+    echo "$(( n * hz / (t1 - t0) )) $(( (r1 - r0) * 1000000 / hz / n )) $(( (t1 - t0 - r1 + r0) * 1000000 / hz / n ))"
 }
 
 median() { printf "%s\n" "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
-ra=(); rb=()
+ra=(); rb=(); xa=(); xb=(); wa=(); wb=()
 for _ in $(seq "$rounds"); do
-    ra+=("$(run "$A")")
-    rb+=("$(run "$B")")
+    read -r q x w <<<"$(run "$A")"; ra+=("$q"); xa+=("$x"); wa+=("$w")
+    read -r q x w <<<"$(run "$B")"; rb+=("$q"); xb+=("$x"); wb+=("$w")
 done
 echo "$app $scheme$path req/CPU-s  A $A: ${ra[*]} (median $(median "${ra[@]}"))" \
      " B $B: ${rb[*]} (median $(median "${rb[@]}"))"
+echo "CPU us per request, reactor thread / worker threads (medians):" \
+     "A $(median "${xa[@]}") / $(median "${wa[@]}"), B $(median "${xb[@]}") / $(median "${wb[@]}")"
