@@ -8,6 +8,7 @@ stop() sends SIGTERM to the group, then SIGKILL.
 from __future__ import annotations
 
 import http.client
+import importlib.metadata
 import os
 import re
 import shutil
@@ -131,10 +132,20 @@ class Ktlswsgi(Peer):
 
 class Gunicorn(Peer):
     kind = "gunicorn"
+    http2 = True        # gunicorn 27: --http-protocols h2,h1 (ALPN), on the h2 rows only
     idle_note = "--worker-connections %d --keep-alive %d" % (IDLE_MAX_CONNECTIONS, IDLE_KEEPALIVE)
 
     def available(self):
-        return None if _which_module_or_script("gunicorn", "gunicorn") else "gunicorn not installed"
+        if not _which_module_or_script("gunicorn", "gunicorn"):
+            return "gunicorn not installed"
+        if self.protocol == "h2":
+            try:
+                major = int(importlib.metadata.version("gunicorn").split(".")[0])
+            except (importlib.metadata.PackageNotFoundError, ValueError):
+                major = 0
+            if major < 27:
+                return "HTTP/2 needs gunicorn 27 (--http-protocols)"
+        return None
 
     def argv(self, port, ctx, idle=False):
         a = _which_module_or_script("gunicorn", "gunicorn") + [
@@ -142,6 +153,8 @@ class Gunicorn(Peer):
             "-b", "127.0.0.1:%d" % port, "bench.apps:%s_app" % self.app]
         if self.scheme == "https":
             a += ["--certfile", ctx.cert, "--keyfile", ctx.key]
+        if self.protocol == "h2":
+            a += ["--http-protocols", "h2,h1"]
         if idle:
             a += ["--worker-connections", str(IDLE_MAX_CONNECTIONS),
                   "--keep-alive", str(IDLE_KEEPALIVE), "--backlog", "4096"]
@@ -306,18 +319,19 @@ def all_peers(schemes, apps, transports=("socket", "memory"), workers=(1,)) -> l
 
 
 # HTTP/2 peers, and those without HTTP/2 (shown as "-" in the HTTP/2 table).
-H2_PEER_KINDS = ("ktlswsgi", "granian", "hypercorn", "nginx")
-NO_H2_PEER_KINDS = ("gunicorn", "uwsgi")
+H2_PEER_KINDS = ("ktlswsgi", "gunicorn", "granian", "hypercorn", "nginx")
+NO_H2_PEER_KINDS = ("uwsgi",)
 
 
 def h2_peers(apps, transports=("socket", "memory"), workers=(1,)) -> list[Peer]:
     """The HTTP/2 configurations (TLS only: ALPN h2): ktlswsgi with each transport,
-    granian, hypercorn per app, and nginx serving the static files."""
+    gunicorn (27: --http-protocols h2,h1), granian, hypercorn per app, and nginx
+    serving the static files."""
     out: list[Peer] = []
     for app in apps:
         for t in transports:
             out += [Ktlswsgi("https", app, t, workers=n, protocol="h2") for n in workers]
-        for cls in (Granian, Hypercorn):
+        for cls in (Gunicorn, Granian, Hypercorn):
             out += [cls("https", app, workers=n, protocol="h2") for n in workers]
     out += [Nginx("https", workers=n, protocol="h2") for n in workers]
     return out
