@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import field
 
-from . import h1head
+from . import http1
 from .settings import SETTINGS, SettingError
 from .sockets import Bind, BindError  # noqa: F401 (Bind: part of config's interface)
 
@@ -107,8 +107,10 @@ class _ConfigBase:
                 raise ConfigError(str(exc)) from None
         if not 0 <= self.body_prebuffer_bytes <= self.body_buffer_bytes:
             raise ConfigError("--body-prebuffer must be between 0 and --body-buffer")
-        if self.http == "httptools" and not h1head.AVAILABLE:
-            raise ConfigError("--http httptools: the httptools package is not installed")
+        try:
+            http1.parser_name(self.http)
+        except ValueError as exc:   # a parser that is not installed or not built
+            raise ConfigError(str(exc)) from None
         if self.keyfile and not self.certfile:
             raise ConfigError("--keyfile needs --certfile")
         if self.keyfile_password_file is not None and not self.certfile:

@@ -311,3 +311,12 @@ def test_the_sources_compile_with_warnings_as_errors(tmp_path, name):
            "-I", CSRC, os.path.join(CSRC, name), "-o", str(tmp_path / "x.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_without_the_build_auto_falls_back_and_c_is_refused_at_start(monkeypatch):
+    from ktlswsgi.config import Config, ConfigError
+    monkeypatch.setattr(http1, "native", None)
+    assert http1.parser_name("auto") in ("httptools", "h11")
+    with pytest.raises(ConfigError, match="--http c: ktlswsgi._native is not built"):
+        Config(http="c").validate()
+    assert Config(http="auto").validate().http == "auto"
