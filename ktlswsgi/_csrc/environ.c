@@ -18,12 +18,6 @@
 
 #include <string.h>
 
-static int pair_of_bytes(PyObject *item)
-{
-    return PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2 &&
-           PyBytes_Check(PyTuple_GET_ITEM(item, 0)) && PyBytes_Check(PyTuple_GET_ITEM(item, 1));
-}
-
 static int ascii_only(const char *s, Py_ssize_t n)
 {
     Py_ssize_t i;
@@ -83,7 +77,7 @@ PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args)
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         PyObject *name;
 
-        if (!pair_of_bytes(item))
+        if (!Ktlswsgi_pair_of_bytes(item))
             goto python_path;
         name = PyTuple_GET_ITEM(item, 0);
         if (!ascii_only(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)))

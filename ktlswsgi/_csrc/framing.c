@@ -16,12 +16,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int pair_of_bytes(PyObject *item)
-{
-    return PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2 &&
-           PyBytes_Check(PyTuple_GET_ITEM(item, 0)) && PyBytes_Check(PyTuple_GET_ITEM(item, 1));
-}
-
 PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers)
 {
     PyObject *seq, *result;
@@ -39,7 +33,7 @@ PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers)
         Py_ssize_t nl, vl, k;
         long long v = 0;
 
-        if (!pair_of_bytes(item))
+        if (!Ktlswsgi_pair_of_bytes(item))
             goto python_path;
         name = PyBytes_AS_STRING(PyTuple_GET_ITEM(item, 0));
         nl = PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0));
@@ -98,7 +92,7 @@ PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args)
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         Py_ssize_t add;
 
-        if (!pair_of_bytes(item)) {
+        if (!Ktlswsgi_pair_of_bytes(item)) {
             Py_INCREF(Py_None);
             out = Py_None;
             goto release;

@@ -25,15 +25,13 @@
  * the head's length before it is read.  The caller holds the GIL throughout:
  * a head costs well under a microsecond, less than releasing it would.
  * tests/test_http1_parsers.py holds this parser to h11 over a corpus,
- * seeded mutations and splits; tests/fuzz/fuzz_h1parse.py fuzzes it
+ * seeded mutations and splits; tests/fuzz/fuzz_native.py fuzzes it
  * (coverage-guided, against the same reference).
  */
 #include "native.h"
 
 #include <string.h>
 
-/* RFC 9110 5.6.2 tchar. */
-static unsigned char tchar[256];
 /* uri-host's reg-name characters (RFC 3986 3.2.2), as http1.py's _HOST. */
 static unsigned char regname[256];
 
@@ -42,18 +40,15 @@ static PyObject *version_11;
 
 int Ktlswsgi_h1parse_init(void)
 {
-    const char *t = "!#$%&'*+-.^_`|~";
     const char *r = "-._~%!$&'()*+,;=";
     int c;
 
     for (c = '0'; c <= '9'; c++)
-        tchar[c] = regname[c] = 1;
+        regname[c] = 1;
     for (c = 'a'; c <= 'z'; c++)
-        tchar[c] = regname[c] = 1;
+        regname[c] = 1;
     for (c = 'A'; c <= 'Z'; c++)
-        tchar[c] = regname[c] = 1;
-    for (; *t; t++)
-        tchar[(unsigned char)*t] = 1;
+        regname[c] = 1;
     for (; *r; r++)
         regname[(unsigned char)*r] = 1;
     version_10 = PyBytes_FromStringAndSize("1.0", 3);
@@ -204,7 +199,7 @@ PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args)
         Py_ssize_t host_len = 0;
 
         /* request line */
-        while (i < len && tchar[(unsigned char)p[i]])
+        while (i < len && Ktlswsgi_tchar[(unsigned char)p[i]])
             i++;
         m_end = i;
         if (m_end == 0 || i >= len || p[i] != ' ')
@@ -251,7 +246,7 @@ PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args)
                     goto refuse;
                 break;
             }
-            while (i < len && tchar[(unsigned char)p[i]])
+            while (i < len && Ktlswsgi_tchar[(unsigned char)p[i]])
                 i++;
             n_end = i;
             if (n_end == n_start || i >= len || p[i] != ':')

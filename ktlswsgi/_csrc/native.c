@@ -1,6 +1,29 @@
 /* The ktlswsgi._native module: method table and initialisation (native.h). */
 #include "native.h"
 
+unsigned char Ktlswsgi_tchar[256];
+
+static void init_tchar(void)
+{
+    const char *t = "!#$%&'*+-.^_`|~";
+    int c;
+
+    for (c = '0'; c <= '9'; c++)
+        Ktlswsgi_tchar[c] = 1;
+    for (c = 'a'; c <= 'z'; c++)
+        Ktlswsgi_tchar[c] = 1;
+    for (c = 'A'; c <= 'Z'; c++)
+        Ktlswsgi_tchar[c] = 1;
+    for (; *t; t++)
+        Ktlswsgi_tchar[(unsigned char)*t] = 1;
+}
+
+int Ktlswsgi_pair_of_bytes(PyObject *item)
+{
+    return PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2 &&
+           PyBytes_Check(PyTuple_GET_ITEM(item, 0)) && PyBytes_Check(PyTuple_GET_ITEM(item, 1));
+}
+
 static PyMethodDef methods[] = {
     {"parse_head", Ktlswsgi_parse_head, METH_VARARGS,
      "parse_head(head, limit_line, limit_fields, limit_field, limit_head) -> "
@@ -28,6 +51,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
+    init_tchar();
     if (Ktlswsgi_h1parse_init() < 0)
         return NULL;
     return PyModule_Create(&module);

@@ -16,6 +16,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* Shared by the files above (native.c): RFC 9110 5.6.2 tchar, 1 for each
+   byte that may appear in a token; whether an item is a (bytes, bytes) tuple. */
+extern unsigned char Ktlswsgi_tchar[256];
+int Ktlswsgi_pair_of_bytes(PyObject *item);
+
 int Ktlswsgi_h1parse_init(void);
 PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);

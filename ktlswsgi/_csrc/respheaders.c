@@ -17,25 +17,6 @@
 
 #include <string.h>
 
-static unsigned char token_char[128];
-static int tables_ready;
-
-static void init_token_chars(void)
-{
-    const char *t = "!#$%&'*+-.^_`|~";
-    int c;
-
-    for (c = '0'; c <= '9'; c++)
-        token_char[c] = 1;
-    for (c = 'a'; c <= 'z'; c++)
-        token_char[c] = 1;
-    for (c = 'A'; c <= 'Z'; c++)
-        token_char[c] = 1;
-    for (; *t; t++)
-        token_char[(unsigned char)*t] = 1;
-    tables_ready = 1;
-}
-
 static int is_name(const char *name, Py_ssize_t n, const char *lower)
 {
     return (Py_ssize_t)strlen(lower) == n && PyOS_strnicmp(name, lower, (size_t)n) == 0;
@@ -56,8 +37,6 @@ PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers)
     int has_date = 0, has_server = 0;
 
     (void)self;
-    if (!tables_ready)
-        init_token_chars();
     if (!PyList_Check(headers))
         Py_RETURN_FALSE;
     n = PyList_GET_SIZE(headers);
@@ -83,7 +62,7 @@ PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers)
         if (nl == 0)
             goto python_path;
         for (k = 0; k < nl; k++)
-            if (!token_char[(unsigned char)nm[k]])
+            if (!Ktlswsgi_tchar[(unsigned char)nm[k]])
                 goto python_path;
         if (hop_by_hop(nm, nl))
             goto python_path;
