@@ -6,14 +6,15 @@ PYTHON ?= python3
 deps:
 	bash scripts/install-deps.sh
 
-# Every test: the suite on this host, a bounded fuzz run of the C parser, then
-# the kTLS suite in a VM with a kTLS kernel.
+# Every test: the suite on this host, a bounded fuzz run of the request path's C
+# (ktlswsgi._native), then the kTLS suite in a VM with a kTLS kernel.
 test: deps
 	$(PYTHON) -m pytest -q
 	$(MAKE) fuzz
 	$(MAKE) ktls-smoke
 
-# The C request-head parser against h11, coverage-guided, under AddressSanitizer
+# ktlswsgi._native against its references (the parser against h11, the rest
+# against their Python paths), coverage-guided, under AddressSanitizer
 # (scripts/fuzz.sh; FUZZ_SECONDS, default 60).
 fuzz:
 	PYTHON=$(PYTHON) bash scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Bounded coverage-guided fuzz run of ktlswsgi._native (the C request-head parser
-# against h11, the C environ against wsgi.py's; tests/fuzz/fuzz_native.py), with
-# AddressSanitizer: `make fuzz`, and in CI.
+# Bounded coverage-guided fuzz run of ktlswsgi._native against its references
+# (the C request-head parser against h11; the environ, response framing and
+# start_response checks against their Python paths; tests/fuzz/fuzz_native.py),
+# with AddressSanitizer: `make fuzz`, and in CI.
 #
 #   bash scripts/fuzz.sh [SECONDS]      (default 60; FUZZ_SECONDS too)
 #
 # Builds ktlswsgi/_csrc/*.c with clang -fsanitize=address,fuzzer-no-link
 # into a scratch directory (the installed build is not touched), preloads
 # atheris's ASan + libFuzzer runtime, and fuzzes for SECONDS from the test
-# corpus.  A crash, an ASan report or a difference from h11 fails the run and
+# corpus.  A crash, an ASan report or a difference from a reference fails the run and
 # leaves the input in $FUZZ_DIR (printed).  Installs clang (Debian) and atheris
 # (PyPI) when they are missing.
 set -euo pipefail
