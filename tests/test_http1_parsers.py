@@ -2,9 +2,10 @@
 
 The fast paths (our C parser, _csrc/h1parse.c; llhttp, h1head.py) parse
 request heads without a body and hand everything else to h11, so on any
-input each fast driver must produce the same events: the same requests (method, target, version, headers, 100-continue),
-the same body bytes, the same keep-alive decisions across pipelined requests,
-and the same rejection (status and reason).  Each input is fed whole, one byte
+input each fast driver must produce the same events: the same requests
+(method, target, version, headers, 100-continue), the same body bytes, the
+same keep-alive decisions across pipelined requests, and the same rejection
+(status and reason).  Each input is fed whole, one byte
 at a time and in seeded random pieces.  The corpus: every request in the
 request-rule and HTTP/1 tests, a hand-written list of edge cases, and seeded
 mutations of those (bytes inserted, deleted, doubled, case flipped).
