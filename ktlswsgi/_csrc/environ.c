@@ -65,21 +65,20 @@ PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args)
 {
     PyObject *environ, *headers, *seq, *seen = NULL, *host = NULL, *result = NULL;
     Py_ssize_t n, i;
+    int pairs;
 
     (void)self;
     if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &environ, &headers))
         return NULL;
-    seq = PySequence_Fast(headers, "headers must be a sequence");
+    seq = Ktlswsgi_byte_pairs(headers, &pairs);
     if (seq == NULL)
         return NULL;
+    if (!pairs)
+        goto python_path;
     n = PySequence_Fast_GET_SIZE(seq);
     for (i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *name;
+        PyObject *name = PyTuple_GET_ITEM(PySequence_Fast_GET_ITEM(seq, i), 0);
 
-        if (!Ktlswsgi_pair_of_bytes(item))
-            goto python_path;
-        name = PyTuple_GET_ITEM(item, 0);
         if (!ascii_only(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)))
             goto python_path;
     }

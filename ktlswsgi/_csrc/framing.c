@@ -21,11 +21,14 @@ PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers)
     PyObject *seq, *result;
     Py_ssize_t n, i;
     long long length = -1;
+    int pairs;
 
     (void)self;
-    seq = PySequence_Fast(headers, "headers must be a sequence");
+    seq = Ktlswsgi_byte_pairs(headers, &pairs);
     if (seq == NULL)
         return NULL;
+    if (!pairs)
+        goto python_path;
     n = PySequence_Fast_GET_SIZE(seq);
     for (i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
@@ -33,8 +36,6 @@ PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers)
         Py_ssize_t nl, vl, k;
         long long v = 0;
 
-        if (!Ktlswsgi_pair_of_bytes(item))
-            goto python_path;
         name = PyBytes_AS_STRING(PyTuple_GET_ITEM(item, 0));
         nl = PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0));
         if (nl == 10 && PyOS_strnicmp(name, "connection", 10) == 0)
@@ -74,13 +75,19 @@ PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args)
     char line[32];
     int line_len;
     char *d;
+    int pairs;
 
     (void)self;
     if (!PyArg_ParseTuple(args, "ly*O", &status, &reason, &headers))
         return NULL;
-    seq = PySequence_Fast(headers, "headers must be a sequence");
+    seq = Ktlswsgi_byte_pairs(headers, &pairs);
     if (seq == NULL)
         goto release;
+    if (!pairs) {
+        Py_INCREF(Py_None);
+        out = Py_None;
+        goto release;
+    }
     line_len = snprintf(line, sizeof line, "HTTP/1.1 %ld ", status);
     if (line_len < 0 || (size_t)line_len >= sizeof line) {
         PyErr_SetString(PyExc_ValueError, "status out of range");
@@ -92,11 +99,6 @@ PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args)
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         Py_ssize_t add;
 
-        if (!Ktlswsgi_pair_of_bytes(item)) {
-            Py_INCREF(Py_None);
-            out = Py_None;
-            goto release;
-        }
         add = PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0)) +
               PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 1)) + 4;
         if (total > PY_SSIZE_T_MAX - add) {

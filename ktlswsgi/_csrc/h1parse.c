@@ -40,17 +40,7 @@ static PyObject *version_11;
 
 int Ktlswsgi_h1parse_init(void)
 {
-    const char *r = "-._~%!$&'()*+,;=";
-    int c;
-
-    for (c = '0'; c <= '9'; c++)
-        regname[c] = 1;
-    for (c = 'a'; c <= 'z'; c++)
-        regname[c] = 1;
-    for (c = 'A'; c <= 'Z'; c++)
-        regname[c] = 1;
-    for (; *r; r++)
-        regname[(unsigned char)*r] = 1;
+    Ktlswsgi_char_table(regname, "-._~%!$&'()*+,;=");
     version_10 = PyBytes_FromStringAndSize("1.0", 3);
     version_11 = PyBytes_FromStringAndSize("1.1", 3);
     return version_10 != NULL && version_11 != NULL ? 0 : -1;

@@ -3,25 +3,39 @@
 
 unsigned char Ktlswsgi_tchar[256];
 
-static void init_tchar(void)
+void Ktlswsgi_char_table(unsigned char table[256], const char *extra)
 {
-    const char *t = "!#$%&'*+-.^_`|~";
     int c;
 
     for (c = '0'; c <= '9'; c++)
-        Ktlswsgi_tchar[c] = 1;
+        table[c] = 1;
     for (c = 'a'; c <= 'z'; c++)
-        Ktlswsgi_tchar[c] = 1;
+        table[c] = 1;
     for (c = 'A'; c <= 'Z'; c++)
-        Ktlswsgi_tchar[c] = 1;
-    for (; *t; t++)
-        Ktlswsgi_tchar[(unsigned char)*t] = 1;
+        table[c] = 1;
+    for (; *extra; extra++)
+        table[(unsigned char)*extra] = 1;
 }
 
-int Ktlswsgi_pair_of_bytes(PyObject *item)
+PyObject *Ktlswsgi_byte_pairs(PyObject *headers, int *ok)
 {
-    return PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2 &&
-           PyBytes_Check(PyTuple_GET_ITEM(item, 0)) && PyBytes_Check(PyTuple_GET_ITEM(item, 1));
+    PyObject *seq = PySequence_Fast(headers, "headers must be a sequence");
+    Py_ssize_t n, i;
+
+    *ok = 0;
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+
+        if (!(PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2 &&
+              PyBytes_Check(PyTuple_GET_ITEM(item, 0)) &&
+              PyBytes_Check(PyTuple_GET_ITEM(item, 1))))
+            return seq;
+    }
+    *ok = 1;
+    return seq;
 }
 
 static PyMethodDef methods[] = {
@@ -51,7 +65,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    init_tchar();
+    Ktlswsgi_char_table(Ktlswsgi_tchar, "!#$%&'*+-.^_`|~");
     if (Ktlswsgi_h1parse_init() < 0)
         return NULL;
     return PyModule_Create(&module);

@@ -16,10 +16,16 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-/* Shared by the files above (native.c): RFC 9110 5.6.2 tchar, 1 for each
-   byte that may appear in a token; whether an item is a (bytes, bytes) tuple. */
+/* Shared by the files above (native.c).
+   Ktlswsgi_tchar: RFC 9110 5.6.2 tchar, 1 for each byte a token may hold.
+   Ktlswsgi_char_table: marks ASCII letters, digits and `extra` in `table`.
+   Ktlswsgi_byte_pairs: `headers` as a fast sequence (a new reference), with
+   *ok = 1 when every item is a (bytes, bytes) tuple, 0 when one is not (the
+   caller leaves it to its Python path); NULL with an exception when
+   `headers` is not a sequence. */
 extern unsigned char Ktlswsgi_tchar[256];
-int Ktlswsgi_pair_of_bytes(PyObject *item);
+void Ktlswsgi_char_table(unsigned char table[256], const char *extra);
+PyObject *Ktlswsgi_byte_pairs(PyObject *headers, int *ok);
 
 int Ktlswsgi_h1parse_init(void);
 PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
