@@ -320,3 +320,29 @@ def test_without_the_build_auto_falls_back_and_c_is_refused_at_start(monkeypatch
     with pytest.raises(ConfigError, match="--http c: ktlswsgi._native is not built"):
         Config(http="c").validate()
     assert Config(http="auto").validate().http == "auto"
+
+
+def test_the_server_paths_call_the_c(monkeypatch):
+    """The comparisons above would pass with the C never called: here each
+    caller must reach its C function (a recording stand-in for the module)."""
+    called = []
+
+    class Recording:
+        def __getattr__(self, name):
+            fn = getattr(native, name)
+
+            def record(*args):
+                called.append(name)
+                return fn(*args)
+            return record
+
+    monkeypatch.setattr(http1, "native", Recording())
+    monkeypatch.setattr(wsgi, "native", Recording())
+    framed(REQUESTS[0], 200, [(b"Content-Length", b"0")])      # parse_head, then the framing
+    wsgi.build_environ(http1.Request(b"GET", b"/", b"1.1", [(b"host", b"x")]), scheme="http",
+                       server_addr=("127.0.0.1", 80), peer_addr=("127.0.0.1", 5), body=None,
+                       multiprocess=False)
+    wsgi.Responder(None, head_only=False, close_after=False, peer="p").start_response(
+        "200 OK", [("Content-Length", "0")])
+    assert called == ["parse_head", "scan_response_headers", "serialize_head",
+                      "environ_headers", "response_headers"]
