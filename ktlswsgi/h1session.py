@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from itertools import islice
 
 from . import http1
 from .exchange import Exchange, body_framing
@@ -72,6 +73,7 @@ class H1Session:
         self._close_after_response = False
         self.ex: Exchange | None = None  # the request in flight, until the next one starts
         self._staged: collections.deque = collections.deque()  # pieces fill() adds first
+        self._framed_whole = False      # the exchange's whole response is on the wire
         # HTTP/1 files up to this size are read by the worker and sent with
         # their head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
         self.inline_file_bytes = conn.inline_file_bytes
@@ -106,7 +108,12 @@ class H1Session:
         return True
 
     def receive(self, data: bytes) -> None:
-        if self.state == ACTIVE and (self.ex.body is None or self.ex.body.complete):
+        if self.state == IDLE:
+            req = self.http.whole_request(data)
+            if req is not None:   # the usual case: one whole head without a body
+                self._on_request(req)
+                return
+        elif self.state == ACTIVE and (self.ex.body is None or self.ex.body.complete):
             self._paused_bytes += len(data)
         self.http.receive(data)
         self._process()
@@ -173,9 +180,12 @@ class H1Session:
             if type(piece) is Done:
                 return   # the next response starts only once this one is written
         out = self.ex.out if self.ex is not None else None
-        if out is None or room <= 0:
+        if out is None or room <= 0 or self._framed_whole:
             return
         items = out.pop_all()
+        if len(items) > 1 and type(items[0]) is Head and type(items[-1]) is End:
+            if self._frame_whole(wire, items, room):
+                return
         while items:
             if room <= 0:
                 out.unpop(items)
@@ -263,6 +273,7 @@ class H1Session:
         self._to(ACTIVE)
         self._first_request = False
         self.ex = ex = Exchange(conn, req)
+        self._framed_whole = False
         self._close_after_response = False
         self._paused_bytes = 0
         self._linger_bytes = 0
@@ -332,9 +343,10 @@ class H1Session:
     def _next_cycle(self) -> None:
         self.ex = None
         self._paused_bytes = 0
-        self.http.start_next_cycle()
+        waiting = self.http.start_next_cycle()
         self._to(IDLE)
-        self._process()
+        if waiting:
+            self._process()
 
     # -- from the workers (run on the reactor by the connection) ----------------------------
     def _resume(self) -> None:
@@ -384,6 +396,47 @@ class H1Session:
         self.conn.kick()
 
     # -- responses out ------------------------------------------------------------------------
+    def _frame_whole(self, wire, items, room: int) -> bool:
+        """A whole response of bytes chunks popped at once (the usual case),
+        within `room`: framed as one buffer, as `_serialize` would frame its
+        items one by one.  False (nothing done) for anything else."""
+        n = 0
+        for item in islice(items, 1, len(items) - 1):
+            if type(item) is not Chunk or type(item.data) is not bytes:
+                return False
+            n += len(item.data)
+        if n > room:
+            return False
+        http = self.http
+        ex = self.ex
+        head, end = items[0], items[-1]
+        try:
+            parts = [self._head_bytes(head)]
+            for item in islice(items, 1, len(items) - 1):
+                parts.extend(http.body(item.data))
+            parts.append(http.end())
+        except Exception as exc:  # the response cannot be framed: a bug
+            # Not the message: it may quote a header value.
+            log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
+                      type(exc).__name__)
+            self.conn.abort("response framing error", notable=True, unsent_status=500)
+            return True
+        wire.append((memoryview(b"".join(parts)), ((ex, n),)) if n else
+                    memoryview(b"".join(parts)))
+        wire.append(Done(ex, end.status, end.body_bytes))
+        self._framed_whole = True
+        return True
+
+    def _head_bytes(self, item) -> bytes:
+        """Frame a response head (`Head` item), deciding the connection's close."""
+        close = (item.close or self._close_after_response or self._draining
+                 or self._must_close_after())
+        self._close_after_response = close
+        ex = self.ex
+        ex.status = item.status
+        ex.response_headers = item.headers
+        return self.http.response_head(item.status, item.headers, item.reason, close)
+
     def _serialize(self, wire, item) -> int:
         """Frame one response item onto the wire; the bytes it added there
         (a file range counts as a full coalescing buffer)."""
@@ -402,12 +455,7 @@ class H1Session:
                 added += len(p)
             return added
         if kind is Head:
-            close = (item.close or self._close_after_response or self._draining
-                     or self._must_close_after())
-            self._close_after_response = close
-            ex.status = item.status
-            ex.response_headers = item.headers
-            head = http.response_head(item.status, item.headers, item.reason, close)
+            head = self._head_bytes(item)
             wire.append(memoryview(head))
             return len(head)
         if kind is FileRange:

@@ -461,6 +461,30 @@ class Http1:
         self._fstate = _F_HEAD
         return self._request(*parsed, False)
 
+    def whole_request(self, data):
+        """The usual request in one step: on an idle cycle of the C parser,
+        `data` is exactly one head without a body that the parser accepts.
+        Returns its Request, the cycle then standing as after its EndOfBody;
+        else None and nothing changed (`receive(data)` takes it as usual)."""
+        limits = self._c_limits
+        if (limits is None or self._h11 is not None or self._fstate != _F_IDLE
+                or self._pending or self._eof or self._head_buf or not self._scanning
+                or data[-4:] != b"\r\n\r\n" or data[:1] in (b"\r", b"\n")):
+            return None
+        m = _HEAD_END.search(data)
+        if m.end() != len(data):
+            return None   # more follows the head: pipelined
+        parsed = native.parse_head(data, *limits)
+        if parsed is None:
+            return None
+        method, target, version, headers, self._req_keep_alive = parsed
+        self._head = data
+        self._scanning = False
+        self._fstate = _F_DONE
+        self._req_method = method
+        self._req_version = version
+        return Request(method, target, version, headers, False)
+
     def _line_too_long(self) -> bool:
         # Empty lines before a request are stripped as they arrive, so the
         # line starts near the front: look no further than the limit needs.
@@ -617,7 +641,9 @@ class Http1:
             return self._fstate == _F_DONE and self._req_keep_alive
         return self._h11.their_state is h11.DONE
 
-    def start_next_cycle(self) -> None:
+    def start_next_cycle(self) -> bool:
+        """The next request cycle begins; True when input is already waiting
+        for it (pipelined bytes, or the peer's close)."""
         if not self.keep_alive:
             raise ResponseError("the connection is not kept alive")
         if self._h11 is None:
@@ -653,6 +679,7 @@ class Http1:
         self._body_error = None
         if pipelined:
             self._scan(pipelined)
+        return bool(pipelined) or closed
 
 
 def _scan_response_headers(headers) -> tuple:

@@ -20,7 +20,10 @@ from ktlswsgi import h1head, http1
 from ktlswsgi.native import native
 from test_request_rules import ACCEPTED, REJECTED
 
-FAST = [p for p, ok in (("c", native is not None), ("httptools", h1head.AVAILABLE)) if ok]
+# "c-whole": the C parser, each piece offered first to `Http1.whole_request`
+# (what H1Session does on an idle cycle) and to `receive` only if refused.
+FAST = [p for p, ok in (("c", native is not None), ("c-whole", native is not None),
+                        ("httptools", h1head.AVAILABLE)) if ok]
 pytestmark = pytest.mark.skipif(not FAST, reason="no fast parser: neither built nor installed")
 
 LIMITS = (4094, 100, 8190, 64 * 1024)
@@ -129,9 +132,25 @@ def transcript(parser: str, data: bytes, pieces: list[int], eof: bool = False,
                limits: tuple = LIMITS) -> list:
     """What a driver makes of `data` fed in `pieces`, answering each request
     with an empty 200 and starting the next cycle when it keeps the connection."""
-    h = http1.Http1(*limits, parser=parser)
+    whole = parser == "c-whole"
+    h = http1.Http1(*limits, parser="c" if whole else parser)
     out = []
     body = bytearray()
+
+    def request(ev):
+        out.append(("request", ev.method, ev.target, ev.http_version,
+                    tuple(ev.headers), ev.expects_continue))
+
+    def respond() -> bool:
+        out.append(("body", bytes(body)))
+        body.clear()
+        h.response_head(200, [(b"content-length", b"0")])
+        h.end()
+        out.append(("keep-alive", h.keep_alive, h.request_complete))
+        if not h.keep_alive:
+            return False
+        h.start_next_cycle()
+        return True
 
     def drain():
         while True:
@@ -140,19 +159,12 @@ def transcript(parser: str, data: bytes, pieces: list[int], eof: bool = False,
                 return True
             kind = type(ev)
             if kind is http1.Request:
-                out.append(("request", ev.method, ev.target, ev.http_version,
-                            tuple(ev.headers), ev.expects_continue))
+                request(ev)
             elif kind is http1.Body:
                 body.extend(ev.data)
             elif kind is http1.EndOfBody:
-                out.append(("body", bytes(body)))
-                body.clear()
-                h.response_head(200, [(b"content-length", b"0")])
-                h.end()
-                out.append(("keep-alive", h.keep_alive, h.request_complete))
-                if not h.keep_alive:
+                if not respond():
                     return False
-                h.start_next_cycle()
             elif kind is http1.BadRequest:
                 out.append(("rejected", ev.status, ev.reason))
                 return False
@@ -162,8 +174,15 @@ def transcript(parser: str, data: bytes, pieces: list[int], eof: bool = False,
 
     at = 0
     for n in pieces:
-        h.receive(data[at:at + n])
+        piece = data[at:at + n]
         at += n
+        ev = h.whole_request(piece) if whole and h.awaiting_request else None
+        if ev is None:
+            h.receive(piece)
+        else:   # the request, and its cycle as after EndOfBody
+            request(ev)
+            if not respond():
+                return out
         if not drain():
             return out
         out.append(("partial", h.has_partial_request(), h.awaiting_request))
@@ -261,14 +280,22 @@ def test_same_events_under_small_limits(seed):
                 (parser, data[:200], limits)
 
 
-@pytest.mark.parametrize("parser", FAST)
+@pytest.mark.parametrize("parser", [p for p in FAST if p != "c-whole"])
 def test_the_fast_path_is_taken_for_a_plain_get(parser):
-    """Guards the speed this exists for: a GET without a body never reaches h11."""
+    """Guards the speed this exists for: a GET without a body never reaches h11,
+    and with the C parser it is one `whole_request` call."""
     h = http1.Http1(*LIMITS, parser=parser)
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"
     for _ in range(3):
-        h.receive(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
-        assert type(h.next_event()) is http1.Request
-        assert type(h.next_event()) is http1.EndOfBody
+        if parser == "c":
+            req = h.whole_request(head)
+            assert (req.method, req.target, req.headers) == (
+                b"GET", b"/", [(b"host", b"x"), (b"accept", b"*/*")])
+            assert h.request_complete
+        else:
+            h.receive(head)
+            assert type(h.next_event()) is http1.Request
+            assert type(h.next_event()) is http1.EndOfBody
         assert h._h11 is None
         h.response_head(200, [(b"content-length", b"0")])
         h.end()
