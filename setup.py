@@ -10,12 +10,13 @@ cffi function cannot).  ``pip install .`` / ``pip install -e .`` compiles both.
 from setuptools import Extension, setup
 
 # Our own C is held to these (tests/test_native.py compiles it with -Werror).
-NATIVE_SOURCES = ["native.c", "h1parse.c", "environ.c", "framing.c", "respheaders.c"]
+NATIVE_SOURCES = ["native.c", "h1parse.c", "environ.c", "framing.c", "respheaders.c",
+                  "tlsgate.c"]
 C_WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
 
 setup(
     cffi_modules=["ktlswsgi/tls/_build.py:ffibuilder"],
     ext_modules=[Extension("ktlswsgi._native",
                            [f"ktlswsgi/_csrc/{name}" for name in NATIVE_SOURCES],
-                           include_dirs=["ktlswsgi/_csrc"], extra_compile_args=C_WARNINGS)],
+                           include_dirs=["ktlswsgi/_csrc", "ktlswsgi/tls/_csrc"], extra_compile_args=C_WARNINGS)],
 )

@@ -35,7 +35,8 @@ include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"]
 suffix=$("$PYTHON" -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])')
 so="$FUZZ_DIR/_native$suffix"
 clang -shared -fPIC -g -O1 -fno-omit-frame-pointer -fsanitize=address,fuzzer-no-link \
-  -Wall -Wextra -Werror -I "$include" -I ktlswsgi/_csrc ktlswsgi/_csrc/*.c -o "$so"
+  -Wall -Wextra -Werror -I "$include" -I ktlswsgi/_csrc -I ktlswsgi/tls/_csrc \
+  ktlswsgi/_csrc/*.c -o "$so"
 runtime=$("$PYTHON" -c 'import atheris, os; print(os.path.join(atheris.path(), "asan_with_fuzzer.so"))')
 
 echo "fuzz: $seconds s of tests/fuzz/fuzz_native.py, ASan build $so, work dir $FUZZ_DIR"

@@ -304,11 +304,12 @@ def test_response_headers_match_the_python_path(seed):
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c",
-                                  "respheaders.c"])
+                                  "respheaders.c", "tlsgate.c"])
 def test_the_sources_compile_with_warnings_as_errors(tmp_path, name):
     cmd = ["gcc", "-std=gnu11", "-O2", "-c", "-fPIC", "-Werror", "-Wall", "-Wextra", "-Wshadow",
            "-Wstrict-prototypes", "-Wformat=2", "-I", sysconfig.get_paths()["include"],
-           "-I", CSRC, os.path.join(CSRC, name), "-o", str(tmp_path / "x.o")]
+           "-I", CSRC, "-I", os.path.join(CSRC, "..", "tls", "_csrc"),
+           os.path.join(CSRC, name), "-o", str(tmp_path / "x.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -346,3 +347,49 @@ def test_the_server_paths_call_the_c(monkeypatch):
         "200 OK", [("Content-Length", "0")])
     assert called == ["parse_head", "scan_response_headers", "serialize_head",
                       "environ_headers", "response_headers"]
+
+
+def test_the_memory_transport_steps_go_through_the_gate(monkeypatch):
+    """tlsgate.c is bound at import, and a real server's memory transport
+    reads, writes and flushes through it (tests/tls runs the same transport
+    with and without it: "memory" and "memory-cffi")."""
+    import ssl
+    import urllib.request
+
+    from ktlswsgi.tls import transports
+    from support import running_server
+
+    assert transports.MemoryTransport._gate is native
+    called = set()
+
+    class Recording:
+        def __getattr__(self, name):
+            fn = getattr(native, name)
+
+            def record(*args):
+                called.add(name)
+                return fn(*args)
+            return record
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "5")])
+        return [b"hello"]
+
+    monkeypatch.setattr(transports.MemoryTransport, "_gate", Recording())
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with running_server(app, tls=True, tls_transport="memory") as srv:
+        with urllib.request.urlopen(srv.url + "/", context=ctx, timeout=10) as resp:
+            assert resp.read() == b"hello"
+    assert {"mem_read", "mem_write", "mem_flush", "mem_has_pending"} <= called, called
+
+
+def test_the_gate_refuses_bad_arguments():
+    with pytest.raises(TypeError):
+        native.mem_read(1, 2, 3)
+    with pytest.raises(ValueError, match="NULL"):
+        native.mem_flush(0, 0, 5)
+    with pytest.raises(ValueError, match="file descriptor"):
+        native.mem_flush(1, 1, -1)
+    with pytest.raises(ValueError, match="positive"):
+        native.mem_read(1, 1, 1, 0, 0)

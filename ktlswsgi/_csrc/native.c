@@ -54,6 +54,17 @@ static PyMethodDef methods[] = {
     {"response_headers", Ktlswsgi_response_headers, METH_O,
      "response_headers(headers) -> (encoded, content_length, has_date, has_server), or "
      "False when the Python path must decide (respheaders.c)"},
+    {"tls_bind", (PyCFunction)(void (*)(void))Ktlswsgi_tls_bind, METH_FASTCALL,
+     "tls_bind(read, write, flush, has_pending): the addresses of the memory "
+     "transport's steps (tls/_csrc/memtransport.c), once (tlsgate.c)"},
+    {"mem_read", (PyCFunction)(void (*)(void))Ktlswsgi_gate_read, METH_FASTCALL,
+     "mem_read(ssl, net, step, fd, max_bytes) -> bytes; b'' unless the step is DONE"},
+    {"mem_write", (PyCFunction)(void (*)(void))Ktlswsgi_gate_write, METH_FASTCALL,
+     "mem_write(ssl, net, step, fd, data, off) -> the new offset"},
+    {"mem_flush", (PyCFunction)(void (*)(void))Ktlswsgi_gate_flush, METH_FASTCALL,
+     "mem_flush(net, step, fd) -> True when no ciphertext is held back"},
+    {"mem_has_pending", (PyCFunction)(void (*)(void))Ktlswsgi_gate_has_pending, METH_FASTCALL,
+     "mem_has_pending(ssl) -> True when decrypted or unread bytes wait"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,6 +4,7 @@
  * environ.c  environ_headers: a request's headers into its WSGI environ
  * framing.c  scan_response_headers, serialize_head: an HTTP/1 response head
  * respheaders.c  response_headers: the app's start_response headers, checked
+ * tlsgate.c  the memory transport's steps, called without releasing the GIL
  * native.c   the module: its method table and initialisation
  *
  * Plain C against the Python headers (not cffi): each function builds the
@@ -33,5 +34,10 @@ PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers);
+PyObject *Ktlswsgi_tls_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_gate_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_gate_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_gate_flush(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_gate_has_pending(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -29,6 +29,8 @@ import socket
 
 from ktlswsgi.transport import WANT_READ, WANT_WRITE, TransportError
 
+from ktlswsgi.native import native as _native
+
 from .binding import TLSError, drain_errors, ffi, lib
 from .context import ServerContext
 
@@ -56,6 +58,25 @@ MEMORY_OUT_BYTES = FILE_BUFFER_BYTES + 16 * 1024
 MEMORY_IN_BYTES = 64 * 1024
 
 _alloc_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _address(cdata) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def _bind_gate():
+    """ktlswsgi._native's tlsgate.c, given the memory transport's steps: they
+    are then called without releasing the GIL (None: not built, cffi calls)."""
+    if _native is None:
+        return None
+    _native.tls_bind(*(_address(ffi.addressof(lib, name)) for name in (
+        "Ktlswsgi_mem_read", "Ktlswsgi_mem_write", "Ktlswsgi_mem_flush",
+        "Ktlswsgi_mem_has_pending")))
+    return _native
+
+
+_GATE = _bind_gate()
+_STEP_DONE = lib.KTLSWSGI_STEP_DONE
 
 _REASON_HINTS = {
     "http request": "plaintext HTTP on the TLS port",
@@ -589,6 +610,8 @@ class MemoryTransport(_TLSTransport):
     Both BIO buffers are bounded (``out_bytes``, ``in_bytes``)."""
 
     kind = "tls-memory"
+    # tlsgate.c (the steps without a GIL release), or None: cffi calls.
+    _gate = _GATE
 
     def __init__(self, context: ServerContext, sock: socket.socket, *,
                  out_bytes: int = MEMORY_OUT_BYTES, in_bytes: int = MEMORY_IN_BYTES):
@@ -606,6 +629,9 @@ class MemoryTransport(_TLSTransport):
             raise TLSTransportError("setup", "BIO_new_bio_pair failed", err)
         self._net = ffi.gc(network[0], lib.BIO_free)
         lib.SSL_set_bio(self._ssl, internal[0], internal[0])   # the SSL owns it
+        # For _gate: valid while _net is set (close() clears it first).
+        self._ssl_at, self._net_at, self._step_at = (
+            _address(self._ssl), _address(self._net), _address(self._step))
 
     def _close_extra(self) -> None:
         if self._net is not None:
@@ -626,8 +652,11 @@ class MemoryTransport(_TLSTransport):
 
     def has_pending(self) -> bool:
         """Decrypted bytes, or ciphertext read from the socket but not yet by OpenSSL."""
-        if self._ssl is None:
-            return False
+        if self._net is None:
+            return self._ssl is not None and bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
+        gate = self._gate
+        if gate is not None:
+            return gate.mem_has_pending(self._ssl_at)
         return bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
 
     # -- the hot paths, one C call each (Ktlswsgi_mem_* in _csrc/memtransport.c) --
@@ -636,12 +665,19 @@ class MemoryTransport(_TLSTransport):
             return super().recv(max_bytes)   # its checks and errors
         if self._read_eof:
             return b""
-        buf = _alloc_uninitialised("unsigned char[]", max_bytes)
         st = self._step
-        n = lib.Ktlswsgi_mem_read(self._ssl, self._net, self.fd, buf, max_bytes, st)
-        if st.outcome == lib.KTLSWSGI_STEP_DONE:
-            self.bytes_received += n
-            return ffi.buffer(buf, n)[:]
+        gate = self._gate
+        if gate is not None:
+            data = gate.mem_read(self._ssl_at, self._net_at, self._step_at, self.fd, max_bytes)
+            if st.outcome == _STEP_DONE:
+                self.bytes_received += len(data)
+                return data
+        else:
+            buf = _alloc_uninitialised("unsigned char[]", max_bytes)
+            n = lib.Ktlswsgi_mem_read(self._ssl, self._net, self.fd, buf, max_bytes, st)
+            if st.outcome == _STEP_DONE:
+                self.bytes_received += n
+                return ffi.buffer(buf, n)[:]
         want = self._step_outcome("read")
         if want is CLOSED:
             self._read_eof = True
@@ -650,9 +686,14 @@ class MemoryTransport(_TLSTransport):
 
     def _write_loop(self, data, off: int):
         st = self._step
-        with ffi.from_buffer("unsigned char[]", data) as base:
-            off = lib.Ktlswsgi_mem_write(self._ssl, self._net, self.fd, base, len(data), off, st)
-        if st.outcome == lib.KTLSWSGI_STEP_DONE:
+        gate = self._gate
+        if gate is not None:
+            off = gate.mem_write(self._ssl_at, self._net_at, self._step_at, self.fd, data, off)
+        else:
+            with ffi.from_buffer("unsigned char[]", data) as base:
+                off = lib.Ktlswsgi_mem_write(self._ssl, self._net, self.fd, base, len(data),
+                                             off, st)
+        if st.outcome == _STEP_DONE:
             return off, None
         want = self._step_outcome("write")
         if want is CLOSED:
@@ -752,7 +793,11 @@ class MemoryTransport(_TLSTransport):
         if self._net is None:
             return True
         st = self._step
-        if lib.Ktlswsgi_mem_flush(self._net, self.fd, st):
+        gate = self._gate
+        if gate is not None:
+            if gate.mem_flush(self._net_at, self._step_at, self.fd):
+                return True
+        elif lib.Ktlswsgi_mem_flush(self._net, self.fd, st):
             return True
         if st.outcome == lib.KTLSWSGI_STEP_SOCKET_FAILED:
             raise self._fail("write", self._socket_reason())

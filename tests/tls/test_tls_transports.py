@@ -20,12 +20,21 @@ from _tlskit import (Deadline, OneConnectionServer, client_context, connect_tls,
                      echo_reversed, expected_ktls, flush_all, recv_all_blocking, recv_exact, send_file_all,
                      read_after_stall, sha256, shutdown_all, wait_for)
 
-TRANSPORTS = [SocketTransport, MemoryTransport]
+
+
+class CffiMemoryTransport(MemoryTransport):
+    """The memory transport with every step a cffi call, as without
+    ktlswsgi._native (whose tlsgate.c MemoryTransport uses when built)."""
+    _gate = None
+
+
+TRANSPORTS = [SocketTransport, MemoryTransport, CffiMemoryTransport]
+IDS = ["socket", "memory", "memory-cffi"]
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 VERSION_NAMES = {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=IDS)
 @pytest.mark.parametrize("version", VERSIONS, ids=["tls12", "tls13"])
 def test_handshake_echo_and_close_notify(server_context, certs, transport_cls, version):
     payload = os.urandom(200_003)
@@ -54,7 +63,7 @@ def test_handshake_echo_and_close_notify(server_context, certs, transport_cls, v
     assert info["ktls"] in expected_ktls(transport_cls, server_context, info["tls_version"])
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=IDS)
 def test_eof_without_close_notify_is_clean(server_context, certs, transport_cls):
     srv = OneConnectionServer(server_context, transport_cls, echo_reversed(5))
     c = connect_tls(srv.address, client_context(certs.cert))
@@ -75,7 +84,7 @@ def recv_exact_blocking(sock, n):
     return out
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=IDS)
 def test_alpn_h2_kept_possible(certs, transport_cls):
     ctx = ServerContext(certs.cert, certs.key, alpn=["h2", "http/1.1"])
     srv = OneConnectionServer(ctx, transport_cls)
@@ -102,7 +111,7 @@ def test_alpn_without_overlap_is_a_handshake_failure(server_context, certs):
     assert srv.error.phase == "handshake"
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=IDS)
 def test_attributes_before_and_after_handshake(server_context, certs, transport_cls):
     seen = {}
 
@@ -183,7 +192,7 @@ def test_send_file_is_sha256_identical(request, certs, tmp_path, transport_cls,
         assert (state["ssl_sendfile"], state["pread"]) == (0, size)   # each byte read once
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=IDS)
 def test_send_file_of_a_shrunk_file_returns_zero(server_context, certs, tmp_path, transport_cls):
     path = tmp_path / "short.bin"
     path.write_bytes(b"x" * 1000)
@@ -205,7 +214,7 @@ def test_send_file_of_a_shrunk_file_returns_zero(server_context, certs, tmp_path
     assert got == b"x" * 1000
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=IDS)
 def test_stalled_reader_caller_may_reuse_its_buffer(server_context, certs, transport_cls):
     """send() returns what it took; what OpenSSL holds for retry is the
     transport's own copy, so the caller may overwrite its buffer at once,
@@ -325,7 +334,7 @@ def test_has_pending_reports_buffered_input(server_context, certs, transport_cls
     assert first + rest == b"a" * 1000 + b"b" * 1000
 
 
-@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=["socket", "memory"])
+@pytest.mark.parametrize("transport_cls", TRANSPORTS, ids=IDS)
 def test_send_file_through_a_stalled_reader(server_context, certs, tmp_path, transport_cls):
     """A file sent while the client does not read: the transport blocks in the
     middle of a chunk (the memory transport inside its C pread + SSL_write

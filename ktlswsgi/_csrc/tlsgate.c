@@ -1,0 +1,185 @@
+/* The memory transport's hot steps, called with the GIL held.
+ *
+ * A cffi call releases the GIL and takes it back, so on the reactor every
+ * crossing lets a waiting worker take the core, and the reactor then waits
+ * for the GIL to come back.  The memory transport's steps (SSL_read /
+ * SSL_write over a BIO pair, one non-blocking recv or send) never block and
+ * take a few microseconds, so they are called from here without letting
+ * the GIL go.
+ *
+ * The steps themselves stay in the OpenSSL binding (tls/_csrc/memtransport.c,
+ * compiled into the cffi module): tls_bind() is given their addresses once,
+ * and the transport passes its SSL, BIO and step pointers as integers.
+ * Nothing here owns those objects; the transport checks it is open first.
+ */
+#include "native.h"
+#include "ktlswsgi_tls.h"
+
+#include <limits.h>
+
+typedef __typeof__(&Ktlswsgi_mem_read) read_fn;
+typedef __typeof__(&Ktlswsgi_mem_write) write_fn;
+typedef __typeof__(&Ktlswsgi_mem_flush) flush_fn;
+typedef __typeof__(&Ktlswsgi_mem_has_pending) pending_fn;
+
+static read_fn mem_read;
+static write_fn mem_write;
+static flush_fn mem_flush;
+static pending_fn mem_has_pending;
+
+/* The scratch buffer a read decrypts into: the GIL, held throughout,
+   makes it this module's alone. */
+#define SCRATCH_BYTES (64 * 1024)
+static unsigned char scratch[SCRATCH_BYTES];
+
+static int pointers(PyObject *const *args, Py_ssize_t n, void **out)
+{
+    Py_ssize_t i;
+
+    for (i = 0; i < n; i++) {
+        out[i] = PyLong_AsVoidPtr(args[i]);
+        if (out[i] == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a NULL pointer");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int bound(void)
+{
+    if (mem_read == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tls_bind() was not called");
+        return 0;
+    }
+    return 1;
+}
+
+static int as_fd(PyObject *obj)
+{
+    long fd = PyLong_AsLong(obj);
+
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+        return -1;
+    }
+    return (int)fd;
+}
+
+static int nargs_ok(const char *name, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", name, want);
+        return 0;
+    }
+    return 1;
+}
+
+/* tls_bind(read, write, flush, has_pending): the steps' addresses. */
+PyObject *Ktlswsgi_tls_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[4];
+
+    (void)self;
+    if (!nargs_ok("tls_bind", nargs, 4) || pointers(args, 4, p) < 0)
+        return NULL;
+    mem_read = (read_fn)p[0];
+    mem_write = (write_fn)p[1];
+    mem_flush = (flush_fn)p[2];
+    mem_has_pending = (pending_fn)p[3];
+    Py_RETURN_NONE;
+}
+
+/* mem_read(ssl, net, step, fd, max_bytes) -> the bytes read; b"" when the
+   step's outcome is not DONE. */
+PyObject *Ktlswsgi_gate_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[3];
+    int fd;
+    Py_ssize_t max;
+    unsigned char *buf = scratch;
+    PyObject *out;
+    size_t got;
+
+    (void)self;
+    if (!nargs_ok("mem_read", nargs, 5) || !bound() || pointers(args, 3, p) < 0)
+        return NULL;
+    fd = as_fd(args[3]);
+    max = PyLong_AsSsize_t(args[4]);
+    if (fd < 0 || (max == -1 && PyErr_Occurred()))
+        return NULL;
+    if (max <= 0) {
+        PyErr_SetString(PyExc_ValueError, "max_bytes must be positive");
+        return NULL;
+    }
+    if (max > SCRATCH_BYTES) {
+        buf = PyMem_Malloc((size_t)max);
+        if (buf == NULL)
+            return PyErr_NoMemory();
+    }
+    got = mem_read((SSL *)p[0], (BIO *)p[1], fd, buf, (size_t)max, (Ktlswsgi_step *)p[2]);
+    if (((Ktlswsgi_step *)p[2])->outcome != KTLSWSGI_STEP_DONE || got > (size_t)max)
+        got = 0;
+    out = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)got);
+    if (buf != scratch)
+        PyMem_Free(buf);
+    return out;
+}
+
+/* mem_write(ssl, net, step, fd, data, off) -> the new offset into data. */
+PyObject *Ktlswsgi_gate_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[3];
+    int fd;
+    Py_ssize_t off;
+    Py_buffer view;
+    size_t done;
+
+    (void)self;
+    if (!nargs_ok("mem_write", nargs, 6) || !bound() || pointers(args, 3, p) < 0)
+        return NULL;
+    fd = as_fd(args[3]);
+    off = PyLong_AsSsize_t(args[5]);
+    if (fd < 0 || (off == -1 && PyErr_Occurred()))
+        return NULL;
+    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (off < 0 || off > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "offset outside the data");
+        return NULL;
+    }
+    done = mem_write((SSL *)p[0], (BIO *)p[1], fd, view.buf, (size_t)view.len, (size_t)off,
+                     (Ktlswsgi_step *)p[2]);
+    PyBuffer_Release(&view);
+    return PyLong_FromSize_t(done);
+}
+
+/* mem_flush(net, step, fd) -> True when no ciphertext is held back. */
+PyObject *Ktlswsgi_gate_flush(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[2];
+    int fd;
+
+    (void)self;
+    if (!nargs_ok("mem_flush", nargs, 3) || !bound() || pointers(args, 2, p) < 0)
+        return NULL;
+    fd = as_fd(args[2]);
+    if (fd < 0)
+        return NULL;
+    return PyBool_FromLong(mem_flush((BIO *)p[0], fd, (Ktlswsgi_step *)p[1]));
+}
+
+/* mem_has_pending(ssl) -> decrypted or unread ciphertext waiting. */
+PyObject *Ktlswsgi_gate_has_pending(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[1];
+
+    (void)self;
+    if (!nargs_ok("mem_has_pending", nargs, 1) || !bound() || pointers(args, 1, p) < 0)
+        return NULL;
+    return PyBool_FromLong(mem_has_pending((SSL *)p[0]));
+}
