@@ -24,6 +24,8 @@ import errno
 import os
 import socket
 
+from .native import native
+
 WANT_READ = "want_read"
 WANT_WRITE = "want_write"
 
@@ -44,6 +46,8 @@ class PlainTransport:
     kind = "tcp"
     send_method = "send"
     file_method = "sendfile"
+    # _csrc/gate.c: recv and send without releasing the GIL (None: the socket's).
+    _gate = native
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -54,12 +58,20 @@ class PlainTransport:
         return None
 
     def recv(self, max_bytes: int):
+        gate = self._gate
+        if gate is not None and self.fd >= 0:
+            data = gate.sock_recv(self.fd, max_bytes)
+            return WANT_READ if data is None else data
         try:
             return self.sock.recv(max_bytes)
         except (BlockingIOError, InterruptedError):
             return WANT_READ
 
     def send(self, view):
+        gate = self._gate
+        if gate is not None and self.fd >= 0:
+            n = gate.sock_send(self.fd, view)
+            return WANT_WRITE if n < 0 else n
         try:
             return self.sock.send(view)
         except (BlockingIOError, InterruptedError):
@@ -98,4 +110,5 @@ class PlainTransport:
         return {}
 
     def close(self) -> None:
+        self.fd = -1   # the number may soon name another connection's socket
         self.sock.close()

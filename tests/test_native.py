@@ -304,7 +304,7 @@ def test_response_headers_match_the_python_path(seed):
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c",
-                                  "respheaders.c", "tlsgate.c"])
+                                  "respheaders.c", "gate.c"])
 def test_the_sources_compile_with_warnings_as_errors(tmp_path, name):
     cmd = ["gcc", "-std=gnu11", "-O2", "-c", "-fPIC", "-Werror", "-Wall", "-Wextra", "-Wshadow",
            "-Wstrict-prototypes", "-Wformat=2", "-I", sysconfig.get_paths()["include"],
@@ -350,7 +350,7 @@ def test_the_server_paths_call_the_c(monkeypatch):
 
 
 def test_the_memory_transport_steps_go_through_the_gate(monkeypatch):
-    """tlsgate.c is bound at import, and a real server's memory transport
+    """gate.c is bound at import, and a real server's memory transport
     reads, writes and flushes through it (tests/tls runs the same transport
     with and without it: "memory" and "memory-cffi")."""
     import ssl
@@ -393,3 +393,65 @@ def test_the_gate_refuses_bad_arguments():
         native.mem_flush(1, 1, -1)
     with pytest.raises(ValueError, match="positive"):
         native.mem_read(1, 1, 1, 0, 0)
+
+
+def test_the_socket_gate_reads_and_writes_a_socket():
+    import socket
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        assert native.sock_recv(a.fileno(), 100) is None          # nothing there yet
+        b.sendall(b"ping")
+        assert native.sock_recv(a.fileno(), 100) == b"ping"
+        assert native.sock_send(a.fileno(), memoryview(b"pong")) == 4
+        assert b.recv(100) == b"pong"
+        big = b"x" * (1 << 20)
+        sent = 0
+        while (n := native.sock_send(a.fileno(), big)) > 0:        # until the socket is full
+            sent += n
+        assert n == -1 and sent > 0
+        b.sendall(b"y" * 70000)
+        assert len(native.sock_recv(a.fileno(), 70000)) > 0      # over the scratch buffer
+        b.close()   # with bytes it never read: a reset
+        with pytest.raises(OSError):
+            for _ in range(1000):
+                native.sock_recv(a.fileno(), 100000)
+                native.sock_send(a.fileno(), big)
+    finally:
+        a.close()
+        b.close()
+    c, d = socket.socketpair()
+    d.close()
+    assert native.sock_recv(c.fileno(), 10) == b""                 # a clean EOF
+    c.close()
+    with pytest.raises(ValueError, match="file descriptor"):
+        native.sock_recv(-1, 10)
+
+
+def test_plain_tcp_reads_and_writes_through_the_gate(monkeypatch):
+    import urllib.request
+
+    from ktlswsgi import transport
+    from support import running_server
+
+    assert transport.PlainTransport._gate is native
+    called = set()
+
+    class Recording:
+        def __getattr__(self, name):
+            fn = getattr(native, name)
+
+            def record(*args):
+                called.add(name)
+                return fn(*args)
+            return record
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "5")])
+        return [b"hello"]
+
+    monkeypatch.setattr(transport.PlainTransport, "_gate", Recording())
+    with running_server(app) as srv:
+        with urllib.request.urlopen(srv.url + "/", timeout=10) as resp:
+            assert resp.read() == b"hello"
+    assert {"sock_recv", "sock_send"} <= called, called

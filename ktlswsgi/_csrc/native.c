@@ -56,7 +56,7 @@ static PyMethodDef methods[] = {
      "False when the Python path must decide (respheaders.c)"},
     {"tls_bind", (PyCFunction)(void (*)(void))Ktlswsgi_tls_bind, METH_FASTCALL,
      "tls_bind(read, write, flush, has_pending): the addresses of the memory "
-     "transport's steps (tls/_csrc/memtransport.c), once (tlsgate.c)"},
+     "transport's steps (tls/_csrc/memtransport.c), once (gate.c)"},
     {"mem_read", (PyCFunction)(void (*)(void))Ktlswsgi_gate_read, METH_FASTCALL,
      "mem_read(ssl, net, step, fd, max_bytes) -> bytes; b'' unless the step is DONE"},
     {"mem_write", (PyCFunction)(void (*)(void))Ktlswsgi_gate_write, METH_FASTCALL,
@@ -65,6 +65,10 @@ static PyMethodDef methods[] = {
      "mem_flush(net, step, fd) -> True when no ciphertext is held back"},
     {"mem_has_pending", (PyCFunction)(void (*)(void))Ktlswsgi_gate_has_pending, METH_FASTCALL,
      "mem_has_pending(ssl) -> True when decrypted or unread bytes wait"},
+    {"sock_recv", (PyCFunction)(void (*)(void))Ktlswsgi_gate_sock_recv, METH_FASTCALL,
+     "sock_recv(fd, max_bytes) -> bytes (b'' at EOF), or None when nothing is there"},
+    {"sock_send", (PyCFunction)(void (*)(void))Ktlswsgi_gate_sock_send, METH_FASTCALL,
+     "sock_send(fd, data) -> bytes taken, or -1 when the socket is full"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -65,7 +65,7 @@ def _address(cdata) -> int:
 
 
 def _bind_gate():
-    """ktlswsgi._native's tlsgate.c, given the memory transport's steps: they
+    """ktlswsgi._native's gate.c, given the memory transport's steps: they
     are then called without releasing the GIL (None: not built, cffi calls)."""
     if _native is None:
         return None
@@ -610,7 +610,7 @@ class MemoryTransport(_TLSTransport):
     Both BIO buffers are bounded (``out_bytes``, ``in_bytes``)."""
 
     kind = "tls-memory"
-    # tlsgate.c (the steps without a GIL release), or None: cffi calls.
+    # gate.c (the steps without a GIL release), or None: cffi calls.
     _gate = _GATE
 
     def __init__(self, context: ServerContext, sock: socket.socket, *,

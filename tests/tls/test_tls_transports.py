@@ -24,7 +24,7 @@ from _tlskit import (Deadline, OneConnectionServer, client_context, connect_tls,
 
 class CffiMemoryTransport(MemoryTransport):
     """The memory transport with every step a cffi call, as without
-    ktlswsgi._native (whose tlsgate.c MemoryTransport uses when built)."""
+    ktlswsgi._native (whose gate.c MemoryTransport uses when built)."""
     _gate = None
 
 

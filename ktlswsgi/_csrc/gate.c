@@ -1,21 +1,23 @@
-/* The memory transport's hot steps, called with the GIL held.
+/* The reactor's non-blocking steps, called with the GIL held.
  *
- * A cffi call releases the GIL and takes it back, so on the reactor every
- * crossing lets a waiting worker take the core, and the reactor then waits
- * for the GIL to come back.  The memory transport's steps (SSL_read /
- * SSL_write over a BIO pair, one non-blocking recv or send) never block and
- * take a few microseconds, so they are called from here without letting
- * the GIL go.
+ * A cffi call, and a Python socket's recv or send, releases the GIL and
+ * takes it back, so on the reactor every crossing lets a waiting worker take
+ * the core, and the reactor then waits for the GIL to come back.  The steps
+ * here never block (non-blocking sockets; SSL_read / SSL_write over a BIO
+ * pair) and take microseconds, so they keep the GIL.
  *
- * The steps themselves stay in the OpenSSL binding (tls/_csrc/memtransport.c,
- * compiled into the cffi module): tls_bind() is given their addresses once,
- * and the transport passes its SSL, BIO and step pointers as integers.
- * Nothing here owns those objects; the transport checks it is open first.
+ * The memory transport's steps stay in the OpenSSL binding
+ * (tls/_csrc/memtransport.c, compiled into the cffi module): tls_bind() is
+ * given their addresses once, and the transport passes its SSL, BIO and step
+ * pointers as integers.  Nothing here owns those objects or descriptors;
+ * each transport checks it is open first.
  */
 #include "native.h"
 #include "ktlswsgi_tls.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <sys/socket.h>
 
 typedef __typeof__(&Ktlswsgi_mem_read) read_fn;
 typedef __typeof__(&Ktlswsgi_mem_write) write_fn;
@@ -182,4 +184,71 @@ PyObject *Ktlswsgi_gate_has_pending(PyObject *self, PyObject *const *args, Py_ss
     if (!nargs_ok("mem_has_pending", nargs, 1) || !bound() || pointers(args, 1, p) < 0)
         return NULL;
     return PyBool_FromLong(mem_has_pending((SSL *)p[0]));
+}
+
+/* sock_recv(fd, max_bytes) -> bytes (b"" at EOF), or None when the socket
+   has nothing now; OSError for a failure. */
+PyObject *Ktlswsgi_gate_sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    Py_ssize_t max;
+    unsigned char *buf = scratch;
+    PyObject *out;
+    ssize_t n;
+
+    (void)self;
+    if (!nargs_ok("sock_recv", nargs, 2))
+        return NULL;
+    fd = as_fd(args[0]);
+    max = PyLong_AsSsize_t(args[1]);
+    if (fd < 0 || (max == -1 && PyErr_Occurred()))
+        return NULL;
+    if (max <= 0) {
+        PyErr_SetString(PyExc_ValueError, "max_bytes must be positive");
+        return NULL;
+    }
+    if (max > SCRATCH_BYTES) {
+        buf = PyMem_Malloc((size_t)max);
+        if (buf == NULL)
+            return PyErr_NoMemory();
+    }
+    n = recv(fd, buf, (size_t)max, MSG_DONTWAIT);
+    if (n < 0) {
+        out = NULL;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            out = Py_NewRef(Py_None);
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
+    } else {
+        out = PyBytes_FromStringAndSize((const char *)buf, n);
+    }
+    if (buf != scratch)
+        PyMem_Free(buf);
+    return out;
+}
+
+/* sock_send(fd, data) -> bytes taken, or -1 when the socket is full;
+   OSError for a failure. */
+PyObject *Ktlswsgi_gate_sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    Py_buffer view;
+    ssize_t n;
+
+    (void)self;
+    if (!nargs_ok("sock_send", nargs, 2))
+        return NULL;
+    fd = as_fd(args[0]);
+    if (fd < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    n = send(fd, view.buf, (size_t)view.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    PyBuffer_Release(&view);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return PyLong_FromLong(-1);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(n);
 }
