@@ -42,6 +42,7 @@ class WritePump:
         self.last_write = time.monotonic()
         self._pumping = False
         self._again = False
+        self._send_counter = "bytes_" + transport.send_method   # the counter bytes sent go to
 
     def mark_write_start(self, when: float) -> None:
         """A new response begins: its write stall is timed from `when`."""
@@ -119,7 +120,7 @@ class WritePump:
             self._blocked(n)
             return None
         self.last_write = time.monotonic()
-        self.counters.add("bytes_" + t.send_method, n)
+        self.counters.add(self._send_counter, n)
         if n < len(view):
             rest = view[n:]
             wire.appendleft((rest, credits) if credits else rest)
@@ -143,7 +144,7 @@ class WritePump:
                 return None
             piece.started = True
             self.last_write = time.monotonic()
-            self.counters.add("bytes_" + t.send_method, n)
+            self.counters.add(self._send_counter, n)
             piece.head = head[n:] if n < len(head) else None
             return n
         n = t.send_file(piece.src.fd, piece.offset, piece.left)
