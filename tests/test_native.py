@@ -349,17 +349,19 @@ def test_the_server_paths_call_the_c(monkeypatch):
                       "environ_headers", "response_headers"]
 
 
-def test_the_memory_transport_steps_go_through_the_gate(monkeypatch):
-    """gate.c is bound at import, and a real server's memory transport
-    reads, writes and flushes through it (tests/tls runs the same transport
-    with and without it: "memory" and "memory-cffi")."""
+@pytest.mark.parametrize("kind", ["memory", "socket"])
+def test_the_tls_transport_steps_go_through_the_gate(monkeypatch, kind):
+    """gate.c is bound at import, and a real server's TLS transport reads
+    and writes through it (tests/tls runs each transport with and without
+    it: "memory" / "memory-cffi", "socket" / "socket-cffi")."""
     import ssl
     import urllib.request
 
     from ktlswsgi.tls import transports
     from support import running_server
 
-    assert transports.MemoryTransport._gate is native
+    cls = transports.MemoryTransport if kind == "memory" else transports.SocketTransport
+    assert cls._gate is native
     called = set()
 
     class Recording:
@@ -375,13 +377,15 @@ def test_the_memory_transport_steps_go_through_the_gate(monkeypatch):
         start_response("200 OK", [("Content-Length", "5")])
         return [b"hello"]
 
-    monkeypatch.setattr(transports.MemoryTransport, "_gate", Recording())
+    monkeypatch.setattr(cls, "_gate", Recording())
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with running_server(app, tls=True, tls_transport="memory") as srv:
+    with running_server(app, tls=True, tls_transport=kind) as srv:
         with urllib.request.urlopen(srv.url + "/", context=ctx, timeout=10) as resp:
             assert resp.read() == b"hello"
-    assert {"mem_read", "mem_write", "mem_flush", "mem_has_pending"} <= called, called
+    want = ({"mem_read", "mem_write", "mem_flush", "mem_has_pending"} if kind == "memory"
+            else {"ssl_read", "ssl_write"})
+    assert want <= called, called
 
 
 def test_the_gate_refuses_bad_arguments():

@@ -6,10 +6,10 @@
  * here never block (non-blocking sockets; SSL_read / SSL_write over a BIO
  * pair) and take microseconds, so they keep the GIL.
  *
- * The memory transport's steps stay in the OpenSSL binding
- * (tls/_csrc/memtransport.c, compiled into the cffi module): tls_bind() is
- * given their addresses once, and the transport passes its SSL, BIO and step
- * pointers as integers.  Nothing here owns those objects or descriptors;
+ * The TLS transports' steps stay in the OpenSSL binding
+ * (tls/_csrc/memtransport.c and socksteps.c, compiled into the cffi module):
+ * tls_bind() is given their addresses once, and a transport passes its SSL,
+ * BIO and step pointers as integers.  Nothing here owns those objects or descriptors;
  * each transport checks it is open first.
  */
 #include "native.h"
@@ -23,11 +23,15 @@ typedef __typeof__(&Ktlswsgi_mem_read) read_fn;
 typedef __typeof__(&Ktlswsgi_mem_write) write_fn;
 typedef __typeof__(&Ktlswsgi_mem_flush) flush_fn;
 typedef __typeof__(&Ktlswsgi_mem_has_pending) pending_fn;
+typedef __typeof__(&Ktlswsgi_ssl_read) ssl_read_fn;
+typedef __typeof__(&Ktlswsgi_ssl_write) ssl_write_fn;
 
 static read_fn mem_read;
 static write_fn mem_write;
 static flush_fn mem_flush;
 static pending_fn mem_has_pending;
+static ssl_read_fn ssl_read;
+static ssl_write_fn ssl_write;
 
 /* The scratch buffer a read decrypts into: the GIL, held throughout,
    makes it this module's alone. */
@@ -80,18 +84,21 @@ static int nargs_ok(const char *name, Py_ssize_t nargs, Py_ssize_t want)
     return 1;
 }
 
-/* tls_bind(read, write, flush, has_pending): the steps' addresses. */
+/* tls_bind(mem_read, mem_write, mem_flush, mem_has_pending, ssl_read,
+   ssl_write): the steps' addresses. */
 PyObject *Ktlswsgi_tls_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    void *p[4];
+    void *p[6];
 
     (void)self;
-    if (!nargs_ok("tls_bind", nargs, 4) || pointers(args, 4, p) < 0)
+    if (!nargs_ok("tls_bind", nargs, 6) || pointers(args, 6, p) < 0)
         return NULL;
     mem_read = (read_fn)p[0];
     mem_write = (write_fn)p[1];
     mem_flush = (flush_fn)p[2];
     mem_has_pending = (pending_fn)p[3];
+    ssl_read = (ssl_read_fn)p[4];
+    ssl_write = (ssl_write_fn)p[5];
     Py_RETURN_NONE;
 }
 
@@ -184,6 +191,67 @@ PyObject *Ktlswsgi_gate_has_pending(PyObject *self, PyObject *const *args, Py_ss
     if (!nargs_ok("mem_has_pending", nargs, 1) || !bound() || pointers(args, 1, p) < 0)
         return NULL;
     return PyBool_FromLong(mem_has_pending((SSL *)p[0]));
+}
+
+/* ssl_read(ssl, step, max_bytes) -> the bytes read; b"" when the step's
+   outcome is not DONE (the socket transport: OpenSSL reads the socket). */
+PyObject *Ktlswsgi_gate_ssl_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[2];
+    Py_ssize_t max;
+    unsigned char *buf = scratch;
+    PyObject *out;
+    size_t got;
+
+    (void)self;
+    if (!nargs_ok("ssl_read", nargs, 3) || !bound() || pointers(args, 2, p) < 0)
+        return NULL;
+    max = PyLong_AsSsize_t(args[2]);
+    if (max == -1 && PyErr_Occurred())
+        return NULL;
+    if (max <= 0) {
+        PyErr_SetString(PyExc_ValueError, "max_bytes must be positive");
+        return NULL;
+    }
+    if (max > SCRATCH_BYTES) {
+        buf = PyMem_Malloc((size_t)max);
+        if (buf == NULL)
+            return PyErr_NoMemory();
+    }
+    got = ssl_read((SSL *)p[0], buf, (size_t)max, (Ktlswsgi_step *)p[1]);
+    if (((Ktlswsgi_step *)p[1])->outcome != KTLSWSGI_STEP_DONE || got > (size_t)max)
+        got = 0;
+    out = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)got);
+    if (buf != scratch)
+        PyMem_Free(buf);
+    return out;
+}
+
+/* ssl_write(ssl, step, data, off) -> the new offset into data. */
+PyObject *Ktlswsgi_gate_ssl_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[2];
+    Py_ssize_t off;
+    Py_buffer view;
+    size_t done;
+
+    (void)self;
+    if (!nargs_ok("ssl_write", nargs, 4) || !bound() || pointers(args, 2, p) < 0)
+        return NULL;
+    off = PyLong_AsSsize_t(args[3]);
+    if (off == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (off < 0 || off > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "offset outside the data");
+        return NULL;
+    }
+    done = ssl_write((SSL *)p[0], view.buf, (size_t)view.len, (size_t)off,
+                     (Ktlswsgi_step *)p[1]);
+    PyBuffer_Release(&view);
+    return PyLong_FromSize_t(done);
 }
 
 /* sock_recv(fd, max_bytes) -> bytes (b"" at EOF), or None when the socket

@@ -55,8 +55,8 @@ static PyMethodDef methods[] = {
      "response_headers(headers) -> (encoded, content_length, has_date, has_server), or "
      "False when the Python path must decide (respheaders.c)"},
     {"tls_bind", (PyCFunction)(void (*)(void))Ktlswsgi_tls_bind, METH_FASTCALL,
-     "tls_bind(read, write, flush, has_pending): the addresses of the memory "
-     "transport's steps (tls/_csrc/memtransport.c), once (gate.c)"},
+     "tls_bind(mem_read, mem_write, mem_flush, mem_has_pending, ssl_read, ssl_write): "
+     "the addresses of the TLS transports' steps (tls/_csrc/), once (gate.c)"},
     {"mem_read", (PyCFunction)(void (*)(void))Ktlswsgi_gate_read, METH_FASTCALL,
      "mem_read(ssl, net, step, fd, max_bytes) -> bytes; b'' unless the step is DONE"},
     {"mem_write", (PyCFunction)(void (*)(void))Ktlswsgi_gate_write, METH_FASTCALL,
@@ -65,6 +65,10 @@ static PyMethodDef methods[] = {
      "mem_flush(net, step, fd) -> True when no ciphertext is held back"},
     {"mem_has_pending", (PyCFunction)(void (*)(void))Ktlswsgi_gate_has_pending, METH_FASTCALL,
      "mem_has_pending(ssl) -> True when decrypted or unread bytes wait"},
+    {"ssl_read", (PyCFunction)(void (*)(void))Ktlswsgi_gate_ssl_read, METH_FASTCALL,
+     "ssl_read(ssl, step, max_bytes) -> bytes; b'' unless the step is DONE"},
+    {"ssl_write", (PyCFunction)(void (*)(void))Ktlswsgi_gate_ssl_write, METH_FASTCALL,
+     "ssl_write(ssl, step, data, off) -> the new offset"},
     {"sock_recv", (PyCFunction)(void (*)(void))Ktlswsgi_gate_sock_recv, METH_FASTCALL,
      "sock_recv(fd, max_bytes) -> bytes (b'' at EOF), or None when nothing is there"},
     {"sock_send", (PyCFunction)(void (*)(void))Ktlswsgi_gate_sock_send, METH_FASTCALL,

@@ -4,8 +4,8 @@
  * environ.c  environ_headers: a request's headers into its WSGI environ
  * framing.c  scan_response_headers, serialize_head: an HTTP/1 response head
  * respheaders.c  response_headers: the app's start_response headers, checked
- * gate.c     the reactor's non-blocking steps (the memory transport's, plain
- *            socket recv / send), called without releasing the GIL
+ * gate.c     the reactor's non-blocking steps (the TLS transports' SSL_read /
+ *            SSL_write, plain socket recv / send), called without releasing the GIL
  * native.c   the module: its method table and initialisation
  *
  * Plain C against the Python headers (not cffi): each function builds the
@@ -40,6 +40,8 @@ PyObject *Ktlswsgi_gate_read(PyObject *self, PyObject *const *args, Py_ssize_t n
 PyObject *Ktlswsgi_gate_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_flush(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_has_pending(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_gate_ssl_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_gate_ssl_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 

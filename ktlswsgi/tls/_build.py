@@ -5,7 +5,7 @@ Run by setuptools through ``cffi_modules=["ktlswsgi/tls/_build.py:ffibuilder"]``
 OpenSSL 3 headers (Debian: ``gcc libssl-dev``); links the system libssl and
 libcrypto.  The cdefs live in ``_cffi_src/<topic>.py`` (INCLUDES, TYPES,
 FUNCTIONS, CUSTOMIZATIONS), in the manner of pyca/cryptography; ktlswsgi's own
-C (callbacks and the memory transport's engine) is in ``_csrc/*.c`` with one
+C (callbacks, the memory transport's engine, the socket transport's steps) is in ``_csrc/*.c`` with one
 header, compiled into the same extension.
 
 Never imported at run time.
@@ -17,7 +17,7 @@ from cffi import FFI
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(_HERE, "_csrc")
-C_SOURCES = ["callbacks.c", "memtransport.c"]
+C_SOURCES = ["callbacks.c", "memtransport.c", "socksteps.c"]
 # Our own C is held to these (tests/tls/test_csrc.py compiles it with -Werror).
 C_WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
 

@@ -65,13 +65,13 @@ def _address(cdata) -> int:
 
 
 def _bind_gate():
-    """ktlswsgi._native's gate.c, given the memory transport's steps: they
-    are then called without releasing the GIL (None: not built, cffi calls)."""
+    """ktlswsgi._native's gate.c, given the TLS transports' steps: they are
+    then called without releasing the GIL (None: not built, cffi calls)."""
     if _native is None:
         return None
     _native.tls_bind(*(_address(ffi.addressof(lib, name)) for name in (
         "Ktlswsgi_mem_read", "Ktlswsgi_mem_write", "Ktlswsgi_mem_flush",
-        "Ktlswsgi_mem_has_pending")))
+        "Ktlswsgi_mem_has_pending", "Ktlswsgi_ssl_read", "Ktlswsgi_ssl_write")))
     return _native
 
 
@@ -572,6 +572,8 @@ class SocketTransport(_TLSTransport):
     ``pread_ssl_write``.  Every record costs one syscall here."""
 
     kind = "tls-socket"
+    # gate.c (SSL_read / SSL_write without a GIL release), or None: cffi calls.
+    _gate = _GATE
 
     def __init__(self, context: ServerContext, sock: socket.socket):
         super().__init__(context, sock)
@@ -579,6 +581,9 @@ class SocketTransport(_TLSTransport):
             err = drain_errors()
             self.close()
             raise TLSTransportError("setup", "SSL_set_fd failed", err)
+        self._step = ffi.new("Ktlswsgi_step *")
+        # For _gate: valid while _ssl is set (close() clears it).
+        self._ssl_at, self._step_at = _address(self._ssl), _address(self._step)
 
     _key_update_flag = None
 
@@ -591,7 +596,15 @@ class SocketTransport(_TLSTransport):
             lib.Ktlswsgi_watch_key_update(self._ssl, self._key_update_flag)
 
     def recv(self, max_bytes: int):
-        result = super().recv(max_bytes)
+        gate = self._gate
+        if gate is not None and self.state == "open" and not self._read_eof and self._ssl:
+            result = gate.ssl_read(self._ssl_at, self._step_at, max_bytes)
+            if self._step.outcome == _STEP_DONE:
+                self.bytes_received += len(result)
+            else:
+                result = self._read_failed()
+        else:
+            result = super().recv(max_bytes)
         flag = self._key_update_flag
         if flag is not None and flag[0]:
             # Nothing more may be written with the stale kernel key, not
@@ -600,6 +613,35 @@ class SocketTransport(_TLSTransport):
             err.notable = True
             raise err
         return result
+
+
+    def _read_failed(self):
+        """The gated read's failure, as the base class's recv() takes it."""
+        st = self._step
+        result = classify_error(st.ssl_error, st.rc, st.sys_errno)
+        outcome = result[0]
+        if outcome == WANT_READ or outcome == WANT_WRITE:
+            return outcome
+        if outcome == CLOSED:
+            self._read_eof = True
+            return b""
+        raise self._fail("read", result[1], result[2])
+
+    def _write_loop(self, data, off: int):
+        gate = self._gate
+        if gate is None:
+            return super()._write_loop(data, off)
+        off = gate.ssl_write(self._ssl_at, self._step_at, data, off)
+        st = self._step
+        if st.outcome == _STEP_DONE:
+            return off, None
+        result = classify_error(st.ssl_error, st.rc, st.sys_errno)
+        outcome = result[0]
+        if outcome == WANT_READ or outcome == WANT_WRITE:
+            return off, outcome
+        if outcome == CLOSED:
+            raise self._fail("write", "peer closed the connection")
+        raise self._fail("write", result[1], result[2])
 
 
 class MemoryTransport(_TLSTransport):

@@ -164,6 +164,10 @@ int Ktlswsgi_mem_flush(BIO *, int, Ktlswsgi_step *);
 size_t Ktlswsgi_mem_pread_write(SSL *, BIO *, int, int, int64_t, size_t, unsigned char *,
                                 size_t, Ktlswsgi_step *);
 int Ktlswsgi_mem_has_pending(SSL *);
+
+/* _csrc/socksteps.c */
+size_t Ktlswsgi_ssl_read(SSL *, unsigned char *, size_t, Ktlswsgi_step *);
+size_t Ktlswsgi_ssl_write(SSL *, const unsigned char *, size_t, size_t, Ktlswsgi_step *);
 """
 
 CUSTOMIZATIONS = """

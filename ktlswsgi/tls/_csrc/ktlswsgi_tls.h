@@ -7,6 +7,8 @@
    memtransport.c  the memory transport's engine: SSL_read / SSL_write /
                    pread + SSL_write over a BIO pair and a non-blocking
                    socket, one call per step (one GIL release)
+   socksteps.c     the socket transport's SSL_read / SSL_write steps, the
+                   failure recorded for Python as memtransport.c's are
 */
 #ifndef KTLSWSGI_TLS_H
 #define KTLSWSGI_TLS_H
@@ -72,5 +74,10 @@ size_t Ktlswsgi_mem_pread_write(SSL *ssl, BIO *net, int fd, int ffd, int64_t off
                                 size_t count, unsigned char *buf, size_t bufsize,
                                 Ktlswsgi_step *st);
 int Ktlswsgi_mem_has_pending(SSL *ssl);
+
+/* socksteps.c */
+size_t Ktlswsgi_ssl_read(SSL *ssl, unsigned char *buf, size_t max, Ktlswsgi_step *st);
+size_t Ktlswsgi_ssl_write(SSL *ssl, const unsigned char *data, size_t len, size_t off,
+                          Ktlswsgi_step *st);
 
 #endif
