@@ -179,17 +179,14 @@ class Reactor:
                     continue
                 handler = handlers.get(fd)
                 if handler is not None:
-                    self._dispatch(handler, ev)
+                    try:
+                        handler(ev)
+                    except Exception:
+                        log.exception("reactor: unhandled error in an event handler")
             if self._signals:
                 self._run_signals()
             self._run_calls()
             self._run_timers()
-
-    def _dispatch(self, handler, ev: int) -> None:
-        try:
-            handler(ev)
-        except Exception:
-            log.exception("reactor: unhandled error in an event handler")
 
     def _next_timeout(self) -> float:
         if self._calls or self._signals:
