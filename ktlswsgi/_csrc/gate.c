@@ -182,13 +182,15 @@ PyObject *Ktlswsgi_gate_flush(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyBool_FromLong(mem_flush((BIO *)p[0], fd, (Ktlswsgi_step *)p[1]));
 }
 
-/* mem_has_pending(ssl) -> decrypted or unread ciphertext waiting. */
+/* has_pending(ssl) -> decrypted bytes, records read ahead, or ciphertext in a
+   memory BIO not yet read by OpenSSL, wait (Ktlswsgi_mem_has_pending: a
+   socket BIO has nothing pending of its own, so either transport). */
 PyObject *Ktlswsgi_gate_has_pending(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *p[1];
 
     (void)self;
-    if (!nargs_ok("mem_has_pending", nargs, 1) || !bound() || pointers(args, 1, p) < 0)
+    if (!nargs_ok("has_pending", nargs, 1) || !bound() || pointers(args, 1, p) < 0)
         return NULL;
     return PyBool_FromLong(mem_has_pending((SSL *)p[0]));
 }

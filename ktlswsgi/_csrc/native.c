@@ -63,8 +63,9 @@ static PyMethodDef methods[] = {
      "mem_write(ssl, net, step, fd, data, off) -> the new offset"},
     {"mem_flush", (PyCFunction)(void (*)(void))Ktlswsgi_gate_flush, METH_FASTCALL,
      "mem_flush(net, step, fd) -> True when no ciphertext is held back"},
-    {"mem_has_pending", (PyCFunction)(void (*)(void))Ktlswsgi_gate_has_pending, METH_FASTCALL,
-     "mem_has_pending(ssl) -> True when decrypted or unread bytes wait"},
+    {"has_pending", (PyCFunction)(void (*)(void))Ktlswsgi_gate_has_pending, METH_FASTCALL,
+     "has_pending(ssl) -> True when decrypted bytes, records read ahead or unread "
+     "ciphertext in a memory BIO wait (either TLS transport)"},
     {"ssl_read", (PyCFunction)(void (*)(void))Ktlswsgi_gate_ssl_read, METH_FASTCALL,
      "ssl_read(ssl, step, max_bytes) -> bytes; b'' unless the step is DONE"},
     {"ssl_write", (PyCFunction)(void (*)(void))Ktlswsgi_gate_ssl_write, METH_FASTCALL,

@@ -589,6 +589,13 @@ class SocketTransport(_TLSTransport):
 
     def _after_handshake(self) -> None:
         self.file_method = "ssl_sendfile" if self.ktls_tx else "pread_ssl_write"
+        if not self.ktls_rx:
+            # OpenSSL reads TLS records from the socket itself: without
+            # read-ahead every record costs two reads (its 5-byte header,
+            # then its body).  Not with kTLS RX, which wants whole records
+            # left in the kernel (and set only now: OpenSSL enables kTLS RX
+            # at the handshake's key change only if nothing is read ahead).
+            lib.SSL_set_read_ahead(self._ssl, 1)
         if self.ktls_tx and lib.SSL_version(self._ssl) >= lib.TLS1_3_VERSION:
             # The kernel would go on encrypting with the old key after we
             # answer a KeyUpdate: the client then sees bad_record_mac.
@@ -614,6 +621,14 @@ class SocketTransport(_TLSTransport):
             raise err
         return result
 
+
+    def has_pending(self) -> bool:
+        """As the base class's, through the gate: records read ahead, or
+        decrypted bytes, wait that epoll will not announce."""
+        gate = self._gate
+        if gate is not None and self._ssl:
+            return gate.has_pending(self._ssl_at)
+        return super().has_pending()
 
     def _read_failed(self):
         """The gated read's failure, as the base class's recv() takes it."""
@@ -712,7 +727,7 @@ class MemoryTransport(_TLSTransport):
             return self._ssl is not None and bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
         gate = self._gate
         if gate is not None:
-            return gate.mem_has_pending(self._ssl_at)
+            return gate.has_pending(self._ssl_at)
         return bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
 
     # -- the hot paths, one C call each (Ktlswsgi_mem_* in _csrc/memtransport.c) --

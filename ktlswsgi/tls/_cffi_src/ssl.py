@@ -138,6 +138,7 @@ int SSL_shutdown(SSL *);
 int SSL_get_shutdown(const SSL *);
 int SSL_get_error(const SSL *, int);
 int SSL_has_pending(const SSL *);
+void SSL_set_read_ahead(SSL *, int);
 int SSL_pending(const SSL *);
 const char *SSL_get_version(const SSL *);
 int SSL_version(const SSL *);
