@@ -7,7 +7,8 @@
 #
 # TREE_*: checkouts of this repository (git worktree add /tmp/wt-old <commit>;
 # copy ktlswsgi/tls/_openssl*.so into it when the cffi source is unchanged, or
-# build it there). SCHEME http|https (https: --tls --tls-transport memory).
+# build it there). SCHEME http|https (https: --tls --tls-transport memory, or
+# AB_TRANSPORT=socket).
 # PATH: /tiny or /file/{1b,16k,64k,1m} of bench/apps.py. APP: raw_app (default)
 # or flask_app. Each round runs A then B: the server (-w 1 --threads 16) pinned
 # to core 0, h2load --h1 -c16 on core 1, 2 s of warm-up, then 4 s measured.
@@ -26,7 +27,7 @@ port=${AB_PORT:-18570}
 
 run() {
     local args=("bench.apps:$app" -b "127.0.0.1:$port" -w 1 --threads 16)
-    [ "$scheme" = https ] && args+=(--tls --tls-transport memory)
+    [ "$scheme" = https ] && args+=(--tls --tls-transport "${AB_TRANSPORT:-memory}")
     (cd "$1" && exec taskset -c 0 python3 -m ktlswsgi "${args[@]}" >/dev/null 2>&1) &
     local pid=$! child="" i
     for i in $(seq 100); do
