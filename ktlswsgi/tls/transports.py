@@ -621,7 +621,6 @@ class SocketTransport(_TLSTransport):
             raise err
         return result
 
-
     def has_pending(self) -> bool:
         """As the base class's, through the gate: records read ahead, or
         decrypted bytes, wait that epoll will not announce."""
