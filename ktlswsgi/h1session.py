@@ -74,10 +74,6 @@ class H1Session:
         self.ex: Exchange | None = None  # the request in flight, until the next one starts
         self._staged: collections.deque = collections.deque()  # pieces fill() adds first
         self._framed_whole = False      # the exchange's whole response is on the wire
-        # What every exchange's admission is given (made once, not per request).
-        self._low_water = c.low_water_bytes
-        self._on_drained = lambda: conn.call_threadsafe(self._resume)
-        self._on_first_read = lambda: conn.call_threadsafe(self._send_continue)
         # HTTP/1 files up to this size are read by the worker and sent with
         # their head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
         self.inline_file_bytes = conn.inline_file_bytes
@@ -285,8 +281,9 @@ class H1Session:
         length, chunked = body_framing(req.headers)
         cfg = self.cfg
         refused = ex.admit(length, chunked or bool(length), on_output=conn.output_threadsafe,
-                           high_water=cfg.high_water_bytes, low_water=self._low_water,
-                           on_drained=self._on_drained, on_first_read=self._on_first_read,
+                           high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
+                           on_drained=self._resume_threadsafe,
+                           on_first_read=self._send_continue_threadsafe,
                            head_only=req.method == b"HEAD",
                            close_after=req.http_version == b"1.0",
                            inline_file_bytes=self.inline_file_bytes)
@@ -352,6 +349,12 @@ class H1Session:
             self._process()
 
     # -- from the workers (run on the reactor by the connection) ----------------------------
+    def _resume_threadsafe(self) -> None:
+        self.conn.call_threadsafe(self._resume)
+
+    def _send_continue_threadsafe(self) -> None:
+        self.conn.call_threadsafe(self._send_continue)
+
     def _resume(self) -> None:
         """The app freed room in a full body buffer: read on."""
         if self.state != ACTIVE:

@@ -582,8 +582,9 @@ class SocketTransport(_TLSTransport):
             self.close()
             raise TLSTransportError("setup", "SSL_set_fd failed", err)
         self._step = ffi.new("Ktlswsgi_step *")
-        # For _gate: valid while _ssl is set (close() clears it).
-        self._ssl_at, self._step_at = _address(self._ssl), _address(self._step)
+        # For _gate: (SSL, step) addresses, valid while _ssl is set (close()
+        # clears it).
+        self._gate_at = (_address(self._ssl), _address(self._step))
 
     _key_update_flag = None
 
@@ -605,7 +606,8 @@ class SocketTransport(_TLSTransport):
     def recv(self, max_bytes: int):
         gate = self._gate
         if gate is not None and self.state == "open" and not self._read_eof and self._ssl:
-            result = gate.ssl_read(self._ssl_at, self._step_at, max_bytes)
+            ssl_at, step_at = self._gate_at
+            result = gate.ssl_read(ssl_at, step_at, max_bytes)
             if self._step.outcome == _STEP_DONE:
                 self.bytes_received += len(result)
             else:
@@ -626,7 +628,7 @@ class SocketTransport(_TLSTransport):
         decrypted bytes, wait that epoll will not announce."""
         gate = self._gate
         if gate is not None and self._ssl:
-            return gate.has_pending(self._ssl_at)
+            return gate.has_pending(self._gate_at[0])
         return super().has_pending()
 
     def _read_failed(self):
@@ -645,7 +647,8 @@ class SocketTransport(_TLSTransport):
         gate = self._gate
         if gate is None:
             return super()._write_loop(data, off)
-        off = gate.ssl_write(self._ssl_at, self._step_at, data, off)
+        ssl_at, step_at = self._gate_at
+        off = gate.ssl_write(ssl_at, step_at, data, off)
         st = self._step
         if st.outcome == _STEP_DONE:
             return off, None
@@ -685,9 +688,9 @@ class MemoryTransport(_TLSTransport):
             raise TLSTransportError("setup", "BIO_new_bio_pair failed", err)
         self._net = ffi.gc(network[0], lib.BIO_free)
         lib.SSL_set_bio(self._ssl, internal[0], internal[0])   # the SSL owns it
-        # For _gate: valid while _net is set (close() clears it first).
-        self._ssl_at, self._net_at, self._step_at = (
-            _address(self._ssl), _address(self._net), _address(self._step))
+        # For _gate: (SSL, network BIO, step) addresses, valid while _net is
+        # set (close() clears it first).
+        self._gate_at = (_address(self._ssl), _address(self._net), _address(self._step))
 
     def _close_extra(self) -> None:
         if self._net is not None:
@@ -726,7 +729,7 @@ class MemoryTransport(_TLSTransport):
             return self._ssl is not None and bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
         gate = self._gate
         if gate is not None:
-            return gate.has_pending(self._ssl_at)
+            return gate.has_pending(self._gate_at[0])
         return bool(lib.Ktlswsgi_mem_has_pending(self._ssl))
 
     # -- the hot paths, one C call each (Ktlswsgi_mem_* in _csrc/memtransport.c) --
@@ -738,7 +741,8 @@ class MemoryTransport(_TLSTransport):
         st = self._step
         gate = self._gate
         if gate is not None:
-            data = gate.mem_read(self._ssl_at, self._net_at, self._step_at, self.fd, max_bytes)
+            ssl_at, net_at, step_at = self._gate_at
+            data = gate.mem_read(ssl_at, net_at, step_at, self.fd, max_bytes)
             if st.outcome == _STEP_DONE:
                 self.bytes_received += len(data)
                 return data
@@ -758,7 +762,8 @@ class MemoryTransport(_TLSTransport):
         st = self._step
         gate = self._gate
         if gate is not None:
-            off = gate.mem_write(self._ssl_at, self._net_at, self._step_at, self.fd, data, off)
+            ssl_at, net_at, step_at = self._gate_at
+            off = gate.mem_write(ssl_at, net_at, step_at, self.fd, data, off)
         else:
             with ffi.from_buffer("unsigned char[]", data) as base:
                 off = lib.Ktlswsgi_mem_write(self._ssl, self._net, self.fd, base, len(data),
@@ -865,7 +870,8 @@ class MemoryTransport(_TLSTransport):
         st = self._step
         gate = self._gate
         if gate is not None:
-            if gate.mem_flush(self._net_at, self._step_at, self.fd):
+            _, net_at, step_at = self._gate_at
+            if gate.mem_flush(net_at, step_at, self.fd):
                 return True
         elif lib.Ktlswsgi_mem_flush(self._net, self.fd, st):
             return True
