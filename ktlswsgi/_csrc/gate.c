@@ -84,6 +84,64 @@ static int nargs_ok(const char *name, Py_ssize_t nargs, Py_ssize_t want)
     return 1;
 }
 
+/* The buffer for a read of `arg` bytes (positive): the scratch buffer, or a
+   PyMem block when more is asked; NULL with an exception. */
+static unsigned char *read_buffer(PyObject *arg, Py_ssize_t *max)
+{
+    unsigned char *buf;
+
+    *max = PyLong_AsSsize_t(arg);
+    if (*max == -1 && PyErr_Occurred())
+        return NULL;
+    if (*max <= 0) {
+        PyErr_SetString(PyExc_ValueError, "max_bytes must be positive");
+        return NULL;
+    }
+    if (*max <= SCRATCH_BYTES)
+        return scratch;
+    buf = PyMem_Malloc((size_t)*max);
+    if (buf == NULL)
+        PyErr_NoMemory();
+    return buf;
+}
+
+static void release_buffer(unsigned char *buf)
+{
+    if (buf != scratch)
+        PyMem_Free(buf);
+}
+
+/* bytes of buf[:n] (nothing when a TLS step did not finish), and the
+   buffer given back. */
+static PyObject *read_result(unsigned char *buf, size_t n, Py_ssize_t max,
+                             const Ktlswsgi_step *st)
+{
+    PyObject *out;
+
+    if ((st != NULL && st->outcome != KTLSWSGI_STEP_DONE) || n > (size_t)max)
+        n = 0;
+    out = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)n);
+    release_buffer(buf);
+    return out;
+}
+
+/* `data` as a simple buffer and `off_arg` as an offset within it; -1 with
+   an exception (the buffer then released). */
+static int write_args(PyObject *data, PyObject *off_arg, Py_buffer *view, Py_ssize_t *off)
+{
+    *off = PyLong_AsSsize_t(off_arg);
+    if (*off == -1 && PyErr_Occurred())
+        return -1;
+    if (PyObject_GetBuffer(data, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (*off < 0 || *off > view->len) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "offset outside the data");
+        return -1;
+    }
+    return 0;
+}
+
 /* tls_bind(mem_read, mem_write, mem_flush, mem_has_pending, ssl_read,
    ssl_write): the steps' addresses. */
 PyObject *Ktlswsgi_tls_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -109,33 +167,17 @@ PyObject *Ktlswsgi_gate_read(PyObject *self, PyObject *const *args, Py_ssize_t n
     void *p[3];
     int fd;
     Py_ssize_t max;
-    unsigned char *buf = scratch;
-    PyObject *out;
+    unsigned char *buf;
     size_t got;
 
     (void)self;
     if (!nargs_ok("mem_read", nargs, 5) || !bound() || pointers(args, 3, p) < 0)
         return NULL;
     fd = as_fd(args[3]);
-    max = PyLong_AsSsize_t(args[4]);
-    if (fd < 0 || (max == -1 && PyErr_Occurred()))
+    if (fd < 0 || (buf = read_buffer(args[4], &max)) == NULL)
         return NULL;
-    if (max <= 0) {
-        PyErr_SetString(PyExc_ValueError, "max_bytes must be positive");
-        return NULL;
-    }
-    if (max > SCRATCH_BYTES) {
-        buf = PyMem_Malloc((size_t)max);
-        if (buf == NULL)
-            return PyErr_NoMemory();
-    }
     got = mem_read((SSL *)p[0], (BIO *)p[1], fd, buf, (size_t)max, (Ktlswsgi_step *)p[2]);
-    if (((Ktlswsgi_step *)p[2])->outcome != KTLSWSGI_STEP_DONE || got > (size_t)max)
-        got = 0;
-    out = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)got);
-    if (buf != scratch)
-        PyMem_Free(buf);
-    return out;
+    return read_result(buf, got, max, (Ktlswsgi_step *)p[2]);
 }
 
 /* mem_write(ssl, net, step, fd, data, off) -> the new offset into data. */
@@ -151,16 +193,8 @@ PyObject *Ktlswsgi_gate_write(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!nargs_ok("mem_write", nargs, 6) || !bound() || pointers(args, 3, p) < 0)
         return NULL;
     fd = as_fd(args[3]);
-    off = PyLong_AsSsize_t(args[5]);
-    if (fd < 0 || (off == -1 && PyErr_Occurred()))
+    if (fd < 0 || write_args(args[4], args[5], &view, &off) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[4], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (off < 0 || off > view.len) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "offset outside the data");
-        return NULL;
-    }
     done = mem_write((SSL *)p[0], (BIO *)p[1], fd, view.buf, (size_t)view.len, (size_t)off,
                      (Ktlswsgi_step *)p[2]);
     PyBuffer_Release(&view);
@@ -201,32 +235,16 @@ PyObject *Ktlswsgi_gate_ssl_read(PyObject *self, PyObject *const *args, Py_ssize
 {
     void *p[2];
     Py_ssize_t max;
-    unsigned char *buf = scratch;
-    PyObject *out;
+    unsigned char *buf;
     size_t got;
 
     (void)self;
     if (!nargs_ok("ssl_read", nargs, 3) || !bound() || pointers(args, 2, p) < 0)
         return NULL;
-    max = PyLong_AsSsize_t(args[2]);
-    if (max == -1 && PyErr_Occurred())
+    if ((buf = read_buffer(args[2], &max)) == NULL)
         return NULL;
-    if (max <= 0) {
-        PyErr_SetString(PyExc_ValueError, "max_bytes must be positive");
-        return NULL;
-    }
-    if (max > SCRATCH_BYTES) {
-        buf = PyMem_Malloc((size_t)max);
-        if (buf == NULL)
-            return PyErr_NoMemory();
-    }
     got = ssl_read((SSL *)p[0], buf, (size_t)max, (Ktlswsgi_step *)p[1]);
-    if (((Ktlswsgi_step *)p[1])->outcome != KTLSWSGI_STEP_DONE || got > (size_t)max)
-        got = 0;
-    out = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)got);
-    if (buf != scratch)
-        PyMem_Free(buf);
-    return out;
+    return read_result(buf, got, max, (Ktlswsgi_step *)p[1]);
 }
 
 /* ssl_write(ssl, step, data, off) -> the new offset into data. */
@@ -240,16 +258,8 @@ PyObject *Ktlswsgi_gate_ssl_write(PyObject *self, PyObject *const *args, Py_ssiz
     (void)self;
     if (!nargs_ok("ssl_write", nargs, 4) || !bound() || pointers(args, 2, p) < 0)
         return NULL;
-    off = PyLong_AsSsize_t(args[3]);
-    if (off == -1 && PyErr_Occurred())
+    if (write_args(args[2], args[3], &view, &off) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[2], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (off < 0 || off > view.len) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "offset outside the data");
-        return NULL;
-    }
     done = ssl_write((SSL *)p[0], view.buf, (size_t)view.len, (size_t)off,
                      (Ktlswsgi_step *)p[1]);
     PyBuffer_Release(&view);
@@ -262,39 +272,25 @@ PyObject *Ktlswsgi_gate_sock_recv(PyObject *self, PyObject *const *args, Py_ssiz
 {
     int fd;
     Py_ssize_t max;
-    unsigned char *buf = scratch;
-    PyObject *out;
+    unsigned char *buf;
     ssize_t n;
+    int err;
 
     (void)self;
     if (!nargs_ok("sock_recv", nargs, 2))
         return NULL;
     fd = as_fd(args[0]);
-    max = PyLong_AsSsize_t(args[1]);
-    if (fd < 0 || (max == -1 && PyErr_Occurred()))
+    if (fd < 0 || (buf = read_buffer(args[1], &max)) == NULL)
         return NULL;
-    if (max <= 0) {
-        PyErr_SetString(PyExc_ValueError, "max_bytes must be positive");
-        return NULL;
-    }
-    if (max > SCRATCH_BYTES) {
-        buf = PyMem_Malloc((size_t)max);
-        if (buf == NULL)
-            return PyErr_NoMemory();
-    }
     n = recv(fd, buf, (size_t)max, MSG_DONTWAIT);
-    if (n < 0) {
-        out = NULL;
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            out = Py_NewRef(Py_None);
-        else
-            PyErr_SetFromErrno(PyExc_OSError);
-    } else {
-        out = PyBytes_FromStringAndSize((const char *)buf, n);
-    }
-    if (buf != scratch)
-        PyMem_Free(buf);
-    return out;
+    if (n >= 0)
+        return read_result(buf, (size_t)n, max, NULL);
+    err = errno;
+    release_buffer(buf);
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+        Py_RETURN_NONE;
+    errno = err;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
 
 /* sock_send(fd, data) -> bytes taken, or -1 when the socket is full;
