@@ -134,6 +134,16 @@ def test_each_limit_at_its_boundary():
     assert parse(head, (line, fields, field, whole - 1)) is None
 
 
+def test_the_head_limit_holds_for_a_head_without_header_lines():
+    """Found by the fuzz run: an HTTP/1.0 head with no header lines and a long
+    method was over --limit-request-headers-bytes and still accepted (the
+    limit was checked only as each header line was added)."""
+    head = b"v" * 2000 + b"GET / HTTP/1.0\r\n\r\n"
+    size = _count_bytes(head)
+    assert parse(head, (67, 4, 71, size)) is not None
+    assert parse(head, (67, 4, 71, size - 1)) is None
+
+
 # -- environ_headers -----------------------------------------------------------------
 def both_environs(headers, start=None):
     """(result, environ items) from the C and from the Python reference."""

@@ -222,6 +222,8 @@ PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args)
             }
         }
         head_bytes = m_end + (t_end - t_start) + 12;
+        if (head_bytes > limit_head)   /* a head with no header lines is checked here */
+            goto refuse;
         keep_alive = minor == 1;
 
         headers = PyList_New(0);
