@@ -333,22 +333,35 @@ def test_without_the_build_auto_falls_back_and_c_is_refused_at_start(monkeypatch
     assert Config(http="auto").validate().http == "auto"
 
 
+class Recording:
+    """A stand-in for ktlswsgi._native: calls through, and records which of
+    its functions were called, in order."""
+
+    def __init__(self):
+        self.called = []
+
+    def __getattr__(self, name):
+        fn = getattr(native, name)
+
+        def record(*args):
+            self.called.append(name)
+            return fn(*args)
+        return record
+
+
+def hello_app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "5")])
+    return [b"hello"]
+
+
 def test_the_server_paths_call_the_c(monkeypatch):
     """The comparisons above would pass with the C never called: here each
     caller must reach its C function (a recording stand-in for the module)."""
-    called = []
+    stand_in = Recording()
+    called = stand_in.called
 
-    class Recording:
-        def __getattr__(self, name):
-            fn = getattr(native, name)
-
-            def record(*args):
-                called.append(name)
-                return fn(*args)
-            return record
-
-    monkeypatch.setattr(http1, "native", Recording())
-    monkeypatch.setattr(wsgi, "native", Recording())
+    monkeypatch.setattr(http1, "native", stand_in)
+    monkeypatch.setattr(wsgi, "native", stand_in)
     framed(REQUESTS[0], 200, [(b"Content-Length", b"0")])      # parse_head, then the framing
     wsgi.build_environ(http1.Request(b"GET", b"/", b"1.1", [(b"host", b"x")]), scheme="http",
                        server_addr=("127.0.0.1", 80), peer_addr=("127.0.0.1", 5), body=None,
@@ -372,30 +385,16 @@ def test_the_tls_transport_steps_go_through_the_gate(monkeypatch, kind):
 
     cls = transports.MemoryTransport if kind == "memory" else transports.SocketTransport
     assert cls._gate is native
-    called = set()
-
-    class Recording:
-        def __getattr__(self, name):
-            fn = getattr(native, name)
-
-            def record(*args):
-                called.add(name)
-                return fn(*args)
-            return record
-
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", "5")])
-        return [b"hello"]
-
-    monkeypatch.setattr(cls, "_gate", Recording())
+    stand_in = Recording()
+    monkeypatch.setattr(cls, "_gate", stand_in)
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with running_server(app, tls=True, tls_transport=kind) as srv:
+    with running_server(hello_app, tls=True, tls_transport=kind) as srv:
         with urllib.request.urlopen(srv.url + "/", context=ctx, timeout=10) as resp:
             assert resp.read() == b"hello"
     want = ({"mem_read", "mem_write", "mem_flush", "has_pending"} if kind == "memory"
             else {"ssl_read", "ssl_write", "has_pending"})
-    assert want <= called, called
+    assert want <= set(stand_in.called), stand_in.called
 
 
 def test_the_gate_refuses_bad_arguments():
@@ -449,23 +448,9 @@ def test_plain_tcp_reads_and_writes_through_the_gate(monkeypatch):
     from support import running_server
 
     assert transport.PlainTransport._gate is native
-    called = set()
-
-    class Recording:
-        def __getattr__(self, name):
-            fn = getattr(native, name)
-
-            def record(*args):
-                called.add(name)
-                return fn(*args)
-            return record
-
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", "5")])
-        return [b"hello"]
-
-    monkeypatch.setattr(transport.PlainTransport, "_gate", Recording())
-    with running_server(app) as srv:
+    stand_in = Recording()
+    monkeypatch.setattr(transport.PlainTransport, "_gate", stand_in)
+    with running_server(hello_app) as srv:
         with urllib.request.urlopen(srv.url + "/", timeout=10) as resp:
             assert resp.read() == b"hello"
-    assert {"sock_recv", "sock_send"} <= called, called
+    assert {"sock_recv", "sock_send"} <= set(stand_in.called), stand_in.called
