@@ -26,7 +26,7 @@ import threading
 import pytest
 from hyperframe.frame import Frame, PingFrame, RstStreamFrame
 
-from ktlswsgi import http2
+from ktlswsgi import http1, http2
 from sansio import FakePool, Harness
 from support import wait_until
 
@@ -58,6 +58,39 @@ def test_h1_keep_alive_and_pipelining(monkeypatch):
     h.deliver(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     h.run_jobs()
     assert b"hello /c" in h.output() and h.state == "closing" and h.transport.shut
+
+
+@pytest.mark.skipif(http1.native is None, reason="the C parser is not built")
+def test_h1_a_plain_keep_alive_request_takes_the_whole_event_path(monkeypatch):
+    """Each keep-alive GET is one whole_request and its response one framed
+    buffer (the two fast paths); the pipelined pair takes the event path."""
+    from ktlswsgi import h1session
+    taken = []
+    whole_request, frame_whole = http1.Http1.whole_request, h1session.H1Session._frame_whole
+
+    def spy_request(self, data):
+        req = whole_request(self, data)
+        taken.append(("request", req is not None))
+        return req
+
+    def spy_frame(self, wire, items, room):
+        done = frame_whole(self, wire, items, room)
+        taken.append(("response", done))
+        return done
+
+    monkeypatch.setattr(http1.Http1, "whole_request", spy_request)
+    monkeypatch.setattr(h1session.H1Session, "_frame_whole", spy_frame)
+    h = Harness(hello, monkeypatch, tls=False)
+    for path in (b"/a", b"/b"):
+        h.deliver(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.run_jobs()
+        assert h.output().endswith(b"hello " + path)
+    assert taken == [("request", True), ("response", True)] * 2
+    taken.clear()
+    h.deliver(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.run_jobs()
+    assert h.output().count(b"HTTP/1.1 200 OK") == 2
+    assert taken[0] == ("request", False)
 
 
 def test_h1_header_timeout_is_exact(monkeypatch):
