@@ -15,6 +15,10 @@ is hit), the rest is
     the same fields as an app's start_response headers, which
     native.response_headers must check as wsgi._response_headers does (or
     leave to it).
+  - sent through native.sock_send and read back with the socket's own recv,
+    then sent with the socket's send and read with native.sock_recv (a read
+    size from the first byte, past the 64 KiB scratch buffer for some): the
+    bytes must come back as sent (gate.c's plain-TCP steps against Python's).
 Any difference, and any memory error AddressSanitizer sees in the C, stops
 the run with the input saved.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
+import socket
 import sys
 
 import atheris
@@ -107,6 +112,33 @@ def check_response_headers(data: bytes) -> None:
         raise AssertionError(f"response_headers differs on {headers!r}:\nc:  {c}\npy: {py}")
 
 
+_PAIR = []
+
+
+def check_socket_gate(size_byte: int, data: bytes) -> None:
+    if not _PAIR:
+        _PAIR.extend(socket.socketpair())
+        for sock in _PAIR:
+            sock.setblocking(False)
+    a, b = _PAIR
+    native = http1.native
+    sent = native.sock_send(a.fileno(), data) if data else 0
+    got = b.recv(len(data) + 1) if sent > 0 else b""
+    if got != data[:sent] or (data and sent <= 0):
+        raise AssertionError(f"sock_send: sent {sent} of {len(data)}, read back {len(got)}")
+    max_bytes = 1 + size_byte * 300
+    if data:
+        b.sendall(data)
+    back = b""
+    while len(back) < len(data):
+        piece = native.sock_recv(a.fileno(), max_bytes)
+        if not piece or len(piece) > max_bytes:
+            raise AssertionError(f"sock_recv({max_bytes}) gave {piece!r:.40} after {len(back)}")
+        back += piece
+    if back != data or native.sock_recv(a.fileno(), max_bytes) is not None:
+        raise AssertionError("sock_recv: the bytes sent did not come back, exactly")
+
+
 def check(data: bytes) -> None:
     if len(data) < 2:
         return
@@ -114,6 +146,7 @@ def check(data: bytes) -> None:
     check_environ(data[2:])
     check_framing(data[0], data[1], data[2:])
     check_response_headers(data[2:])
+    check_socket_gate(data[0], data[2:])
 
 
 def write_seeds(directory: str) -> None:
