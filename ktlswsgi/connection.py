@@ -303,7 +303,8 @@ class Connection:
             # (a server that counts PROXY-state connections as handshaking).
             self._open(H1Session(self))
             self.s.on_handshake_done(self)
-            self._do_read()  # the request may have come with the header
+            if self._reading():
+                self._do_read()  # the request may have come with the header
 
     # -- TLS handshake --------------------------------------------------------------
     def _do_handshake(self) -> None:
@@ -346,16 +347,16 @@ class Connection:
             self._open(H1Session(self))
         self.s.on_handshake_done(self)
         self.kick()   # HTTP/2: our SETTINGS
-        if self.state == OPEN:
+        if self.state == OPEN and self._reading():
             self._do_read()  # the client's first request may already be buffered
 
     # -- reading ------------------------------------------------------------------------
     def _do_read(self) -> None:
+        """Read into the session while it wants input (the caller checked
+        that it wants some now)."""
         t = self.transport
         recv_bytes = self.cfg.recv_bytes
         for _ in range(_READS_PER_EVENT):
-            if not self._reading():
-                return
             data = t.recv(recv_bytes)
             if data is WANT_READ:
                 self._read_on = rx.IN
@@ -377,6 +378,8 @@ class Connection:
             if self.state == CLOSED:
                 return
             if len(data) < recv_bytes and not t.has_pending():
+                return
+            if not self._reading():
                 return
         if t.has_pending() and self._reading():
             # Out of turns with data already inside TLS: epoll will not

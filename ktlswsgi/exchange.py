@@ -15,7 +15,6 @@ stays with the connection and its protocol session.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -87,13 +86,9 @@ class Exchange:
             self.body = RequestBody(cfg.body_buffer_bytes, on_drained, on_first_read,
                                     on_consumed)
         self.out = OutboundQueue(high_water, low_water, on_output)
-        self._job = functools.partial(
-            serve_request, shared.app, self.request, scheme=shared.scheme,
-            server_addr=conn.server_addr, peer_addr=conn.peer, peer_ip=conn.peer_ip,
-            forwarded_trust=conn.forwarded_trust, tls_extra=conn.tls_environ,
-            body=self.body, out=self.out, multiprocess=shared.multiprocess,
-            head_only=head_only, close_after=close_after,
-            inline_file_bytes=inline_file_bytes, log_meta=self._log_meta)
+        # What the job needs besides the connection's facts, which stay as the
+        # handshake left them: the worker reads those itself (_run_job).
+        self._job = (head_only, close_after, inline_file_bytes)
         self._job_state = _PREPARED
         return 0
 
@@ -138,7 +133,16 @@ class Exchange:
                 return
             self._job_state = _RUNNING
         try:
-            self._job()
+            head_only, close_after, inline_file_bytes = self._job
+            conn = self.conn
+            shared = conn.s
+            serve_request(shared.app, self.request, scheme=shared.scheme,
+                          server_addr=conn.server_addr, peer_addr=conn.peer,
+                          peer_ip=conn.peer_ip, forwarded_trust=conn.forwarded_trust,
+                          tls_extra=conn.tls_environ, body=self.body, out=self.out,
+                          multiprocess=shared.multiprocess, head_only=head_only,
+                          close_after=close_after, inline_file_bytes=inline_file_bytes,
+                          log_meta=self._log_meta)
         finally:
             with lock:
                 self._job_state = _DONE

@@ -111,7 +111,7 @@ class H1Session:
         if self.state == IDLE:
             req = self.http.whole_request(data)
             if req is not None:   # the usual case: one whole head without a body
-                self._on_request(req)
+                self._on_request(req, whole=True)
                 return
         elif self.state == ACTIVE and (self.ex.body is None or self.ex.body.complete):
             self._paused_bytes += len(data)
@@ -148,7 +148,7 @@ class H1Session:
             return self._phase_since + c.header_timeout_s, "headers"
         if st == LINGER:
             return self._phase_since + c.linger_s, "linger"
-        if st == ACTIVE and not self.conn.peer_eof:
+        if st == ACTIVE and self.ex.body is not None and not self.conn.peer_eof:
             when = self.ex.body_deadline()
             if when is not None:
                 return when, "body"
@@ -268,7 +268,9 @@ class H1Session:
                     self.conn.close()
                 return
 
-    def _on_request(self, req: http1.Request) -> None:
+    def _on_request(self, req: http1.Request, whole: bool = False) -> None:
+        """A request head is in; `whole`: from whole_request, so no body and
+        no Expect (the C parser refuses both)."""
         conn = self.conn
         self._to(ACTIVE)
         self._first_request = False
@@ -278,16 +280,19 @@ class H1Session:
         self._paused_bytes = 0
         self._linger_bytes = 0
         conn.pump.mark_write_start(ex.started)
-        length, chunked = body_framing(req.headers)
+        length, chunked = (None, False) if whole else body_framing(req.headers)
+        has_body = chunked or bool(length)
         cfg = self.cfg
-        refused = ex.admit(length, chunked or bool(length), on_output=conn.output_threadsafe,
+        refused = ex.admit(length, has_body, on_output=conn.output_threadsafe,
                            high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
-                           on_drained=self._resume_threadsafe,
-                           on_first_read=self._send_continue_threadsafe,
+                           on_drained=self._resume_threadsafe if has_body else None,
+                           on_first_read=self._send_continue_threadsafe if has_body else None,
                            head_only=req.method == b"HEAD",
                            close_after=req.http_version == b"1.0",
                            inline_file_bytes=self.inline_file_bytes)
-        if refused == 413:
+        if whole:
+            self._dispatch()
+        elif refused == 413:
             self._reply_canned(413, "request body too large")
         elif self.http.they_are_waiting_for_100_continue:
             self._dispatch()   # the body comes once the app asks for it (100 Continue)

@@ -468,12 +468,10 @@ class Http1:
         else None and nothing changed (`receive(data)` takes it as usual)."""
         limits = self._c_limits
         if (limits is None or self._h11 is not None or self._fstate != _F_IDLE
-                or self._pending or self._eof or self._head_buf or not self._scanning
-                or data[-4:] != b"\r\n\r\n" or data[:1] in (b"\r", b"\n")):
+                or self._pending or self._eof or self._head_buf or not self._scanning):
             return None
-        m = _HEAD_END.search(data)
-        if m.end() != len(data):
-            return None   # more follows the head: pipelined
+        # parse_head refuses anything but exactly one head: CRLF lines only,
+        # the first blank line ending `data` (no pipelined bytes after it).
         parsed = native.parse_head(data, *limits)
         if parsed is None:
             return None

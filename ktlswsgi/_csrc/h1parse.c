@@ -2,7 +2,8 @@
  *
  * ktlswsgi._native.parse_head(head, limit_line, limit_fields, limit_field, limit_head)
  * takes a complete request head (request line, header lines, blank line: the
- * bytes http1.py cut at the head's end) and returns
+ * bytes http1.py cut at the head's end, or a whole read that may be exactly
+ * one head: any byte after the first blank line is refused) and returns
  *     (method, target, http_version, [(lower-case name, value)], keep_alive)
  * when the head is an ordinary request that h11 would accept with exactly
  * those parts and that the server's own rules (http1.py: _request,
