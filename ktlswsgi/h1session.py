@@ -411,21 +411,21 @@ class H1Session:
         """A whole response of bytes chunks popped at once (the usual case),
         within `room`: framed as one buffer, as `_serialize` would frame its
         items one by one.  False (nothing done) for anything else."""
+        datas = []
         n = 0
         for item in islice(items, 1, len(items) - 1):
-            if type(item) is not Chunk or type(item.data) is not bytes:
+            data = item.data if type(item) is Chunk else None
+            if type(data) is not bytes:
                 return False
-            n += len(item.data)
+            datas.append(data)
+            n += len(data)
         if n > room:
             return False
-        http = self.http
         ex = self.ex
         head, end = items[0], items[-1]
         try:
             parts = [self._head_bytes(head)]
-            for item in islice(items, 1, len(items) - 1):
-                parts.extend(http.body(item.data))
-            parts.append(http.end())
+            parts += self.http.body_to_end(datas, n)
         except Exception as exc:  # the response cannot be framed: a bug
             # Not the message: it may quote a header value.
             log.error("%s: cannot frame the response (%s)", self.conn.peer_text,

@@ -601,6 +601,23 @@ class Http1:
             raise ResponseError("a body where the response has none")
         return []
 
+    def body_to_end(self, datas: list, n: int) -> list:
+        """`body()` of each of `datas` (`n` bytes in all), then `end()`: the
+        pieces of a response's whole body, in one call."""
+        if self._framing == _LENGTH and self._resp == _R_BODY:
+            if n > self._left:
+                raise ResponseError("more body than its Content-Length")
+            if n < self._left:
+                raise ResponseError("less body than its Content-Length")
+            self._left = 0
+            self._resp = _R_DONE
+            return datas
+        parts = []
+        for data in datas:
+            parts += self.body(data)
+        parts.append(self.end())
+        return parts
+
     def end(self) -> bytes:
         if self._resp != _R_BODY:
             raise ResponseError("end outside a response")

@@ -80,7 +80,8 @@ class WritePump:
                 # EPOLLOUT brings us back as soon as the socket is writable.
                 self.write_on = rx.OUT
                 break
-            if session is not None:
+            # A leading Done sends nothing: the session fills once it is handled.
+            if session is not None and (not wire or type(wire[0]) is not Done):
                 room = COALESCE_BYTES - wire_bytes(wire) if wire else COALESCE_BYTES
                 if room > 0:
                     session.fill(wire, room)

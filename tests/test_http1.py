@@ -637,7 +637,8 @@ _RESPONSES = {
 @pytest.mark.parametrize("req", sorted(_REQUESTS))
 @pytest.mark.parametrize("resp", sorted(_RESPONSES))
 @pytest.mark.parametrize("close", [False, True])
-def test_response_bytes_and_keep_alive_match_h11(req, resp, close):
+@pytest.mark.parametrize("whole", [False, True], ids=["by-chunk", "body_to_end"])
+def test_response_bytes_and_keep_alive_match_h11(req, resp, close, whole):
     import h11
     from ktlswsgi import http1
     status, headers, chunks = _RESPONSES[resp]
@@ -659,10 +660,29 @@ def test_response_bytes_and_keep_alive_match_h11(req, resp, close):
     got = ours.response_head(status, list(headers), close=close)
     for c in chunks:
         want += b"".join(ref.send_with_data_passthrough(h11.Data(data=c)))
-        got += b"".join(ours.body(c))
+        if not whole:
+            got += b"".join(ours.body(c))
     want += ref.send(h11.EndOfMessage())
-    got += ours.end()
+    if whole:
+        got += b"".join(ours.body_to_end(list(chunks), sum(map(len, chunks))))
+    else:
+        got += ours.end()
     # h11 writes the Connection header it adds in title case, and so do we.
     assert got == want
     ours.next_event()  # EndOfBody
     assert ours.keep_alive == (ref.our_state is h11.DONE and ref.their_state is h11.DONE)
+
+
+@pytest.mark.parametrize("body", [[b"abc"], [b"a", b"bcd"], [], [b"ab", b""]])
+def test_body_to_end_refuses_a_body_that_is_not_its_content_length(body):
+    from ktlswsgi import http1
+    h = http1.Http1(4094, 100, 8190, 65536)
+    h.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(h.next_event(), http1.Request)
+    h.response_head(200, [(b"content-length", b"3")])
+    n = sum(map(len, body))
+    if n == 3:
+        assert h.body_to_end(body, n) == body and h.response_complete
+        return
+    with pytest.raises(http1.ResponseError, match="more body" if n > 3 else "less body"):
+        h.body_to_end(body, n)
