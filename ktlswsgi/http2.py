@@ -47,7 +47,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from . import h2adapter
+from . import h2adapter, hpackcoder
 from .responses import NO_BODY_STATUSES
 
 PREFACE_BYTES = 24
@@ -151,6 +151,7 @@ class Http2:
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
         self._h2 = conn = h2.connection.H2Connection(config=config)
+        hpackcoder.install(conn)
         h2adapter.set_local_settings(conn, _settings(limits, limits.max_concurrent_streams))
         conn.decoder.max_header_list_size = limits.header_list_bytes
         conn.initiate_connection()

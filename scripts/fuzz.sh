@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bounded coverage-guided fuzz run of ktlswsgi._native against its references
 # (the C request-head parser against h11; the environ, response framing and
-# start_response checks against their Python paths; tests/fuzz/fuzz_native.py),
+# start_response checks against their Python paths; HPACK through nghttp2
+# against the hpack package; tests/fuzz/fuzz_native.py),
 # with AddressSanitizer: `make fuzz`, and in CI.
 #
 #   bash scripts/fuzz.sh [SECONDS]      (default 60; FUZZ_SECONDS too)
@@ -34,9 +35,11 @@ mkdir -p "$FUZZ_DIR/corpus" "$FUZZ_DIR/artifacts"
 include=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$("$PYTHON" -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])')
 so="$FUZZ_DIR/_native$suffix"
+nghttp2=()   # hpack.c, as setup.py builds it: where nghttp2's headers are
+[ -e /usr/include/nghttp2/nghttp2.h ] && nghttp2=(-DKTLSWSGI_NGHTTP2 -lnghttp2)
 clang -shared -fPIC -g -O1 -fno-omit-frame-pointer -fsanitize=address,fuzzer-no-link \
   -Wall -Wextra -Werror -I "$include" -I ktlswsgi/_csrc -I ktlswsgi/tls/_csrc \
-  ktlswsgi/_csrc/*.c -o "$so"
+  ktlswsgi/_csrc/*.c "${nghttp2[@]}" -o "$so"
 runtime=$("$PYTHON" -c 'import atheris, os; print(os.path.join(atheris.path(), "asan_with_fuzzer.so"))')
 
 echo "fuzz: $seconds s of tests/fuzz/fuzz_native.py, ASan build $so, work dir $FUZZ_DIR"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing ktlswsgi needs on Debian 12, idempotently:
-# the compiler and OpenSSL headers for the cffi binding, the real clients the
+# the compiler and OpenSSL headers for the cffi binding, nghttp2's headers for
+# the HTTP/2 driver's HPACK (ktlswsgi/_csrc/hpack.c), the real clients the
 # tests drive (curl, openssl s_client, h2load), strace for the kTLS zero-copy test,
 # then the package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in gcc libssl-dev curl openssl ca-certificates strace nghttp2-client; do
+for pkg in gcc libssl-dev libnghttp2-dev curl openssl ca-certificates strace nghttp2-client; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -314,10 +314,14 @@ def test_response_headers_match_the_python_path(seed):
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c",
-                                  "respheaders.c", "gate.c"])
-def test_the_sources_compile_with_warnings_as_errors(tmp_path, name):
+                                  "respheaders.c", "gate.c", "hpack.c"])
+@pytest.mark.parametrize("nghttp2", [False, True], ids=["plain", "nghttp2"])
+def test_the_sources_compile_with_warnings_as_errors(tmp_path, name, nghttp2):
+    if nghttp2 and not os.path.exists("/usr/include/nghttp2/nghttp2.h"):
+        pytest.skip("nghttp2's headers are not installed (libnghttp2-dev)")
     cmd = ["gcc", "-std=gnu11", "-O2", "-c", "-fPIC", "-Werror", "-Wall", "-Wextra", "-Wshadow",
            "-Wstrict-prototypes", "-Wformat=2", "-I", sysconfig.get_paths()["include"],
+           *(["-DKTLSWSGI_NGHTTP2"] if nghttp2 else []),
            "-I", CSRC, "-I", os.path.join(CSRC, "..", "tls", "_csrc"),
            os.path.join(CSRC, name), "-o", str(tmp_path / "x.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)

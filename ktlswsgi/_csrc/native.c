@@ -74,6 +74,22 @@ static PyMethodDef methods[] = {
      "sock_recv(fd, max_bytes) -> bytes (b'' at EOF), or None when nothing is there"},
     {"sock_send", (PyCFunction)(void (*)(void))Ktlswsgi_gate_sock_send, METH_FASTCALL,
      "sock_send(fd, data) -> bytes taken, or -1 when the socket is full"},
+#ifdef KTLSWSGI_NGHTTP2
+    {"hpack_inflater", Ktlswsgi_hpack_inflater, METH_NOARGS,
+     "hpack_inflater() -> a new HPACK decoding context (hpack.c)"},
+    {"hpack_inflate", (PyCFunction)(void (*)(void))Ktlswsgi_hpack_inflate, METH_FASTCALL,
+     "hpack_inflate(inflater, block, max_list_bytes) -> [(name, value)], or -1 (not "
+     "valid HPACK) or -2 (over max_list_bytes)"},
+    {"hpack_inflate_table_size", (PyCFunction)(void (*)(void))Ktlswsgi_hpack_inflate_table_size,
+     METH_FASTCALL, "hpack_inflate_table_size(inflater, size): our acknowledged table size"},
+    {"hpack_deflater", Ktlswsgi_hpack_deflater, METH_O,
+     "hpack_deflater(max_table_bytes) -> a new HPACK encoding context (hpack.c)"},
+    {"hpack_deflate", (PyCFunction)(void (*)(void))Ktlswsgi_hpack_deflate, METH_FASTCALL,
+     "hpack_deflate(deflater, headers) -> the header block, None when a field is not a "
+     "tuple of bytes, or a negative nghttp2 error"},
+    {"hpack_deflate_table_size", (PyCFunction)(void (*)(void))Ktlswsgi_hpack_deflate_table_size,
+     METH_FASTCALL, "hpack_deflate_table_size(deflater, size): the peer's table size"},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,6 +6,8 @@
  * respheaders.c  response_headers: the app's start_response headers, checked
  * gate.c     the reactor's non-blocking steps (the TLS transports' SSL_read /
  *            SSL_write, plain socket recv / send), called without releasing the GIL
+ * hpack.c    hpack_*: HPACK for the HTTP/2 driver, through nghttp2 (where its
+ *            headers are: KTLSWSGI_NGHTTP2)
  * native.c   the module: its method table and initialisation
  *
  * Plain C against the Python headers (not cffi): each function builds the
@@ -44,5 +46,15 @@ PyObject *Ktlswsgi_gate_ssl_read(PyObject *self, PyObject *const *args, Py_ssize
 PyObject *Ktlswsgi_gate_ssl_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_sock_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_sock_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+#ifdef KTLSWSGI_NGHTTP2
+PyObject *Ktlswsgi_hpack_inflater(PyObject *self, PyObject *unused);
+PyObject *Ktlswsgi_hpack_deflater(PyObject *self, PyObject *arg);
+PyObject *Ktlswsgi_hpack_inflate(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_hpack_inflate_table_size(PyObject *self, PyObject *const *args,
+                                            Py_ssize_t nargs);
+PyObject *Ktlswsgi_hpack_deflate(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_hpack_deflate_table_size(PyObject *self, PyObject *const *args,
+                                            Py_ssize_t nargs);
+#endif
 
 #endif

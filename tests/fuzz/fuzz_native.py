@@ -15,6 +15,11 @@ is hit), the rest is
     the same fields as an app's start_response headers, which
     native.response_headers must check as wsgi._response_headers does (or
     leave to it).
+  - decoded as an HPACK block (twice: the second against the table the
+    first left) by hpackcoder's nghttp2 decoder and the hpack package's,
+    which must give the same header list or both fail; cut into header
+    fields, encoded by hpackcoder's encoder, which the hpack package must
+    decode back to those fields;
   - sent through native.sock_send and read back with the socket's own recv,
     then sent with the socket's send and read with native.sock_recv (a read
     size from the first byte, past the 64 KiB scratch buffer for some): the
@@ -43,7 +48,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 # Instrumented before anything else imports them: coverage of the Python
 # driver guides the fuzzer too.
 with atheris.instrument_imports(include=["ktlswsgi"]):
-    from ktlswsgi import http1, wsgi
+    from ktlswsgi import hpackcoder, http1, wsgi
+from hpack import Decoder as RefDecoder, Encoder as RefEncoder  # noqa: E402
+from hpack.exceptions import HPACKError  # noqa: E402
 from test_http1_parsers import CORPUS, limits_from, transcript  # noqa: E402
 from test_native import REQUESTS, checked_both, framed  # noqa: E402
 
@@ -58,7 +65,7 @@ def _load_sanitized_build() -> None:
     spec = importlib.util.spec_from_file_location("ktlswsgi._native", path, loader=loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
-    http1.native = wsgi.native = module
+    http1.native = wsgi.native = hpackcoder.native = module
     print(f"fuzz_native: the extension under test is {path}", file=sys.stderr)
 
 
@@ -139,6 +146,33 @@ def check_socket_gate(size_byte: int, data: bytes) -> None:
         raise AssertionError("sock_recv: the bytes sent did not come back, exactly")
 
 
+def _decoded(decoder, block: bytes, bound: int):
+    decoder.max_header_list_size = bound
+    try:
+        return [tuple(h) for h in decoder.decode(block, raw=True)]
+    except HPACKError:
+        return "error"
+
+
+def check_hpack(bound_byte: int, data: bytes) -> None:
+    if not hpackcoder.AVAILABLE:
+        return
+    bound = 40 + bound_byte * 64
+    ours, ref = hpackcoder.Decoder(), RefDecoder()
+    for _ in range(2):    # the second time against the table the first left
+        got, want = _decoded(ours, data, bound), _decoded(ref, data, bound)
+        if got != want:
+            raise AssertionError(f"HPACK decoding differs on {data.hex()} (bound {bound}):\n"
+                                 f"nghttp2: {got!r:.300}\nhpack:   {want!r:.300}")
+        if got == "error":
+            break
+    headers = [line.partition(b":")[::2] for line in data.split(b"\n")]
+    enc, back = hpackcoder.Encoder(), RefDecoder(max_header_list_size=1 << 30)
+    for _ in range(2):
+        if back.decode(enc.encode(headers), raw=True) != headers:
+            raise AssertionError(f"HPACK encoding of {headers!r:.300} does not decode back")
+
+
 def check(data: bytes) -> None:
     if len(data) < 2:
         return
@@ -147,6 +181,7 @@ def check(data: bytes) -> None:
     check_framing(data[0], data[1], data[2:])
     check_response_headers(data[2:])
     check_socket_gate(data[0], data[2:])
+    check_hpack(data[1], data[2:])
 
 
 def write_seeds(directory: str) -> None:
@@ -154,6 +189,10 @@ def write_seeds(directory: str) -> None:
     for i, data in enumerate(CORPUS):
         with open(os.path.join(directory, f"corpus-{i:04d}"), "wb") as f:
             f.write(b"\xff\xff" + data)
+    for i, data in enumerate(CORPUS[:40]):   # HPACK blocks of the corpus's heads
+        block = RefEncoder().encode([line.partition(b":")[::2] for line in data.split(b"\n")])
+        with open(os.path.join(directory, f"hpack-{i:04d}"), "wb") as f:
+            f.write(b"\xff\xff" + block)
 
 
 def main() -> None:
