@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 
-from . import logs, sockets
+from . import hpackcoder, logs, sockets
 from .sockets import address_text
 from .workerlink import (MAX_SLOTS, MSG, MSG_BOOT_ERROR, MSG_READY, MSG_RETIRING, Heartbeats,
                          WorkerLink)
@@ -142,6 +142,8 @@ class Arbiter:
             except TLSSetupError as exc:
                 raise BootError(str(exc)) from None
             self._scheme = "https"
+            if cfg.http2:
+                log.info("HTTP/2: offered by ALPN, header compression by %s", hpackcoder.NAME)
         self.listeners = sockets.inherited_listeners()
         if not self.listeners:
             try:
