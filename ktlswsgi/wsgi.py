@@ -269,33 +269,48 @@ _ERRORS = ErrorStream()
 
 
 # -- environ ----------------------------------------------------------------------
+# The environ's first keys, in order; build_environ fills the Nones.
+_ENVIRON_BASE = {
+    "REQUEST_METHOD": None, "SCRIPT_NAME": "", "PATH_INFO": None, "QUERY_STRING": None,
+    "RAW_URI": None, "SERVER_PROTOCOL": None, "wsgi.version": (1, 0), "wsgi.url_scheme": None,
+    "wsgi.input": None, "wsgi.errors": _ERRORS, "wsgi.multithread": True,
+    "wsgi.multiprocess": None, "wsgi.run_once": False, "wsgi.input_terminated": True,
+    "wsgi.file_wrapper": FileWrapper,
+}
+
+
 def build_environ(request, *, scheme: str, server_addr, peer_addr, body: RequestBody | None,
                   multiprocess: bool, extra: dict | None = None) -> dict:
+    """The request's WSGI environ: _csrc/environ.c's build_environ, or the
+    Python path (its reference) where that is not built or declines."""
+    environ = False if native is None else native.build_environ(
+        _ENVIRON_BASE, request.method, request.target, request.http_version,
+        request.headers, scheme, server_addr, peer_addr)
+    if environ is False:
+        environ = _environ(request, scheme, server_addr, peer_addr)
+    environ["wsgi.url_scheme"] = scheme
+    environ["wsgi.input"] = WsgiInput(body)
+    environ["wsgi.multiprocess"] = multiprocess
+    if extra:
+        environ.update(extra)
+    return environ
+
+
+def _environ(request, scheme: str, server_addr, peer_addr) -> dict:
+    """build_environ's Python path (the wsgi.* values besides the constant
+    ones are the caller's to set)."""
     target = request.target
     if target.startswith((b"http://", b"https://")):  # absolute-form
         slash = target.find(b"/", target.find(b"//") + 2)
         target = target[slash:] if slash >= 0 else b"/"
     path, _, query = target.partition(b"?")
-    environ = {
-        "REQUEST_METHOD": request.method.decode("ascii"),
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
-        "QUERY_STRING": query.decode("latin-1"),
-        "RAW_URI": request.target.decode("latin-1"),
-        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": WsgiInput(body),
-        "wsgi.errors": _ERRORS,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": multiprocess,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
-    }
-    host_header = False if native is None else native.environ_headers(environ, request.headers)
-    if host_header is False:
-        host_header = environ_headers(environ, request.headers)
+    environ = _ENVIRON_BASE.copy()
+    environ["REQUEST_METHOD"] = request.method.decode("ascii")
+    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+    environ["QUERY_STRING"] = query.decode("latin-1")
+    environ["RAW_URI"] = request.target.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version.decode("ascii")
+    host_header = environ_headers(environ, request.headers)
     environ.setdefault("CONTENT_TYPE", "")
     environ.setdefault("CONTENT_LENGTH", "")
     if isinstance(server_addr, tuple):
@@ -318,8 +333,6 @@ def build_environ(request, *, scheme: str, server_addr, peer_addr, body: Request
     else:
         environ["REMOTE_ADDR"] = ""
         environ["REMOTE_PORT"] = ""
-    if extra:
-        environ.update(extra)
     return environ
 
 

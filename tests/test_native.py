@@ -212,6 +212,52 @@ def test_build_environ_is_the_same_with_and_without_the_c(monkeypatch):
     assert with_c["SERVER_NAME"] == "h" and with_c["HTTP_COOKIE"] == "a=1; b=2"
 
 
+def both_built_environs(monkeypatch, req, **kw):
+    """build_environ's environ with the C and with the Python path (every
+    key, in order; wsgi.input compared by type), and whether the C built it."""
+    built = native.build_environ(wsgi._ENVIRON_BASE, req.method, req.target, req.http_version,
+                                 req.headers, kw["scheme"], kw["server_addr"], kw["peer_addr"])
+    out = []
+    for module in (native, None):
+        monkeypatch.setattr(wsgi, "native", module)
+        env = wsgi.build_environ(req, body=None, multiprocess=True, **kw)
+        assert type(env.pop("wsgi.input")) is wsgi.WsgiInput
+        out.append(list(env.items()))
+    return out, built is not False
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_build_environ_on_random_requests(monkeypatch, seed):
+    """The whole environ: targets (origin- and absolute-form, escapes valid
+    and not, queries), Host fields (names, ports, IPv6, empty), listening
+    and peer addresses (IPv4, IPv6, a unix socket's), both schemes."""
+    from ktlswsgi.http1 import Request
+    rng = random.Random(seed)
+    paths = [b"/", b"/a%20b", b"/%zz%2", b"/%41%4a%4A%", b"/caf%E9/\xff", b"/a?", b"/?q=%20",
+             b"/p?x=1&y=%41", b"http://h:1/x?y", b"https://h", b"http://a/b/c%2Fd", b"*", b"/%",
+             b"/%%41"]
+    hosts = [None, b"example.com", b"example.com:8443", b"[::1]", b"[::1]:99", b"[::1]x7",
+             b"[abc", b":80", b"", b"h:", b"caf\xe9:1"]
+    servers = [("127.0.0.1", 8443), ("::1", 443, 0, 0), "/run/app.sock"]
+    peers = [("10.0.0.1", 5), ("::1", 6, 0, 0), "", None]
+    decided = 0
+    for _ in range(400):
+        headers = [(b"accept", b"*/*")]
+        host = rng.choice(hosts)
+        if host is not None:
+            headers.insert(rng.randrange(2), (b"host", host))
+        if rng.random() < 0.2:
+            headers.append((b"x-caf\xe9", b"1"))    # a name the C leaves to Python
+        req = Request(rng.choice([b"GET", b"POST", b"OPTIONS"]), rng.choice(paths),
+                      rng.choice([b"1.0", b"1.1", b"2"]), headers)
+        kw = dict(scheme=rng.choice(["http", "https"]), server_addr=rng.choice(servers),
+                  peer_addr=rng.choice(peers))
+        (c, py), built = both_built_environs(monkeypatch, req, **kw)
+        assert c == py, (req, kw)
+        decided += built
+    assert decided > 250   # the C builds the usual request, not nothing
+
+
 # -- framing ---------------------------------------------------------------------------
 REQUESTS = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
@@ -373,7 +419,7 @@ def test_the_server_paths_call_the_c(monkeypatch):
     wsgi.Responder(None, head_only=False, close_after=False, peer="p").start_response(
         "200 OK", [("Content-Length", "0")])
     assert called == ["parse_head", "scan_response_headers", "serialize_head",
-                      "environ_headers", "response_headers"]
+                      "build_environ", "response_headers"]
 
 
 @pytest.mark.parametrize("kind", ["memory", "socket"])

@@ -1,5 +1,16 @@
-/* A request's header fields into its WSGI environ (PEP 3333), as
- * wsgi.py's _environ_headers does it, which is the reference:
+/* A request's WSGI environ (PEP 3333), as wsgi.py's Python path builds it,
+ * which is the reference.
+ *
+ * build_environ(base, method, target, version, headers, scheme, server_addr,
+ * peer_addr) returns a copy of `base` (wsgi.py's template: every key of the
+ * environ's first part, in order) with the request's keys set: REQUEST_METHOD,
+ * PATH_INFO (percent-decoded, as latin-1), QUERY_STRING, RAW_URI,
+ * SERVER_PROTOCOL, the header fields (below), CONTENT_TYPE and CONTENT_LENGTH
+ * ("" when absent), SERVER_NAME / SERVER_PORT (the Host field's, else the
+ * listening address's), REMOTE_ADDR / REMOTE_PORT; or False, building
+ * nothing, wherever the Python path must (below, and shapes it alone takes).
+ *
+ * The header fields, environ_headers(environ, headers):
  *
  *   - a field whose name holds "_" is left out (X_Forwarded_For must not
  *     pose as X-Forwarded-For);
@@ -61,15 +72,14 @@ static PyObject *environ_key(const char *name, Py_ssize_t n, int *is_host, int *
     return key;
 }
 
-PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args)
+/* environ_headers' work: the first Host value, None, False (the Python
+   path must do it; nothing changed) or NULL with an exception. */
+static PyObject *fill_headers(PyObject *environ, PyObject *headers)
 {
-    PyObject *environ, *headers, *seq, *seen = NULL, *host = NULL, *result = NULL;
+    PyObject *seq, *seen = NULL, *host = NULL, *result = NULL;
     Py_ssize_t n, i;
     int pairs;
 
-    (void)self;
-    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &environ, &headers))
-        return NULL;
     seq = Ktlswsgi_byte_pairs(headers, &pairs);
     if (seq == NULL)
         return NULL;
@@ -158,4 +168,241 @@ done:
     Py_XDECREF(seen);
     Py_DECREF(seq);
     return result;
+}
+
+PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args)
+{
+    PyObject *environ, *headers;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &environ, &headers))
+        return NULL;
+    return fill_headers(environ, headers);
+}
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* urllib.parse.unquote_to_bytes(path).decode("latin-1"): "%" and two hex
+   digits is that byte; any other "%" stays as it is. */
+static PyObject *unquoted_latin1(const char *p, Py_ssize_t n)
+{
+    PyObject *text;
+    Py_UCS1 *d;
+    Py_ssize_t i, j = 0, out = n;
+
+    for (i = 0; i + 2 < n; i++)
+        if (p[i] == '%' && hex_value((unsigned char)p[i + 1]) >= 0 &&
+            hex_value((unsigned char)p[i + 2]) >= 0) {
+            out -= 2;
+            i += 2;
+        }
+    if (out == n)
+        return PyUnicode_DecodeLatin1(p, n, NULL);
+    text = PyUnicode_New(out, 255);
+    if (text == NULL)
+        return NULL;
+    d = PyUnicode_1BYTE_DATA(text);
+    for (i = 0; i < n; i++) {
+        int hi, lo;
+
+        if (p[i] == '%' && i + 2 < n && (hi = hex_value((unsigned char)p[i + 1])) >= 0 &&
+            (lo = hex_value((unsigned char)p[i + 2])) >= 0) {
+            d[j++] = (Py_UCS1)(hi * 16 + lo);
+            i += 2;
+        } else {
+            d[j++] = (Py_UCS1)p[i];
+        }
+    }
+    if (j != out) {   /* never: both passes read the same escapes */
+        Py_DECREF(text);
+        PyErr_SetString(PyExc_RuntimeError, "unquote: length mismatch");
+        return NULL;
+    }
+    return text;
+}
+
+static int set_str(PyObject *environ, const char *key, PyObject *value)
+{
+    int rc;
+
+    if (value == NULL)
+        return -1;
+    rc = PyDict_SetItemString(environ, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static PyObject *empty_str(void)
+{
+    return PyUnicode_New(0, 0);
+}
+
+static int set_default_empty(PyObject *environ, const char *key)
+{
+    PyObject *k = PyUnicode_InternFromString(key), *empty = empty_str(), *r = NULL;
+
+    if (k != NULL && empty != NULL)
+        r = PyDict_SetDefault(environ, k, empty);
+    Py_XDECREF(k);
+    Py_XDECREF(empty);
+    return r == NULL ? -1 : 0;
+}
+
+/* SERVER_NAME and SERVER_PORT: the Host field's, else the listening address's;
+   1 when the Python path must decide. */
+static int server_name_port(PyObject *environ, PyObject *host, PyObject *scheme,
+                            PyObject *server_addr)
+{
+    PyObject *name = NULL, *port = NULL;
+    int rc = -1;
+
+    if (PyTuple_Check(server_addr) && PyTuple_GET_SIZE(server_addr) < 2)
+        return 1;
+    if (PyTuple_Check(server_addr)) {
+        name = PyTuple_GET_ITEM(server_addr, 0);
+        Py_INCREF(name);
+        port = PyObject_Str(PyTuple_GET_ITEM(server_addr, 1));
+    } else {
+        name = PyUnicode_FromString("localhost");
+        port = empty_str();
+    }
+    if (name == NULL || port == NULL)
+        goto done;
+    if (host != Py_None && PyUnicode_GET_LENGTH(host) > 0) {
+        /* as the Python path: "[v6]:port" or "name:port" (host is latin-1) */
+        const Py_UCS1 *h = PyUnicode_1BYTE_DATA(host);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(host), name_start = 0, name_end, port_start;
+        const Py_UCS1 *cut;
+
+        if (PyUnicode_KIND(host) != PyUnicode_1BYTE_KIND)
+            goto python_path;
+        if (h[0] == '[') {
+            name_start = 1;
+            cut = memchr(h + 1, ']', (size_t)(len - 1));
+            name_end = cut ? cut - h : len;
+            port_start = cut ? name_end + 2 : len;   /* past "]" and one more */
+        } else {
+            cut = memchr(h, ':', (size_t)len);
+            name_end = cut ? cut - h : len;
+            port_start = cut ? name_end + 1 : len;
+        }
+        if (name_end > name_start) {
+            Py_SETREF(name, PyUnicode_Substring(host, name_start, name_end));
+            if (name == NULL)
+                goto done;
+        }
+        if (port_start < len)
+            Py_SETREF(port, PyUnicode_Substring(host, port_start, len));
+        else
+            Py_SETREF(port, PyUnicode_FromString(
+                PyUnicode_CompareWithASCIIString(scheme, "https") == 0 ? "443" : "80"));
+        if (port == NULL)
+            goto done;
+    }
+    if (PyDict_SetItemString(environ, "SERVER_NAME", name) == 0 &&
+        PyDict_SetItemString(environ, "SERVER_PORT", port) == 0)
+        rc = 0;
+    goto done;
+python_path:
+    rc = 1;
+done:
+    Py_XDECREF(name);
+    Py_XDECREF(port);
+    return rc;
+}
+
+PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *base, *method, *target, *version, *headers, *scheme, *server_addr, *peer_addr;
+    PyObject *environ, *host = NULL, *value;
+    const char *t, *q;
+    Py_ssize_t tlen, plen;
+    int rc;
+
+    (void)self;
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "build_environ(base, method, target, version, "
+                        "headers, scheme, server_addr, peer_addr)");
+        return NULL;
+    }
+    base = args[0], method = args[1], target = args[2], version = args[3];
+    headers = args[4], scheme = args[5], server_addr = args[6], peer_addr = args[7];
+    if (!PyDict_CheckExact(base) || !PyBytes_Check(method) || !PyBytes_Check(target) ||
+        !PyBytes_Check(version) || !PyUnicode_Check(scheme))
+        Py_RETURN_FALSE;
+    environ = PyDict_Copy(base);
+    if (environ == NULL)
+        return NULL;
+    t = PyBytes_AS_STRING(target);
+    tlen = PyBytes_GET_SIZE(target);
+    if ((tlen >= 7 && memcmp(t, "http://", 7) == 0) ||
+        (tlen >= 8 && memcmp(t, "https://", 8) == 0)) {   /* absolute-form */
+        const char *auth = memchr(t, '/', (size_t)tlen);   /* the first of "//" */
+        const char *slash = memchr(auth + 2, '/', (size_t)(t + tlen - (auth + 2)));
+
+        if (slash != NULL) {
+            tlen -= slash - t;
+            t = slash;
+        } else {
+            t = "/";
+            tlen = 1;
+        }
+    }
+    q = memchr(t, '?', (size_t)tlen);
+    plen = q ? q - t : tlen;
+    if (set_str(environ, "REQUEST_METHOD", PyUnicode_DecodeASCII(
+            PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method), NULL)) < 0 ||
+        set_str(environ, "PATH_INFO", unquoted_latin1(t, plen)) < 0 ||
+        set_str(environ, "QUERY_STRING", q ? PyUnicode_DecodeLatin1(q + 1, tlen - plen - 1, NULL)
+                                           : empty_str()) < 0 ||
+        set_str(environ, "RAW_URI", PyUnicode_DecodeLatin1(
+            PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target), NULL)) < 0)
+        goto fail;
+    value = PyUnicode_DecodeASCII(PyBytes_AS_STRING(version), PyBytes_GET_SIZE(version), NULL);
+    if (value != NULL)
+        Py_SETREF(value, PyUnicode_FromFormat("HTTP/%U", value));
+    if (set_str(environ, "SERVER_PROTOCOL", value) < 0)
+        goto fail;
+    host = fill_headers(environ, headers);
+    if (host == NULL)
+        goto fail;
+    if (host == Py_False)
+        goto python_path;
+    if (set_default_empty(environ, "CONTENT_TYPE") < 0 ||
+        set_default_empty(environ, "CONTENT_LENGTH") < 0)
+        goto fail;
+    rc = server_name_port(environ, host, scheme, server_addr);
+    if (rc < 0)
+        goto fail;
+    if (rc > 0)
+        goto python_path;
+    if (PyTuple_Check(peer_addr) && PyTuple_GET_SIZE(peer_addr) < 2)
+        goto python_path;
+    if (PyTuple_Check(peer_addr)) {
+        if (PyDict_SetItemString(environ, "REMOTE_ADDR", PyTuple_GET_ITEM(peer_addr, 0)) < 0 ||
+            set_str(environ, "REMOTE_PORT", PyObject_Str(PyTuple_GET_ITEM(peer_addr, 1))) < 0)
+            goto fail;
+    } else if (set_str(environ, "REMOTE_ADDR", empty_str()) < 0 ||
+               set_str(environ, "REMOTE_PORT", empty_str()) < 0) {
+        goto fail;
+    }
+    Py_DECREF(host);
+    return environ;
+python_path:
+    Py_XDECREF(host);
+    Py_DECREF(environ);
+    Py_RETURN_FALSE;
+fail:
+    Py_XDECREF(host);
+    Py_DECREF(environ);
+    return NULL;
 }

@@ -45,6 +45,10 @@ static PyMethodDef methods[] = {
     {"environ_headers", Ktlswsgi_environ_headers, METH_VARARGS,
      "environ_headers(environ, headers) -> the first Host value, None, or False "
      "when the Python path must do it (environ.c)"},
+    {"build_environ", (PyCFunction)(void (*)(void))Ktlswsgi_build_environ, METH_FASTCALL,
+     "build_environ(base, method, target, version, headers, scheme, server_addr, peer_addr) "
+     "-> the request's environ from the template `base`, or False when the Python path "
+     "must build it (environ.c)"},
     {"scan_response_headers", Ktlswsgi_scan_response_headers, METH_O,
      "scan_response_headers(headers) -> Content-Length (int), None, or False when "
      "the Python path must look (framing.c)"},

@@ -1,7 +1,7 @@
 /* ktlswsgi._native: the request path's per-request work in C.
  *
  * h1parse.c  parse_head: the common HTTP/1 request head (`--http c`)
- * environ.c  environ_headers: a request's headers into its WSGI environ
+ * environ.c  build_environ, environ_headers: a request's WSGI environ
  * framing.c  scan_response_headers, serialize_head: an HTTP/1 response head
  * respheaders.c  response_headers: the app's start_response headers, checked
  * gate.c     the reactor's non-blocking steps (the TLS transports' SSL_read /
@@ -34,6 +34,7 @@ PyObject *Ktlswsgi_byte_pairs(PyObject *headers, int *ok);
 int Ktlswsgi_h1parse_init(void);
 PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);
+PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers);

@@ -9,7 +9,9 @@ is hit), the rest is
     rejections);
   - cut into header fields (lines, split at the first ":"), which
     native.environ_headers and wsgi.environ_headers must turn into the same
-    environ, and which, as a response's headers, Http1.response_head must
+    environ (and, its first line a target and its second a Host value, a
+    request that native.build_environ and the Python path must turn into
+    the same environ, key order included), and which, as a response's headers, Http1.response_head must
     frame to the same bytes, framing and errors with native's
     scan_response_headers / serialize_head and without; decoded as latin-1,
     the same fields as an app's start_response headers, which
@@ -96,6 +98,33 @@ def check_environ(data: bytes) -> None:
                              f"c:  {got!r} {c_env}\npy: {ref!r} {py_env}")
 
 
+def check_build_environ(a: int, data: bytes) -> None:
+    target, _, rest = data.partition(b"\n")
+    host, _, rest = rest.partition(b"\n")
+    headers = [(b"host", host)] + [line.partition(b":")[::2] for line in rest.split(b"\n")[:4]]
+    req = http1.Request(b"GET", target, b"1.1", headers)
+    kw = dict(scheme="https" if a & 1 else "http", body=None, multiprocess=False,
+              server_addr=("::1", 8443, 0, 0) if a & 2 else "/run/x.sock",
+              peer_addr=("10.0.0.1", 5) if a & 4 else "")
+    try:
+        got = wsgi.build_environ(req, **kw)
+    except UnicodeDecodeError:
+        got = "UnicodeDecodeError"
+    c = wsgi.native
+    wsgi.native = None
+    try:
+        want = wsgi.build_environ(req, **kw)
+    except UnicodeDecodeError:
+        want = "UnicodeDecodeError"
+    finally:
+        wsgi.native = c
+    for env in (got, want):
+        if type(env) is dict:
+            env["wsgi.input"] = type(env["wsgi.input"])
+    if got != want or (type(got) is dict and list(got) != list(want)):
+        raise AssertionError(f"build_environ differs on {req!r}:\nc:  {got}\npy: {want}")
+
+
 def check_framing(a: int, b: int, data: bytes) -> None:
     headers = [line.partition(b":")[::2] for line in data.split(b"\n")]
     args = (REQUESTS[a % len(REQUESTS)], STATUSES[b % len(STATUSES)], headers,
@@ -178,6 +207,7 @@ def check(data: bytes) -> None:
         return
     check_parser(data[2:], limits_from(data[0], data[1]))
     check_environ(data[2:])
+    check_build_environ(data[0], data[2:])
     check_framing(data[0], data[1], data[2:])
     check_response_headers(data[2:])
     check_socket_gate(data[0], data[2:])
