@@ -5,7 +5,11 @@ path sends a frame's payload from a file descriptor (SSL_sendfile), and the
 copied file path reads several payloads with one preadv into a buffer with
 gaps for their headers: in both, the 9-byte header is made here and h2's
 state must account the frame as `send_data` would (connection and stream
-state machines, both flow-control windows).  A graceful GOAWAY must leave
+state machines, both flow-control windows).  Bytes in memory go the same
+way (their header here, the payload not copied into a frame object), and
+so do response heads (`headers_frames`: h2's `send_headers` costs a tenth
+of a tiny request in frame objects, generators and checks of headers the
+session has already normalised).  A graceful GOAWAY must leave
 h2's state open (h2's own close_connection() ends it), the advertised stream
 limit differs from the one h2 enforces, and the HTTP/2 limits need a
 stream's state.  Everything else uses h2's public API (http2.py).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import struct
 
+import h2.exceptions
 import h2.settings
 from h2.connection import ConnectionInputs
 from h2.stream import StreamInputs, StreamState
@@ -29,8 +34,8 @@ from hyperframe.frame import GoAwayFrame
 VERSIONS = (">=4.1", "<4.5")
 
 FRAME_HEADER = struct.Struct(">HBBBI")   # length (24 bits as H+B), type, flags, stream id
-_DATA = 0
-_END_STREAM = 0x1
+_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
 _REMOTE_OPEN = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
 _LOCAL_OPEN = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 
@@ -48,6 +53,35 @@ def data_header(conn, stream_id: int, length: int, end_stream: bool) -> bytes:
     conn.outbound_flow_control_window -= length
     return FRAME_HEADER.pack(length >> 8, length & 0xFF, _DATA,
                              _END_STREAM if end_stream else 0, stream_id)
+
+
+def headers_frames(conn, stream_id: int, fields: list, end_stream: bool) -> bytes:
+    """The HEADERS (and CONTINUATION) frames of a response head on a client's
+    stream, accounted in `conn` exactly as `conn.send_headers(stream_id,
+    fields, end_stream)` would, and returned instead of queued (`fields`:
+    (bytes, bytes), lower-case names, `:status` first, as h2 sends them)."""
+    conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+    stream = conn._get_stream_by_id(stream_id)
+    informational = fields[0][1][:1] == b"1"
+    if informational and end_stream:
+        raise h2.exceptions.ProtocolError("Cannot set END_STREAM on informational responses.")
+    stream.state_machine.process_input(
+        StreamInputs.SEND_INFORMATIONAL_HEADERS if informational else StreamInputs.SEND_HEADERS)
+    block = conn.encoder.encode(fields)
+    if end_stream:
+        stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+    size = conn.max_outbound_frame_size
+    frames = []
+    flags = _END_STREAM if end_stream else 0
+    kind = _HEADERS
+    for at in range(0, max(len(block), 1), size):
+        piece = block[at:at + size]
+        last = at + size >= len(block)
+        frames.append(FRAME_HEADER.pack(len(piece) >> 8, len(piece) & 0xFF, kind,
+                                        flags | (_END_HEADERS if last else 0), stream_id))
+        frames.append(piece)
+        kind, flags = _CONTINUATION, 0
+    return b"".join(frames)
 
 
 def unsend(conn, length: int) -> None:

@@ -459,8 +459,10 @@ class H2Session:
                 end = self._peek_end(st)
                 if end:
                     st.items.popleft()
-                driver.send_head(st.sid, item.status, item.headers, end)
-                framed += 64
+                self._flush_control()
+                head = driver.head_frames(st.sid, item.status, item.headers, end)
+                self._emit(memoryview(head))
+                framed += len(head)
                 if end:
                     self._stream_end(st, item.status, 0)
                     return framed
@@ -513,8 +515,9 @@ class H2Session:
             n = min(len(view), window, max_frame)
             last = n == len(view)
             end = last and self._peek_end(st)
-            driver.send_data(st.sid, view[:n], end)
             self._flush_control()
+            self._emit(memoryview(driver.data_header(st.sid, n, end)))
+            self._emit(view[:n])
             st.ex.bytes_sent += n
             if st.ex.out is not None:
                 st.ex.out.sent(n)

@@ -359,7 +359,9 @@ class Http2:
     def max_frame(self) -> int:
         return self._h2.max_outbound_frame_size
 
-    def send_head(self, stream_id: int, status: int, headers, end_stream: bool) -> None:
+    def head_frames(self, stream_id: int, status: int, headers, end_stream: bool) -> bytes:
+        """A response head's HEADERS frames, returned: the caller puts them on
+        the wire after what data_to_send() holds."""
         fields = [(b":status", b"%d" % status)]
         # 204 must not carry Content-Length; a 304 may, but h2-based clients
         # (httpx) then wait for that many DATA bytes.
@@ -368,19 +370,15 @@ class Http2:
             name = name.lower()
             if name not in CONNECTION_SPECIFIC and not (drop_length and name == b"content-length"):
                 fields.append((name, value))
-        self._h2.send_headers(stream_id, fields, end_stream=end_stream)
+        return h2adapter.headers_frames(self._h2, stream_id, fields, end_stream)
 
     def send_continue(self, stream_id: int) -> None:
         self._h2.send_headers(stream_id, [(b":status", b"100")])
 
-    def send_data(self, stream_id: int, data, end_stream: bool) -> None:
-        """A DATA frame of bytes in memory (h2 frames it; data_to_send())."""
-        self._h2.send_data(stream_id, data, end_stream=end_stream)
-        self._data_frames_sent += 1
-
     def data_header(self, stream_id: int, length: int, end_stream: bool) -> bytes:
         """The 9-byte header of a DATA frame whose `length` payload bytes the
-        caller sends itself (a file range), accounted as send_data would."""
+        caller sends itself (bytes in memory, or a file range), accounted as
+        h2's send_data would."""
         self._data_frames_sent += 1
         return h2adapter.data_header(self._h2, stream_id, length, end_stream)
 

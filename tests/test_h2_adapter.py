@@ -3,7 +3,8 @@ project allows.
 
 `contract()` drives two h2 server connections side by side through the same
 exchange with a client: one frames DATA with h2's public `send_data`, the
-other with the adapter's `data_header` (the payload sent by the caller); after
+other with the adapter's `data_header` (the payload sent by the caller), and
+response heads with `send_headers` and the adapter's `headers_frames`; after
 every frame their bytes on the wire, both flow-control windows and the
 stream states must be equal, and each client must see the same events.  It
 also holds the adapter's other reaches into h2 (settings, GOAWAY, stream
@@ -97,6 +98,55 @@ def contract() -> list:
         a_events = [type(e).__name__ for e in a_client.receive_data(a_bytes)]
         b_events = [type(e).__name__ for e in b_client.receive_data(b_bytes)]
         check(f"frame {n} client events", a_events, b_events)
+
+    # headers_frames against send_headers: a response head, an informational
+    # one first, one over the frame size (CONTINUATION), with and without
+    # END_STREAM; the connections are configured as http2.py's.
+    def head_exchange(sid, fields, end, via_adapter, server, client):
+        client.send_headers(sid, [(b":method", b"GET"), (b":path", b"/"),
+                                  (b":scheme", b"https"), (b":authority", b"x")],
+                            end_stream=True)
+        server.receive_data(client.data_to_send())
+        if via_adapter:
+            out = server.data_to_send() + h2adapter.headers_frames(server, sid, fields, end)
+        else:
+            server.send_headers(sid, fields, end_stream=end)
+            out = server.data_to_send()
+        return out
+
+    def as_http2py():
+        server, client = connected()
+        for conn in (server,):
+            conn.config.validate_outbound_headers = False
+            conn.config.normalize_outbound_headers = False
+        return server, client
+
+    a_server, a_client = as_http2py()
+    b_server, b_client = as_http2py()
+    big = [(b"x-%d" % i, b"v" * 300) for i in range(80)]     # a block over 16 KiB
+    heads = [(1, [(b":status", b"200"), (b"content-length", b"0")], True),
+             (3, [(b":status", b"100")], False),
+             (5, [(b":status", b"404"), (b"set-cookie", b"a=1")] + big, False),
+             (7, [(b":status", b"204")] + big, True)]
+    for sid, fields, end in heads:
+        a = head_exchange(sid, fields, end, False, a_server, a_client)
+        b = head_exchange(sid, fields, end, True, b_server, b_client)
+        check(f"stream {sid} head bytes", a, b)
+        check(f"stream {sid} state", state(a_server, sid), state(b_server, sid))
+        check(f"stream {sid} request_method", a_server.streams[sid].request_method,
+              b_server.streams[sid].request_method)
+        a_events = [(type(e).__name__, getattr(e, "headers", None)) for e in a_client.receive_data(a)]
+        b_events = [(type(e).__name__, getattr(e, "headers", None)) for e in b_client.receive_data(b)]
+        check(f"stream {sid} client events", a_events, b_events)
+    for via_adapter, server in ((False, a_server), (True, b_server)):
+        try:
+            if via_adapter:
+                h2adapter.headers_frames(server, 3, [(b":status", b"103")], True)
+            else:
+                server.send_headers(3, [(b":status", b"103")], end_stream=True)
+            problems.append(f"END_STREAM on a 1xx head accepted ({'adapter' if via_adapter else 'h2'})")
+        except h2.exceptions.ProtocolError:
+            pass
 
     # unsend: the connection window gets back exactly what was accounted.
     server, client = connected()

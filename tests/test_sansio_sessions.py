@@ -396,11 +396,12 @@ def _open(c, sid, end=True):
 def test_driver_counts_rapid_reset_only_for_streams_that_owe_a_response():
     d, c = _driver_and_client(max_resets=3)
     # Four streams answered and closed, then reset by the client: routine.
+    heads = b""
     for sid in (1, 3, 5, 7):
         _open(c, sid)
         d.receive(c.data_to_send(), 0.0)
-        d.send_head(sid, 200, [], end_stream=True)
-    c.receive_data(d.data_to_send())
+        heads += d.data_to_send() + d.head_frames(sid, 200, [], end_stream=True)
+    c.receive_data(heads + d.data_to_send())
     raw = b""
     for sid in (1, 3, 5, 7):
         raw += RstStreamFrame(sid, error_code=8).serialize()
