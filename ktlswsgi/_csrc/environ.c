@@ -29,6 +29,62 @@
 
 #include <string.h>
 
+/* Made once (Ktlswsgi_environ_init): the environ's keys and common values,
+   and the keys of common header fields, so that a request does not make
+   and hash them again. */
+enum { K_REQUEST_METHOD, K_PATH_INFO, K_QUERY_STRING, K_RAW_URI, K_SERVER_PROTOCOL,
+       K_CONTENT_TYPE, K_CONTENT_LENGTH, K_SERVER_NAME, K_SERVER_PORT, K_REMOTE_ADDR,
+       K_REMOTE_PORT, N_KEYS };
+static const char *const key_names[N_KEYS] = {
+    "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI", "SERVER_PROTOCOL",
+    "CONTENT_TYPE", "CONTENT_LENGTH", "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR",
+    "REMOTE_PORT"};
+static PyObject *keys[N_KEYS];
+
+enum { V_EMPTY, V_GET, V_POST, V_HEAD, V_HTTP_10, V_HTTP_11, V_HTTP_2, V_443, V_80,
+       V_LOCALHOST, N_VALUES };
+static const char *const value_texts[N_VALUES] = {
+    "", "GET", "POST", "HEAD", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "443", "80", "localhost"};
+static PyObject *values[N_VALUES];
+
+/* lower-case field names and their environ keys */
+static const char *const common_fields[][2] = {
+    {"host", "HTTP_HOST"}, {"user-agent", "HTTP_USER_AGENT"}, {"accept", "HTTP_ACCEPT"},
+    {"accept-encoding", "HTTP_ACCEPT_ENCODING"}, {"accept-language", "HTTP_ACCEPT_LANGUAGE"},
+    {"cookie", "HTTP_COOKIE"}, {"connection", "HTTP_CONNECTION"},
+    {"content-type", "CONTENT_TYPE"}, {"content-length", "CONTENT_LENGTH"},
+    {"referer", "HTTP_REFERER"}, {"cache-control", "HTTP_CACHE_CONTROL"},
+    {"origin", "HTTP_ORIGIN"}, {"authorization", "HTTP_AUTHORIZATION"},
+    {"x-forwarded-for", "HTTP_X_FORWARDED_FOR"}, {"x-forwarded-proto", "HTTP_X_FORWARDED_PROTO"},
+    {"x-real-ip", "HTTP_X_REAL_IP"}, {"if-none-match", "HTTP_IF_NONE_MATCH"},
+    {"if-modified-since", "HTTP_IF_MODIFIED_SINCE"}, {"pragma", "HTTP_PRAGMA"},
+    {"upgrade-insecure-requests", "HTTP_UPGRADE_INSECURE_REQUESTS"},
+};
+#define N_COMMON ((int)(sizeof(common_fields) / sizeof(common_fields[0])))
+static PyObject *common_keys[N_COMMON];
+
+int Ktlswsgi_environ_init(void)
+{
+    int i;
+
+    for (i = 0; i < N_KEYS; i++)
+        if ((keys[i] = PyUnicode_InternFromString(key_names[i])) == NULL)
+            return -1;
+    for (i = 0; i < N_VALUES; i++)
+        if ((values[i] = PyUnicode_InternFromString(value_texts[i])) == NULL)
+            return -1;
+    for (i = 0; i < N_COMMON; i++)
+        if ((common_keys[i] = PyUnicode_InternFromString(common_fields[i][1])) == NULL)
+            return -1;
+    return 0;
+}
+
+static PyObject *value(int which)
+{
+    Py_INCREF(values[which]);
+    return values[which];
+}
+
 static int ascii_only(const char *s, Py_ssize_t n)
 {
     Py_ssize_t i;
@@ -47,8 +103,19 @@ static PyObject *environ_key(const char *name, Py_ssize_t n, int *is_host, int *
     PyObject *key;
     Py_UCS1 *d;
 
+    int k;
+
     *is_host = n == 4 && PyOS_strnicmp(name, "host", 4) == 0;
     *is_cookie = n == 6 && PyOS_strnicmp(name, "cookie", 6) == 0;
+    for (k = 0; k < N_COMMON; k++) {
+        const char *known = common_fields[k][0];
+
+        if (known[0] == name[0] && (Py_ssize_t)strlen(known) == n &&
+            memcmp(known, name, (size_t)n) == 0) {
+            Py_INCREF(common_keys[k]);
+            return common_keys[k];
+        }
+    }
     if ((n == 12 && PyOS_strnicmp(name, "content-type", 12) == 0) ||
         (n == 14 && PyOS_strnicmp(name, "content-length", 14) == 0))
         skip = 0;
@@ -73,8 +140,10 @@ static PyObject *environ_key(const char *name, Py_ssize_t n, int *is_host, int *
 }
 
 /* environ_headers' work: the first Host value, None, False (the Python
-   path must do it; nothing changed) or NULL with an exception. */
-static PyObject *fill_headers(PyObject *environ, PyObject *headers)
+   path must do it; nothing changed) or NULL with an exception.  `fresh`:
+   `environ` holds no key a field can make (build_environ's template), so a
+   key already there was set by an earlier field. */
+static PyObject *fill_headers(PyObject *environ, PyObject *headers, int fresh)
 {
     PyObject *seq, *seen = NULL, *host = NULL, *result = NULL;
     Py_ssize_t n, i;
@@ -92,8 +161,7 @@ static PyObject *fill_headers(PyObject *environ, PyObject *headers)
         if (!ascii_only(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)))
             goto python_path;
     }
-    seen = PySet_New(NULL);
-    if (seen == NULL)
+    if (!fresh && (seen = PySet_New(NULL)) == NULL)
         goto done;
     for (i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
@@ -117,7 +185,13 @@ static PyObject *fill_headers(PyObject *environ, PyObject *headers)
             Py_INCREF(text);
             host = text;
         }
-        known = PySet_Contains(seen, key);
+        if (fresh) {
+            known = PyDict_Contains(environ, key);
+        } else {
+            known = PySet_Contains(seen, key);
+            if (known == 0 && PySet_Add(seen, key) < 0)
+                known = -1;
+        }
         if (known == 1) {
             PyObject *before = PyDict_GetItemWithError(environ, key);
             PyObject *sep, *joined = NULL;
@@ -141,7 +215,7 @@ static PyObject *fill_headers(PyObject *environ, PyObject *headers)
                 goto done;
             }
             text = joined;
-        } else if (known < 0 || PySet_Add(seen, key) < 0) {
+        } else if (known < 0) {
             Py_DECREF(key);
             Py_DECREF(text);
             goto done;
@@ -177,7 +251,7 @@ PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &environ, &headers))
         return NULL;
-    return fill_headers(environ, headers);
+    return fill_headers(environ, headers, 0);
 }
 
 static int hex_value(unsigned char c)
@@ -230,31 +304,20 @@ static PyObject *unquoted_latin1(const char *p, Py_ssize_t n)
     return text;
 }
 
-static int set_str(PyObject *environ, const char *key, PyObject *value)
+static int set_key(PyObject *environ, int key, PyObject *value)
 {
     int rc;
 
     if (value == NULL)
         return -1;
-    rc = PyDict_SetItemString(environ, key, value);
+    rc = PyDict_SetItem(environ, keys[key], value);
     Py_DECREF(value);
     return rc;
 }
 
-static PyObject *empty_str(void)
+static int set_default_empty(PyObject *environ, int key)
 {
-    return PyUnicode_New(0, 0);
-}
-
-static int set_default_empty(PyObject *environ, const char *key)
-{
-    PyObject *k = PyUnicode_InternFromString(key), *empty = empty_str(), *r = NULL;
-
-    if (k != NULL && empty != NULL)
-        r = PyDict_SetDefault(environ, k, empty);
-    Py_XDECREF(k);
-    Py_XDECREF(empty);
-    return r == NULL ? -1 : 0;
+    return PyDict_SetDefault(environ, keys[key], values[V_EMPTY]) == NULL ? -1 : 0;
 }
 
 /* SERVER_NAME and SERVER_PORT: the Host field's, else the listening address's;
@@ -272,10 +335,10 @@ static int server_name_port(PyObject *environ, PyObject *host, PyObject *scheme,
         Py_INCREF(name);
         port = PyObject_Str(PyTuple_GET_ITEM(server_addr, 1));
     } else {
-        name = PyUnicode_FromString("localhost");
-        port = empty_str();
+        name = value(V_LOCALHOST);
+        port = value(V_EMPTY);
     }
-    if (name == NULL || port == NULL)
+    if (port == NULL)
         goto done;
     if (host != Py_None && PyUnicode_GET_LENGTH(host) > 0) {
         /* as the Python path: "[v6]:port" or "name:port" (host is latin-1) */
@@ -303,13 +366,13 @@ static int server_name_port(PyObject *environ, PyObject *host, PyObject *scheme,
         if (port_start < len)
             Py_SETREF(port, PyUnicode_Substring(host, port_start, len));
         else
-            Py_SETREF(port, PyUnicode_FromString(
-                PyUnicode_CompareWithASCIIString(scheme, "https") == 0 ? "443" : "80"));
+            Py_SETREF(port, value(PyUnicode_CompareWithASCIIString(scheme, "https") == 0
+                                  ? V_443 : V_80));
         if (port == NULL)
             goto done;
     }
-    if (PyDict_SetItemString(environ, "SERVER_NAME", name) == 0 &&
-        PyDict_SetItemString(environ, "SERVER_PORT", port) == 0)
+    if (PyDict_SetItem(environ, keys[K_SERVER_NAME], name) == 0 &&
+        PyDict_SetItem(environ, keys[K_SERVER_PORT], port) == 0)
         rc = 0;
     goto done;
 python_path:
@@ -320,10 +383,42 @@ done:
     return rc;
 }
 
+static PyObject *method_text(PyObject *method)
+{
+    const char *m = PyBytes_AS_STRING(method);
+    Py_ssize_t n = PyBytes_GET_SIZE(method);
+
+    if (n == 3 && memcmp(m, "GET", 3) == 0)
+        return value(V_GET);
+    if (n == 4 && memcmp(m, "POST", 4) == 0)
+        return value(V_POST);
+    if (n == 4 && memcmp(m, "HEAD", 4) == 0)
+        return value(V_HEAD);
+    return PyUnicode_DecodeASCII(m, n, NULL);
+}
+
+static PyObject *protocol_text(PyObject *version)
+{
+    const char *v = PyBytes_AS_STRING(version);
+    Py_ssize_t n = PyBytes_GET_SIZE(version);
+    PyObject *text;
+
+    if (n == 3 && memcmp(v, "1.1", 3) == 0)
+        return value(V_HTTP_11);
+    if (n == 3 && memcmp(v, "1.0", 3) == 0)
+        return value(V_HTTP_10);
+    if (n == 1 && v[0] == '2')
+        return value(V_HTTP_2);
+    text = PyUnicode_DecodeASCII(v, n, NULL);
+    if (text != NULL)
+        Py_SETREF(text, PyUnicode_FromFormat("HTTP/%U", text));
+    return text;
+}
+
 PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *base, *method, *target, *version, *headers, *scheme, *server_addr, *peer_addr;
-    PyObject *environ, *host = NULL, *value;
+    PyObject *environ, *host = NULL;
     const char *t, *q;
     Py_ssize_t tlen, plen;
     int rc;
@@ -359,26 +454,21 @@ PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize
     }
     q = memchr(t, '?', (size_t)tlen);
     plen = q ? q - t : tlen;
-    if (set_str(environ, "REQUEST_METHOD", PyUnicode_DecodeASCII(
-            PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method), NULL)) < 0 ||
-        set_str(environ, "PATH_INFO", unquoted_latin1(t, plen)) < 0 ||
-        set_str(environ, "QUERY_STRING", q ? PyUnicode_DecodeLatin1(q + 1, tlen - plen - 1, NULL)
-                                           : empty_str()) < 0 ||
-        set_str(environ, "RAW_URI", PyUnicode_DecodeLatin1(
-            PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target), NULL)) < 0)
+    if (set_key(environ, K_REQUEST_METHOD, method_text(method)) < 0 ||
+        set_key(environ, K_PATH_INFO, unquoted_latin1(t, plen)) < 0 ||
+        set_key(environ, K_QUERY_STRING, q ? PyUnicode_DecodeLatin1(q + 1, tlen - plen - 1, NULL)
+                                           : value(V_EMPTY)) < 0 ||
+        set_key(environ, K_RAW_URI, PyUnicode_DecodeLatin1(
+            PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target), NULL)) < 0 ||
+        set_key(environ, K_SERVER_PROTOCOL, protocol_text(version)) < 0)
         goto fail;
-    value = PyUnicode_DecodeASCII(PyBytes_AS_STRING(version), PyBytes_GET_SIZE(version), NULL);
-    if (value != NULL)
-        Py_SETREF(value, PyUnicode_FromFormat("HTTP/%U", value));
-    if (set_str(environ, "SERVER_PROTOCOL", value) < 0)
-        goto fail;
-    host = fill_headers(environ, headers);
+    host = fill_headers(environ, headers, 1);
     if (host == NULL)
         goto fail;
     if (host == Py_False)
         goto python_path;
-    if (set_default_empty(environ, "CONTENT_TYPE") < 0 ||
-        set_default_empty(environ, "CONTENT_LENGTH") < 0)
+    if (set_default_empty(environ, K_CONTENT_TYPE) < 0 ||
+        set_default_empty(environ, K_CONTENT_LENGTH) < 0)
         goto fail;
     rc = server_name_port(environ, host, scheme, server_addr);
     if (rc < 0)
@@ -388,11 +478,11 @@ PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize
     if (PyTuple_Check(peer_addr) && PyTuple_GET_SIZE(peer_addr) < 2)
         goto python_path;
     if (PyTuple_Check(peer_addr)) {
-        if (PyDict_SetItemString(environ, "REMOTE_ADDR", PyTuple_GET_ITEM(peer_addr, 0)) < 0 ||
-            set_str(environ, "REMOTE_PORT", PyObject_Str(PyTuple_GET_ITEM(peer_addr, 1))) < 0)
+        if (PyDict_SetItem(environ, keys[K_REMOTE_ADDR], PyTuple_GET_ITEM(peer_addr, 0)) < 0 ||
+            set_key(environ, K_REMOTE_PORT, PyObject_Str(PyTuple_GET_ITEM(peer_addr, 1))) < 0)
             goto fail;
-    } else if (set_str(environ, "REMOTE_ADDR", empty_str()) < 0 ||
-               set_str(environ, "REMOTE_PORT", empty_str()) < 0) {
+    } else if (PyDict_SetItem(environ, keys[K_REMOTE_ADDR], values[V_EMPTY]) < 0 ||
+               PyDict_SetItem(environ, keys[K_REMOTE_PORT], values[V_EMPTY]) < 0) {
         goto fail;
     }
     Py_DECREF(host);

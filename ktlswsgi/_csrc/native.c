@@ -106,7 +106,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__native(void)
 {
     Ktlswsgi_char_table(Ktlswsgi_tchar, "!#$%&'*+-.^_`|~");
-    if (Ktlswsgi_h1parse_init() < 0)
+    if (Ktlswsgi_h1parse_init() < 0 || Ktlswsgi_environ_init() < 0)
         return NULL;
     return PyModule_Create(&module);
 }

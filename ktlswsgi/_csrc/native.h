@@ -32,6 +32,7 @@ void Ktlswsgi_char_table(unsigned char table[256], const char *extra);
 PyObject *Ktlswsgi_byte_pairs(PyObject *headers, int *ok);
 
 int Ktlswsgi_h1parse_init(void);
+int Ktlswsgi_environ_init(void);
 PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
