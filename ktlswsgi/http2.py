@@ -29,10 +29,14 @@ connection-specific headers, a content-length the DATA disagrees with:
 PROTOCOL_ERROR) and flow control.  Both h2 and this module treat these as
 connection errors: GOAWAY with the RFC 9113 code, then close.
 
-DATA frames of bytes in memory are h2's (`send_data`).  A file's DATA frames
-get a 9-byte header from `data_header()` (h2adapter.py: the one place that
-touches h2's private state), so that their payload can go out by sendfile,
-or be read by one preadv into the gaps between headers.  Sans-I/O: no sockets, no threads, no clock of its own
+Response heads and DATA frames are framed here, with h2's state advanced as
+its `send_headers` / `send_data` would (h2adapter.py: the one place that
+touches h2's private state): `head_frames()` returns a head's HEADERS frames
+(HPACK through hpackcoder.py), `data_header()` a DATA frame's 9-byte header,
+whose payload the caller sends itself: bytes in memory without a copy into
+a frame, a file's by sendfile, or read by one preadv into the gaps between
+headers.  Control frames (SETTINGS, WINDOW_UPDATE, RST_STREAM, PING, the
+100 Continue head) are h2's, from `data_to_send()`.  Sans-I/O: no sockets, no threads, no clock of its own
 (callers pass `now`).
 """
 from __future__ import annotations
