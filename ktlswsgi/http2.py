@@ -22,12 +22,14 @@ session's to refuse (REFUSED_STREAM, a stream error as RFC 9113 5.1.2 asks);
 those refusals, and the resets h2 sends for a client's stream errors
 (MadeYouReset, CVE-2025-8671), count with the client's RST_STREAMs.
 
-h2 keeps the rest: the decoded header list
-size (HPACK bomb: DenialOfServiceError, ENHANCE_YOUR_CALM), malformed
-requests (missing, repeated or unknown pseudo-headers, upper-case names,
-connection-specific headers, a content-length the DATA disagrees with:
-PROTOCOL_ERROR) and flow control.  Both h2 and this module treat these as
-connection errors: GOAWAY with the RFC 9113 code, then close.
+Malformed request and trailer blocks (missing, repeated or unknown
+pseudo-headers, upper-case names, illegal characters, connection-specific
+headers, Host against :authority: PROTOCOL_ERROR) are found by h2's own rules,
+run in C with the Request's fields (_csrc/h2request.c) where the extension
+has them, else by h2.  h2 keeps the rest: the decoded header list size (HPACK
+bomb: DenialOfServiceError, ENHANCE_YOUR_CALM), a content-length the DATA
+disagrees with (PROTOCOL_ERROR) and flow control.  All are connection
+errors: GOAWAY with the RFC 9113 code, then close.
 
 Response heads and DATA frames are framed here, with h2's state advanced as
 its `send_headers` / `send_data` would (h2adapter.py: the one place that
@@ -52,7 +54,11 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from . import h2adapter, hpackcoder
+from .native import native
 from .responses import NO_BODY_STATUSES
+
+# Request and trailer blocks checked (h2's rules) and read in one C pass.
+_CHECK_BLOCKS = native is not None and hasattr(native, "h2_request")
 
 PREFACE_BYTES = 24
 FRAME_HEADER_BYTES = 9
@@ -151,9 +157,13 @@ class Http2:
 
     def __init__(self, limits: Limits):
         self.limits = limits
+        # h2's inbound checks run in C with the Request's fields (h2_request)
+        # where the extension has them; else h2's own.
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                            validate_outbound_headers=False,
-                                           normalize_outbound_headers=False)
+                                           normalize_outbound_headers=False,
+                                           validate_inbound_headers=not _CHECK_BLOCKS,
+                                           normalize_inbound_headers=not _CHECK_BLOCKS)
         self._h2 = conn = h2.connection.H2Connection(config=config)
         hpackcoder.install(conn)
         h2adapter.set_local_settings(conn, _settings(limits, limits.max_concurrent_streams))
@@ -207,8 +217,17 @@ class Http2:
         for ev in h2_events:
             kind = type(ev)
             if kind is h2.events.RequestReceived:
-                out.append(self._request(ev))
+                req = self._request(ev)
+                if type(req) is str:
+                    return [self.fail(ErrorCodes.PROTOCOL_ERROR, f"malformed request: {req}")]
+                out.append(req)
                 if ev.stream_ended is not None:
+                    out.append(EndOfBody(ev.stream_id))
+            elif kind is h2.events.TrailersReceived:
+                fault = _CHECK_BLOCKS and native.h2_trailers(ev.headers)
+                if fault:
+                    return [self.fail(ErrorCodes.PROTOCOL_ERROR, f"malformed trailers: {fault}")]
+                if ev.stream_ended is not None:   # trailers always end the stream
                     out.append(EndOfBody(ev.stream_id))
             elif kind is h2.events.DataReceived:
                 out.append(Data(ev.stream_id, ev.data, ev.flow_controlled_length))
@@ -238,7 +257,20 @@ class Http2:
             out.append(WINDOWS_CHANGED)
         return out
 
-    def _request(self, ev) -> Request:
+    def _request(self, ev):
+        """The stream's Request, or (native's h2_request, which also checks
+        the block as h2 would) the reason the block is malformed."""
+        if _CHECK_BLOCKS:
+            fields = native.h2_request(ev.headers)
+            if type(fields) is str:
+                return fields
+            self.highest_stream_id = max(self.highest_stream_id, ev.stream_id)
+            return Request(ev.stream_id, fields[0], fields[1], fields[2],
+                           ev.stream_ended is not None, fields[3])
+        return self._request_py(ev)
+
+    def _request_py(self, ev) -> Request:
+        """_request's Python path (h2 checked the block), and its reference."""
         method = target = authority = b""
         headers = []
         expects_continue = False

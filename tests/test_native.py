@@ -360,7 +360,7 @@ def test_response_headers_match_the_python_path(seed):
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c",
-                                  "respheaders.c", "gate.c", "hpack.c"])
+                                  "respheaders.c", "gate.c", "hpack.c", "h2request.c"])
 @pytest.mark.parametrize("nghttp2", [False, True], ids=["plain", "nghttp2"])
 def test_the_sources_compile_with_warnings_as_errors(tmp_path, name, nghttp2):
     if nghttp2 and not os.path.exists("/usr/include/nghttp2/nghttp2.h"):
@@ -504,3 +504,87 @@ def test_plain_tcp_reads_and_writes_through_the_gate(monkeypatch):
         with urllib.request.urlopen(srv.url + "/", timeout=10) as resp:
             assert resp.read() == b"hello"
     assert {"sock_recv", "sock_send"} <= set(stand_in.called), stand_in.called
+
+
+# -- h2_request, h2_trailers -------------------------------------------------------------
+_H2_NAMES = [b":method", b":scheme", b":authority", b":path", b":status", b":protocol",
+             b":foo", b":", b"host", b"accept", b"cookie", b"te", b"connection", b"upgrade",
+             b"keep-alive", b"transfer-encoding", b"proxy-connection", b"expect", b"x-a",
+             b"content-length", b"Host", b"a b", b"a:b", b"", b"\x7f", b"caf\xc3\xa9", b"x_y"]
+_H2_VALUES = [b"", b"x", b" x", b"x\t", b"a\x00b", b"a\rb", b"a\nb", b"trailers", b"Trailers",
+              b"gzip", b"GET", b"CONNECT", b"POST", b"/", b"/p?q", b"h", b"h:1", b"https",
+              b"100-continue", b"100-CONTINUE", b"websocket", b"caf\xc3\xa9", b"a b"]
+
+
+def _h2_block(rng) -> list:
+    """A request block: often a valid one, then a few random edits."""
+    method = rng.choice([b"GET", b"GET", b"POST", b"CONNECT"])
+    block = [(b":method", method), (b":scheme", b"https"), (b":path", b"/x"),
+             (b":authority", b"h")]
+    if method == b"CONNECT" and rng.random() < 0.5:
+        block = [(b":method", method), (b":authority", b"h:443")]
+    rng.shuffle(block) if rng.random() < 0.1 else None
+    block += [(b"accept", b"*/*"), (b"cookie", b"a=1"), (b"cookie", b"b=2")][:rng.randrange(4)]
+    if rng.random() < 0.3:
+        block.append((b"host", rng.choice([b"h", b"h:443", b"other"])))
+    for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+        field = (rng.choice(_H2_NAMES), rng.choice(_H2_VALUES))
+        op = rng.randrange(3)
+        at = rng.randrange(len(block) + 1)
+        if op == 0 or not block:
+            block.insert(at, field)
+        elif op == 1:
+            block[min(at, len(block) - 1)] = field
+        else:
+            del block[min(at, len(block) - 1)]
+    return block
+
+
+def _h2_accepts(block, trailer: bool) -> bool:
+    from h2.exceptions import ProtocolError
+    from h2.utilities import HeaderValidationFlags, validate_headers
+    flags = HeaderValidationFlags(is_client=False, is_trailer=trailer,
+                                  is_response_header=False, is_push_promise=False)
+    try:
+        list(validate_headers(block, flags))
+    except ProtocolError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_h2_request_blocks_are_judged_as_h2_judges_them(seed):
+    import types
+
+    from ktlswsgi import http2
+    rng = random.Random(seed)
+    accepted = refused = 0
+    for _ in range(1500):
+        block = _h2_block(rng)
+        got = native.h2_request(block)
+        ok = _h2_accepts(block, trailer=False)
+        assert (type(got) is not str) == ok, (block, got)
+        if ok:
+            accepted += 1
+            ev = types.SimpleNamespace(headers=block, stream_id=1, stream_ended=None)
+            ref = http2.Http2._request_py(types.SimpleNamespace(highest_stream_id=0), ev)
+            assert got == (ref.method, ref.target, ref.headers, ref.expects_continue), block
+        else:
+            refused += 1
+            assert got.isascii() and b"\x00" not in got.encode()   # a fixed reason
+        trailers = [f for f in block if rng.random() < 0.5]
+        assert (native.h2_trailers(trailers) is None) == _h2_accepts(trailers, trailer=True), \
+            trailers
+    assert accepted > 300 and refused > 300     # both outcomes exercised
+
+
+def test_h2_blocks_of_other_shapes_are_refused_loudly():
+    for bad in ([("a", "b")], [(b"a",)], [b"ab"], None):
+        with pytest.raises(TypeError):
+            native.h2_request(bad)
+    from hpack import HeaderTuple
+    got = native.h2_request([HeaderTuple(b":method", b"GET"), HeaderTuple(b":scheme", b"https"),
+                             HeaderTuple(b":path", b"/"), HeaderTuple(b":authority", b"h"),
+                             HeaderTuple(b"x-a", b"1")])
+    assert got == (b"GET", b"/", [(b"host", b"h"), (b"x-a", b"1")], False)
+    assert all(type(f) is tuple for f in got[2])

@@ -49,6 +49,11 @@ static PyMethodDef methods[] = {
      "build_environ(base, method, target, version, headers, scheme, server_addr, peer_addr) "
      "-> the request's environ from the template `base`, or False when the Python path "
      "must build it (environ.c)"},
+    {"h2_request", Ktlswsgi_h2_request, METH_O,
+     "h2_request(headers) -> (method, target, fields, expects_continue), or the reason the "
+     "HTTP/2 request block is malformed (h2request.c)"},
+    {"h2_trailers", Ktlswsgi_h2_trailers, METH_O,
+     "h2_trailers(headers) -> None, or the reason the trailer block is malformed (h2request.c)"},
     {"scan_response_headers", Ktlswsgi_scan_response_headers, METH_O,
      "scan_response_headers(headers) -> Content-Length (int), None, or False when "
      "the Python path must look (framing.c)"},

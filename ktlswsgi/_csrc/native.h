@@ -2,6 +2,8 @@
  *
  * h1parse.c  parse_head: the common HTTP/1 request head (`--http c`)
  * environ.c  build_environ, environ_headers: a request's WSGI environ
+ * h2request.c  h2_request, h2_trailers: an HTTP/2 request's header block checked
+ *            (h2's inbound rules) and its Request fields
  * framing.c  scan_response_headers, serialize_head: an HTTP/1 response head
  * respheaders.c  response_headers: the app's start_response headers, checked
  * gate.c     the reactor's non-blocking steps (the TLS transports' SSL_read /
@@ -36,6 +38,8 @@ int Ktlswsgi_environ_init(void);
 PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *Ktlswsgi_h2_request(PyObject *self, PyObject *headers);
+PyObject *Ktlswsgi_h2_trailers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers);

@@ -22,6 +22,9 @@ is hit), the rest is
     which must give the same header list or both fail; cut into header
     fields, encoded by hpackcoder's encoder, which the hpack package must
     decode back to those fields;
+  - cut into an HTTP/2 header block (lines, split at the first "="), which
+    native.h2_request and h2_trailers must judge as h2's validate_headers
+    does;
   - sent through native.sock_send and read back with the socket's own recv,
     then sent with the socket's send and read with native.sock_recv (a read
     size from the first byte, past the 64 KiB scratch buffer for some): the
@@ -54,7 +57,7 @@ with atheris.instrument_imports(include=["ktlswsgi"]):
 from hpack import Decoder as RefDecoder, Encoder as RefEncoder  # noqa: E402
 from hpack.exceptions import HPACKError  # noqa: E402
 from test_http1_parsers import CORPUS, limits_from, transcript  # noqa: E402
-from test_native import REQUESTS, checked_both, framed  # noqa: E402
+from test_native import REQUESTS, _h2_accepts, checked_both, framed  # noqa: E402
 
 STATUSES = [100, 101, 200, 204, 206, 304, 404, 500, 999]
 
@@ -202,6 +205,16 @@ def check_hpack(bound_byte: int, data: bytes) -> None:
             raise AssertionError(f"HPACK encoding of {headers!r:.300} does not decode back")
 
 
+def check_h2_blocks(data: bytes) -> None:
+    block = [line.partition(b"=")[::2] for line in data.split(b"\n") if line]
+    for trailer in (False, True):
+        got = (wsgi.native.h2_trailers(block) is None if trailer
+               else type(wsgi.native.h2_request(block)) is not str)
+        if got != _h2_accepts(block, trailer):
+            raise AssertionError(f"h2_{'trailers' if trailer else 'request'} judges {block!r} "
+                                 f"{'acceptable' if got else 'malformed'}; h2 does not")
+
+
 def check(data: bytes) -> None:
     if len(data) < 2:
         return
@@ -212,6 +225,7 @@ def check(data: bytes) -> None:
     check_response_headers(data[2:])
     check_socket_gate(data[0], data[2:])
     check_hpack(data[1], data[2:])
+    check_h2_blocks(data[2:])
 
 
 def write_seeds(directory: str) -> None:
