@@ -258,6 +258,42 @@ def test_h2_requests_and_responses_in_order(monkeypatch):
     assert h.counters.h2_streams == 5 and h.state == "open"
 
 
+def test_h2_trailers_end_the_request_body(monkeypatch):
+    def echo(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+    h = h2_harness(echo, monkeypatch)
+    c = Client(h)
+    sid = c.get("/", end=False, body=b"abc")
+    c.c.send_headers(sid, [(b"x-checksum", b"1")], end_stream=True)   # trailers
+    c.send()
+    h.run_jobs()
+    c.read()
+    assert c.responses() == {sid: (200, b"abc")}
+
+
+@pytest.mark.parametrize("fields", [[(b":path", b"/")], [(b"X-Up", b"1")], [(b"te", b"gzip")]])
+def test_h2_malformed_trailers_end_the_connection(monkeypatch, fields):
+    h = h2_harness(hello, monkeypatch)
+    c = Client(h)
+    sid = c.get("/", end=False, body=b"abc")
+    # Sent as raw frames: the client's own h2 would refuse to send them.
+    from hyperframe.frame import HeadersFrame
+    from hyperframe.frame import Frame, GoAwayFrame
+    block = c.c.encoder.encode(fields)
+    h.deliver(HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+    raw, codes = h.output(), []
+    while len(raw) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(raw[:9]))
+        frame.parse_body(memoryview(raw[9:9 + length]))
+        raw = raw[9 + length:]
+        if isinstance(frame, GoAwayFrame):
+            codes.append(frame.error_code)
+    assert codes == [1]                  # PROTOCOL_ERROR
+    assert h.state in ("closing", "closed")
+
+
 @pytest.mark.parametrize("point", ["before-job", "after-head", "mid-body", "after-end"])
 def test_h2_a_reset_at_every_point_of_a_stream(monkeypatch, point):
     ran = []
