@@ -211,10 +211,12 @@ class WorkerExporter:
             return False
 
     def schedule(self, reactor) -> None:
-        """Flush every `interval_s` on `reactor` (from its thread, or before run())."""
+        """Flush now (the worker reports from its start), then every
+        `interval_s` on `reactor` (from its thread, or before run())."""
         def tick():
             self.flush()
             self._timer = reactor.call_later(self.interval_s, tick)
+        self.flush()
         self._timer = reactor.call_later(self.interval_s, tick)
 
     def cancel(self) -> None:
