@@ -173,13 +173,19 @@ def test_mutated_blocks_fail_or_decode_alike(seed):
 
 
 def test_a_real_http2_request_goes_through_nghttp2(monkeypatch, tmp_path):
+    """... and through the C request-block checks and environ: the
+    comparisons in test_native.py would pass with the server never calling them."""
     from support import running_server
     from test_native import Recording, hello_app
+
+    from ktlswsgi import http2, wsgi
     stand_in = Recording()
     monkeypatch.setattr(hpackcoder, "native", stand_in)
+    monkeypatch.setattr(http2, "native", stand_in)
+    monkeypatch.setattr(wsgi, "native", stand_in)
     with running_server(hello_app, tls=True) as srv:
         r = subprocess.run(["curl", "-sSk", "--http2", "--max-time", "20", srv.url + "/"],
                            capture_output=True, timeout=30)
     assert r.returncode == 0 and r.stdout == b"hello", r.stderr
-    assert {"hpack_inflater", "hpack_deflater", "hpack_inflate", "hpack_deflate"} <= set(
-        stand_in.called)
+    assert {"hpack_inflater", "hpack_deflater", "hpack_inflate", "hpack_deflate",
+            "h2_request", "build_environ"} <= set(stand_in.called)

@@ -57,25 +57,11 @@ static int value_byte(unsigned char c)
     return (c >= 0x21 && c <= 0x7e) || c >= 0x80;
 }
 
-static int lower_equals(const char *s, Py_ssize_t n, const char *lower)
-{
-    Py_ssize_t i;
-
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 'A' && c <= 'Z')
-            c += 'a' - 'A';
-        if (lower[i] == '\0' || c != (unsigned char)lower[i])
-            return 0;
-    }
-    return lower[n] == '\0';
-}
-
 static int lower_startswith(const char *s, Py_ssize_t n, const char *lower)
 {
     Py_ssize_t k = (Py_ssize_t)strlen(lower);
 
-    return n >= k && lower_equals(s, k, lower);
+    return n >= k && Ktlswsgi_lower_equals(s, k, lower);
 }
 
 /* http1.py's _HOST: ( "[" 1*(HEX / ":" / ".") "]" / *regname ) [ ":" *DIGIT ] */
@@ -121,7 +107,7 @@ static int has_close_token(const char *s, Py_ssize_t n)
             a++;
         while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
             b--;
-        if (lower_equals(s + a, b - a, "close"))
+        if (Ktlswsgi_lower_equals(s + a, b - a, "close"))
             return 1;
         start = end + 1;
     }
@@ -269,16 +255,16 @@ PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args)
                 const char *name = p + n_start;
                 Py_ssize_t nl = n_end - n_start;
 
-                if (lower_equals(name, nl, "content-length") ||
-                    lower_equals(name, nl, "transfer-encoding") ||
-                    lower_equals(name, nl, "expect") ||
-                    lower_equals(name, nl, "upgrade"))
+                if (Ktlswsgi_lower_equals(name, nl, "content-length") ||
+                    Ktlswsgi_lower_equals(name, nl, "transfer-encoding") ||
+                    Ktlswsgi_lower_equals(name, nl, "expect") ||
+                    Ktlswsgi_lower_equals(name, nl, "upgrade"))
                     goto refuse;
-                if (lower_equals(name, nl, "host")) {
+                if (Ktlswsgi_lower_equals(name, nl, "host")) {
                     hosts++;
                     host = p + v_start;
                     host_len = v_end - v_start;
-                } else if (keep_alive && lower_equals(name, nl, "connection") &&
+                } else if (keep_alive && Ktlswsgi_lower_equals(name, nl, "connection") &&
                            has_close_token(p + v_start, v_end - v_start)) {
                     keep_alive = 0;
                 }

@@ -59,23 +59,6 @@ static int pseudo_bit(const char *s, Py_ssize_t n)
     return 0;
 }
 
-static int lower_is(const char *s, Py_ssize_t n, const char *lower)
-{
-    Py_ssize_t i;
-
-    if ((size_t)n != strlen(lower))
-        return 0;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c >= 'A' && c <= 'Z')
-            c += 'a' - 'A';
-        if (c != (unsigned char)lower[i])
-            return 0;
-    }
-    return 1;
-}
-
 /* The per-field rules: NULL when the field passes, else the reason. */
 static const char *field_fault(const char *name, Py_ssize_t nl, const char *value, Py_ssize_t vl)
 {
@@ -103,7 +86,7 @@ static const char *field_fault(const char *name, Py_ssize_t nl, const char *valu
         if (value[0] == ' ' || value[0] == '\t' || value[vl - 1] == ' ' || value[vl - 1] == '\t')
             return "a header value surrounded by whitespace";
     }
-    if (name_is(name, nl, "te") && !lower_is(value, vl, "trailers"))
+    if (name_is(name, nl, "te") && !Ktlswsgi_lower_equals(value, vl, "trailers"))
         return "TE other than trailers";
     if (name_is(name, nl, "connection") || name_is(name, nl, "proxy-connection") ||
         name_is(name, nl, "keep-alive") || name_is(name, nl, "transfer-encoding") ||
@@ -263,8 +246,8 @@ PyObject *Ktlswsgi_h2_request(PyObject *self, PyObject *headers)
 
         if (s[0] == ':' || name_is(s, nl, "host"))
             continue;
-        if (name_is(s, nl, "expect") &&
-            lower_is(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), "100-continue"))
+        if (name_is(s, nl, "expect") && Ktlswsgi_lower_equals(
+                PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), "100-continue"))
             expects_continue = 1;
         if (PyTuple_CheckExact(item)) {
             if (PyList_Append(fields, item) < 0)

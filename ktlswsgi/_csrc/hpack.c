@@ -202,19 +202,29 @@ done:
     return headers;
 }
 
+/* The (context, size) arguments of the table-size calls: the context, or
+   NULL with an exception. */
+static void *table_size_args(PyObject *const *args, Py_ssize_t nargs, const char *kind,
+                             size_t *size)
+{
+    void *ctx;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "hpack_*_table_size(context, size)");
+        return NULL;
+    }
+    ctx = PyCapsule_GetPointer(args[0], kind);
+    return ctx == NULL || size_arg(args[1], size) < 0 ? NULL : ctx;
+}
+
 PyObject *Ktlswsgi_hpack_inflate_table_size(PyObject *self, PyObject *const *args,
                                             Py_ssize_t nargs)
 {
-    nghttp2_hd_inflater *inflater;
     size_t size;
+    nghttp2_hd_inflater *inflater = table_size_args(args, nargs, INFLATER, &size);
 
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "hpack_inflate_table_size(inflater, size)");
-        return NULL;
-    }
-    inflater = PyCapsule_GetPointer(args[0], INFLATER);
-    if (inflater == NULL || size_arg(args[1], &size) < 0)
+    if (inflater == NULL)
         return NULL;
     if (nghttp2_hd_inflate_change_table_size(inflater, size) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "HPACK decoder: table size change refused");
@@ -226,16 +236,11 @@ PyObject *Ktlswsgi_hpack_inflate_table_size(PyObject *self, PyObject *const *arg
 PyObject *Ktlswsgi_hpack_deflate_table_size(PyObject *self, PyObject *const *args,
                                             Py_ssize_t nargs)
 {
-    nghttp2_hd_deflater *deflater;
     size_t size;
+    nghttp2_hd_deflater *deflater = table_size_args(args, nargs, DEFLATER, &size);
 
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "hpack_deflate_table_size(deflater, size)");
-        return NULL;
-    }
-    deflater = PyCapsule_GetPointer(args[0], DEFLATER);
-    if (deflater == NULL || size_arg(args[1], &size) < 0)
+    if (deflater == NULL)
         return NULL;
     if (nghttp2_hd_deflate_change_table_size(deflater, size) != 0)
         return PyErr_NoMemory();

@@ -17,6 +17,20 @@ void Ktlswsgi_char_table(unsigned char table[256], const char *extra)
         table[(unsigned char)*extra] = 1;
 }
 
+int Ktlswsgi_lower_equals(const char *s, Py_ssize_t n, const char *lower)
+{
+    Py_ssize_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        if (lower[i] == '\0' || c != (unsigned char)lower[i])
+            return 0;
+    }
+    return lower[n] == '\0';
+}
+
 PyObject *Ktlswsgi_byte_pairs(PyObject *headers, int *ok)
 {
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence");

@@ -25,12 +25,15 @@
 /* Shared by the files above (native.c).
    Ktlswsgi_tchar: RFC 9110 5.6.2 tchar, 1 for each byte a token may hold.
    Ktlswsgi_char_table: marks ASCII letters, digits and `extra` in `table`.
+   Ktlswsgi_lower_equals: the `n` bytes at `s`, ASCII letters lower-cased,
+   are the string `lower` (no byte past `s + n` is read).
    Ktlswsgi_byte_pairs: `headers` as a fast sequence (a new reference), with
    *ok = 1 when every item is a (bytes, bytes) tuple, 0 when one is not (the
    caller leaves it to its Python path); NULL with an exception when
    `headers` is not a sequence. */
 extern unsigned char Ktlswsgi_tchar[256];
 void Ktlswsgi_char_table(unsigned char table[256], const char *extra);
+int Ktlswsgi_lower_equals(const char *s, Py_ssize_t n, const char *lower);
 PyObject *Ktlswsgi_byte_pairs(PyObject *headers, int *ok);
 
 int Ktlswsgi_h1parse_init(void);
