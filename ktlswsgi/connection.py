@@ -195,7 +195,13 @@ class Connection:
         self.s.reactor.call_soon_threadsafe(self._on_output)
 
     def _on_output(self) -> None:
-        self.call(self.kick)
+        self.call(self._output)
+
+    def _output(self) -> None:
+        pump = self.pump
+        if (self.state != OPEN or pump.wire or pump.write_on
+                or not self.session.send_whole()):
+            self.kick()
 
     # -- deadlines ------------------------------------------------------------------
     def _deadline(self):

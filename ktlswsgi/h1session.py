@@ -200,9 +200,38 @@ class H1Session:
                 self.conn.abort("response framing error", notable=True, unsent_status=500)
                 return
 
+    def send_whole(self) -> bool:
+        ex = self.ex
+        if ex is None or self._framed_whole or self._staged or ex.out is None:
+            return False
+        whole = ex.out.pop_whole()
+        if whole is None:
+            return False
+        head, data, end = whole
+        n = len(data)
+        self._framed_whole = True
+        try:
+            frame = b"".join([self._head_bytes(head), *self.http.body_to_end([data] if n else [], n)])
+        except Exception as exc:  # the response cannot be framed: a bug
+            # Not the message: it may quote a header value.
+            log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
+                      type(exc).__name__)
+            self.conn.abort("response framing error", notable=True, unsent_status=500)
+            return True
+        pump = self.conn.pump
+        if pump.send_whole(frame, ex, n):
+            self._written(end.status, end.body_bytes)
+        else:
+            pump.wire.append(Done(ex, end.status, end.body_bytes))
+            self.conn.kick()
+        return True
+
     def written(self, done: Done) -> None:
         """The response before `done` is completely handed to the transport."""
-        self.ex.finish(done.status, done.body_bytes)
+        self._written(done.status, done.body_bytes)
+
+    def _written(self, status: int, body_bytes: int) -> None:
+        self.ex.finish(status, body_bytes)
         if self._close_after_response or not self._can_keep_alive():
             self._finish()
             return

@@ -394,6 +394,9 @@ class H2Session:
         if data:
             self._emit(memoryview(data))
 
+    def send_whole(self) -> bool:
+        return False   # streams share the wire: always the pump
+
     def fill(self, wire, room: int) -> None:
         """Frame queued responses into the wire, up to about `room` bytes."""
         self._wire = wire

@@ -154,6 +154,28 @@ class OutboundQueue:
             self._reactor_idle = True
             return ()
 
+    def pop_whole(self):
+        """A whole response queued at once, the usual case: (Head, body
+        bytes, End) when the queue holds exactly a Head, at most one Chunk
+        of bytes and an End (then taken); else None and nothing taken."""
+        with self._lock:
+            items = self._items
+            n = len(items)
+            if n == 3:
+                head, chunk, end = items
+                if type(chunk) is not Chunk or type(chunk.data) is not bytes:
+                    return None
+                data = chunk.data
+            elif n == 2:
+                head, end = items
+                data = b""
+            else:
+                return None
+            if type(head) is not Head or type(end) is not End:
+                return None
+            items.clear()
+            return head, data, end
+
     def unpop(self, items) -> None:
         """Put back, in front and in order, items `pop_all` returned."""
         with self._lock:

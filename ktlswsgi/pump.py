@@ -106,6 +106,27 @@ class WritePump:
         if not conn.closed and not self.transport.flush():
             self.write_on = rx.OUT
 
+    def send_whole(self, frame: bytes, owner, body_bytes: int) -> bool:
+        """A whole response framed in one buffer, onto an idle wire (the
+        caller checked): True when the transport took all of it; else what
+        it did not take is on the wire, for the caller to end with its Done
+        and kick().  `body_bytes` of it are credited to `owner`."""
+        n = self.transport.send(frame)
+        if n is WANT_WRITE or n is WANT_READ:
+            n = 0
+        else:
+            self.last_write = time.monotonic()
+            self.counters.add(self._send_counter, n)
+        if n < len(frame):
+            rest = memoryview(frame)[n:]
+            self.wire.append((rest, ((owner, body_bytes),)) if body_bytes else rest)
+            return False
+        if body_bytes:
+            owner.chunk_sent(body_bytes)
+        if not self.transport.flush():
+            self.write_on = rx.OUT
+        return True
+
     def _blocked(self, want) -> None:
         self.write_on = rx.OUT if want is WANT_WRITE else rx.IN
 

@@ -34,6 +34,11 @@ class Session(Protocol):
     def fill(self, wire, room: int) -> None:
         """Frame ready output into the wire (`wire.py`), about `room` bytes."""
 
+    def send_whole(self) -> bool:
+        """The output the workers announced is one whole response, the usual
+        case, and the wire is idle: frame and send it in one step, without
+        the pump (HTTP/1).  False when it is not that case; nothing done."""
+
     def written(self, done) -> None:
         """A `wire.Done` reached the transport: its response is handed over."""
 

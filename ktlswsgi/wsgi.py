@@ -490,6 +490,7 @@ class Responder:
         self.body_bytes = 0
         self.status_code = 0
         self._held: list = []     # items finish() hands over with the End, in one put
+        self._held_bytes = 0      # of their body bytes
 
     # PEP 3333 start_response
     def start_response(self, status, headers, exc_info=None):
@@ -552,6 +553,25 @@ class Responder:
         else:
             self._out.put(Chunk(data), len(data))
 
+    def body_chunk(self, data) -> bool:
+        """A chunk of the app's iterable; True once the body has its
+        Content-Length: the iteration then stops (PEP 3333: "should stop
+        iterating over the response when enough data has been sent").  A
+        first chunk that is the whole body is held for finish(), so that the
+        whole response is handed over at once (Flask's usual response)."""
+        cl = self._content_length
+        if cl is None:
+            self.write(data)
+            return False
+        if (cl and not self.headers_sent and type(data) is bytes and len(data) == cl
+                and not self.head_only):
+            self._held += (self._head(), Chunk(data))
+            self._held_bytes += cl
+            self.body_bytes = cl
+            return True
+        self.write(data)
+        return self.body_bytes >= cl
+
     def write_whole(self, data) -> None:
         """The whole body at once (a one-item list): head, body and end in one hand-over."""
         cl = self._content_length
@@ -589,6 +609,7 @@ class Responder:
 
     def finish(self) -> None:
         items, self._held = self._held, []
+        nbytes, self._held_bytes = self._held_bytes, 0
         if not self.headers_sent:
             items.append(self._head())
         cl = self._content_length
@@ -605,7 +626,7 @@ class Responder:
             items.append(End(self.status_code, self.body_bytes))
         finally:
             if items:
-                self._out.put_many(items)
+                self._out.put_many(items, nbytes)
 
 
 class ShortBody(Exception):
@@ -650,7 +671,8 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
             responder.write_whole(result[0] if result else b"")
         else:
             for chunk in result:
-                responder.write(chunk)
+                if responder.body_chunk(chunk):
+                    break
             responder.finish()
     except QueueAborted as exc:
         log.debug("response to %s abandoned: %s", peer, exc)

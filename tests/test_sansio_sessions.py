@@ -63,23 +63,24 @@ def test_h1_keep_alive_and_pipelining(monkeypatch):
 @pytest.mark.skipif(http1.native is None, reason="the C parser is not built")
 def test_h1_a_plain_keep_alive_request_takes_the_whole_event_path(monkeypatch):
     """Each keep-alive GET is one whole_request and its response one framed
-    buffer (the two fast paths); the pipelined pair takes the event path."""
+    buffer sent without the pump (the two fast paths); the pipelined pair
+    takes the event path."""
     from ktlswsgi import h1session
     taken = []
-    whole_request, frame_whole = http1.Http1.whole_request, h1session.H1Session._frame_whole
+    whole_request, send_whole = http1.Http1.whole_request, h1session.H1Session.send_whole
 
     def spy_request(self, data):
         req = whole_request(self, data)
         taken.append(("request", req is not None))
         return req
 
-    def spy_frame(self, wire, items, room):
-        done = frame_whole(self, wire, items, room)
+    def spy_send(self):
+        done = send_whole(self)
         taken.append(("response", done))
         return done
 
     monkeypatch.setattr(http1.Http1, "whole_request", spy_request)
-    monkeypatch.setattr(h1session.H1Session, "_frame_whole", spy_frame)
+    monkeypatch.setattr(h1session.H1Session, "send_whole", spy_send)
     h = Harness(hello, monkeypatch, tls=False)
     for path in (b"/a", b"/b"):
         h.deliver(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -91,6 +92,84 @@ def test_h1_a_plain_keep_alive_request_takes_the_whole_event_path(monkeypatch):
     h.run_jobs()
     assert h.output().count(b"HTTP/1.1 200 OK") == 2
     assert taken[0] == ("request", False)
+
+
+@pytest.mark.parametrize("room", [0, 1, 40])
+def test_h1_a_whole_response_the_socket_cannot_take_goes_out_through_the_pump(room, monkeypatch):
+    """The whole-response step hands what the transport did not take to the
+    pump: nothing lost or doubled, the next request waits for the end, the
+    write timeout runs, and the exchange ends once the rest is written."""
+    from ktlswsgi import h1session
+    taken = []
+    send_whole = h1session.H1Session.send_whole
+
+    def spy_send(self):
+        done = send_whole(self)
+        taken.append(done)
+        return done
+
+    monkeypatch.setattr(h1session.H1Session, "send_whole", spy_send)
+    h = Harness(hello, monkeypatch, tls=False)
+    h.transport.room = room
+    h.deliver(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.run_jobs()
+    assert taken == [True]
+    sent = h.transport.take_output()
+    assert len(sent) == room and h.conn.session.state == "active"
+    assert h.conn.pump.wire and h.conn.pump.write_on
+    h.deliver(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")   # waits for /a's end
+    h.run_jobs()
+    assert h.transport.take_output() == b""
+    h.transport.room = None
+    h.writable()
+    h.run_jobs()
+    out = sent + h.output()
+    assert out.count(b"HTTP/1.1 200 OK") == 2 and out.index(b"hello /a") < out.index(b"hello /b")
+    assert out.endswith(b"hello /b") and h.conn.session.state == "idle"
+
+
+def test_h1_iteration_stops_at_the_content_length_and_close_is_called(monkeypatch):
+    """PEP 3333: the server stops iterating once the Content-Length is sent;
+    the iterable's close() still runs, and a first chunk that is the whole
+    body goes out with its head in the whole-response step."""
+    from ktlswsgi import h1session
+    pulled, closed, taken = [], [], []
+    send_whole = h1session.H1Session.send_whole
+
+    def spy_send(self):
+        done = send_whole(self)
+        taken.append(done)
+        return done
+
+    class Body:
+        def __init__(self, chunks):
+            self.chunks = chunks
+
+        def __iter__(self):
+            for c in self.chunks:
+                pulled.append(c)
+                yield c
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "5")])
+        if environ["PATH_INFO"] == "/one":
+            return Body([b"12345", b"never"])
+        return Body([b"12", b"345", b"never"])
+
+    monkeypatch.setattr(h1session.H1Session, "send_whole", spy_send)
+    h = Harness(app, monkeypatch, tls=False)
+    h.deliver(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.run_jobs()
+    assert h.output().endswith(b"\r\n\r\n12345")
+    assert pulled == [b"12345"] and closed == [True] and taken == [True]
+    pulled.clear()
+    h.deliver(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.run_jobs()
+    assert h.output().endswith(b"\r\n\r\n12345") and h.conn.session.state == "idle"
+    assert pulled == [b"12", b"345"] and closed == [True, True]
 
 
 def test_h1_header_timeout_is_exact(monkeypatch):
@@ -517,7 +596,7 @@ def test_each_session_implements_the_whole_interface(alpn, monkeypatch):
     session = h.conn.session
     assert type(session).__name__ == ("H2Session" if alpn == "h2" else "H1Session")
     members = [n for n in vars(Session) if not n.startswith("_")]
-    assert len(members) == 10
+    assert len(members) == 11
     for name in members:
         want = vars(Session)[name]
         got = getattr(type(session), name)
