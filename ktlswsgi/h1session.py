@@ -208,10 +208,10 @@ class H1Session:
         if whole is None:
             return False
         head, data, end = whole
-        n = len(data)
         self._framed_whole = True
         try:
-            frame = b"".join([self._head_bytes(head), *self.http.body_to_end([data] if n else [], n)])
+            frame = self.http.whole_response(head.status, head.headers, head.reason,
+                                             self._close_for(head), data)
         except Exception as exc:  # the response cannot be framed: a bug
             # Not the message: it may quote a header value.
             log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
@@ -219,7 +219,7 @@ class H1Session:
             self.conn.abort("response framing error", notable=True, unsent_status=500)
             return True
         pump = self.conn.pump
-        if pump.send_whole(frame, ex, n):
+        if pump.send_whole(frame, ex, len(data)):
             self._written(end.status, end.body_bytes)
         else:
             pump.wire.append(Done(ex, end.status, end.body_bytes))
@@ -469,13 +469,19 @@ class H1Session:
 
     def _head_bytes(self, item) -> bytes:
         """Frame a response head (`Head` item), deciding the connection's close."""
-        close = (item.close or self._close_after_response or self._draining
+        return self.http.response_head(item.status, item.headers, item.reason,
+                                       self._close_for(item))
+
+    def _close_for(self, head) -> bool:
+        """Whether the connection closes after the response `head` begins
+        (also recorded: the exchange's status and headers for its log line)."""
+        close = (head.close or self._close_after_response or self._draining
                  or self._must_close_after())
         self._close_after_response = close
         ex = self.ex
-        ex.status = item.status
-        ex.response_headers = item.headers
-        return self.http.response_head(item.status, item.headers, item.reason, close)
+        ex.status = head.status
+        ex.response_headers = head.headers
+        return close
 
     def _serialize(self, wire, item) -> int:
         """Frame one response item onto the wire; the bytes it added there

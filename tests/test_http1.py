@@ -637,13 +637,16 @@ _RESPONSES = {
 @pytest.mark.parametrize("req", sorted(_REQUESTS))
 @pytest.mark.parametrize("resp", sorted(_RESPONSES))
 @pytest.mark.parametrize("close", [False, True])
-@pytest.mark.parametrize("whole", [False, True], ids=["by-chunk", "body_to_end"])
+@pytest.mark.parametrize("whole", [False, True, "one-buffer"],
+                         ids=["by-chunk", "body_to_end", "whole_response"])
 def test_response_bytes_and_keep_alive_match_h11(req, resp, close, whole):
     import h11
     from ktlswsgi import http1
     status, headers, chunks = _RESPONSES[resp]
     if req.startswith("head"):
         chunks = []
+    if whole == "one-buffer":
+        chunks = [b"".join(chunks)] if chunks else []
     ours = http1.Http1(4094, 100, 8190, 65536)
     ours.receive(_REQUESTS[req])
     assert isinstance(ours.next_event(), http1.Request)
@@ -657,15 +660,18 @@ def test_response_bytes_and_keep_alive_match_h11(req, resp, close, whole):
         ref_headers.append((b"connection", b"close"))
     want = ref.send(h11.Response(status_code=status, headers=ref_headers,
                                  reason=http1.REASONS.get(status, b"")))
-    got = ours.response_head(status, list(headers), close=close)
+    if whole == "one-buffer":
+        got = ours.whole_response(status, list(headers), b"", close, b"".join(chunks))
+    else:
+        got = ours.response_head(status, list(headers), close=close)
     for c in chunks:
         want += b"".join(ref.send_with_data_passthrough(h11.Data(data=c)))
         if not whole:
             got += b"".join(ours.body(c))
     want += ref.send(h11.EndOfMessage())
-    if whole:
+    if whole is True:
         got += b"".join(ours.body_to_end(list(chunks), sum(map(len, chunks))))
-    else:
+    elif not whole:
         got += ours.end()
     # h11 writes the Connection header it adds in title case, and so do we.
     assert got == want

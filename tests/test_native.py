@@ -4,9 +4,10 @@ parse_head (h1parse.c, `--http c`): what it accepts and returns, what it
 hands back to h11 (None), its limits at the boundary; tests/test_http1_parsers.py
 holds it to h11 inside the driver.  environ_headers (environ.c): the same
 environ as wsgi.environ_headers, its Python reference, on a corpus and on
-seeded random header lists.  scan_response_headers and serialize_head
-(framing.c): Http1.response_head gives the same bytes, framing and errors
-with them as with its Python path, on seeded random responses.
+seeded random header lists.  scan_response_headers, serialize_head and
+frame_whole (framing.c): Http1.response_head and Http1.whole_response give
+the same bytes, framing and errors with them as with their Python path, on
+seeded random responses.
 response_headers (respheaders.c): the same checked headers as
 wsgi._response_headers, or False wherever that one raises or logs.  The sources compile cleanly with warnings as
 errors.  tests/fuzz/fuzz_native.py fuzzes both against their references."""
@@ -311,6 +312,52 @@ def test_response_heads_match_the_python_path(monkeypatch, seed):
         assert with_c == without, (status, headers)
 
 
+def whole(request: bytes, status, headers, reason, close, body):
+    """What Http1.whole_response makes of a whole response: its bytes (or its
+    error) and the state it leaves."""
+    h = http1.Http1(*LIMITS)
+    h.receive(request)
+    assert type(h.next_event()) is http1.Request
+    try:
+        out = h.whole_response(status, headers, reason, close, body)
+    except http1.ResponseError as exc:
+        return ("error", str(exc))
+    return (out, h._framing, h._left, h._closing, h.response_complete)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_whole_responses_match_the_python_path(monkeypatch, seed):
+    """frame_whole (framing.c) against response_head + body_to_end in Python,
+    bytes and state; most cases are the usual one the C takes."""
+    rng = random.Random(seed)
+    names = [b"Content-Type", b"Content-Length", b"content-length", b"Connection", b"X-A"]
+    values = [b"0", b"2", b"5", b"05", b"x", b"", b"close", b"1" * 20]
+    took = 0
+    for _ in range(400):
+        body = rng.choice([b"", b"ok", b"hello"])
+        headers = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randrange(4))]
+        if rng.random() < 0.6:
+            headers.append((b"Content-Length", b"%d" % len(body)))
+        status = rng.choice([101, 200, 200, 204, 304, 404])
+        args = (rng.choice(REQUESTS), status, headers, rng.choice([b"", b"Fine"]),
+                rng.random() < 0.2, body)
+        with_c = whole(*args)
+        took += native.frame_whole(status, b"", headers, body, False) is not None
+        with monkeypatch.context() as m:
+            m.setattr(http1, "native", None)
+            without = whole(*args)
+        assert with_c == without, args
+    assert took > 100
+
+
+def test_frame_whole_bytes():
+    assert native.frame_whole(200, b"OK", [(b"Content-Length", b"2")], b"ok", True) == \
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\nok"
+    for odd in ([], [(b"Content-Length", b"3")], [(b"Content-Length", b"2"), (b"Connection", b"x")],
+                [(b"Content-Length", b"2"), (b"content-length", b"3")], [("Content-Length", "2")]):
+        assert native.frame_whole(200, b"OK", odd, b"ok", False) is None
+
+
 # -- response_headers -------------------------------------------------------------------
 def checked_both(headers):
     """(C, Python) of an app's headers: a result, or the Python path's error."""
@@ -413,13 +460,14 @@ def test_the_server_paths_call_the_c(monkeypatch):
     monkeypatch.setattr(http1, "native", stand_in)
     monkeypatch.setattr(wsgi, "native", stand_in)
     framed(REQUESTS[0], 200, [(b"Content-Length", b"0")])      # parse_head, then the framing
+    whole(REQUESTS[0], 200, [(b"Content-Length", b"0")], b"", False, b"")
     wsgi.build_environ(http1.Request(b"GET", b"/", b"1.1", [(b"host", b"x")]), scheme="http",
                        server_addr=("127.0.0.1", 80), peer_addr=("127.0.0.1", 5), body=None,
                        multiprocess=False)
     wsgi.Responder(None, head_only=False, close_after=False, peer="p").start_response(
         "200 OK", [("Content-Length", "0")])
     assert called == ["parse_head", "scan_response_headers", "serialize_head",
-                      "build_environ", "response_headers"]
+                      "parse_head", "frame_whole", "build_environ", "response_headers"]
 
 
 @pytest.mark.parametrize("kind", ["memory", "socket"])

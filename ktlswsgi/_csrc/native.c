@@ -71,6 +71,9 @@ static PyMethodDef methods[] = {
     {"scan_response_headers", Ktlswsgi_scan_response_headers, METH_O,
      "scan_response_headers(headers) -> Content-Length (int), None, or False when "
      "the Python path must look (framing.c)"},
+    {"frame_whole", Ktlswsgi_frame_whole, METH_VARARGS,
+     "frame_whole(status, reason, headers, body, close) -> a whole response framed by "
+     "its Content-Length, or None when the Python path must (framing.c)"},
     {"serialize_head", Ktlswsgi_serialize_head, METH_VARARGS,
      "serialize_head(status, reason, headers) -> the response head's bytes, or None "
      "when the Python path must (framing.c)"},

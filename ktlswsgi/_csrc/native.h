@@ -4,7 +4,8 @@
  * environ.c  build_environ, environ_headers: a request's WSGI environ
  * h2request.c  h2_request, h2_trailers: an HTTP/2 request's header block checked
  *            (h2's inbound rules) and its Request fields
- * framing.c  scan_response_headers, serialize_head: an HTTP/1 response head
+ * framing.c  scan_response_headers, serialize_head, frame_whole: an HTTP/1
+ *            response head, or a whole response framed by its Content-Length
  * respheaders.c  response_headers: the app's start_response headers, checked
  * gate.c     the reactor's non-blocking steps (the TLS transports' SSL_read /
  *            SSL_write, plain socket recv / send), called without releasing the GIL
@@ -45,6 +46,7 @@ PyObject *Ktlswsgi_h2_request(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_h2_trailers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args);
+PyObject *Ktlswsgi_frame_whole(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_tls_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

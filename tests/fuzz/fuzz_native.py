@@ -13,7 +13,9 @@ is hit), the rest is
     request that native.build_environ and the Python path must turn into
     the same environ, key order included), and which, as a response's headers, Http1.response_head must
     frame to the same bytes, framing and errors with native's
-    scan_response_headers / serialize_head and without; decoded as latin-1,
+    scan_response_headers / serialize_head and without (and
+    Http1.whole_response, with a body, with frame_whole and without);
+    decoded as latin-1,
     the same fields as an app's start_response headers, which
     native.response_headers must check as wsgi._response_headers does (or
     leave to it).
@@ -57,7 +59,7 @@ with atheris.instrument_imports(include=["ktlswsgi"]):
 from hpack import Decoder as RefDecoder, Encoder as RefEncoder  # noqa: E402
 from hpack.exceptions import HPACKError  # noqa: E402
 from test_http1_parsers import CORPUS, limits_from, transcript  # noqa: E402
-from test_native import REQUESTS, _h2_accepts, checked_both, framed  # noqa: E402
+from test_native import REQUESTS, _h2_accepts, checked_both, framed, whole  # noqa: E402
 
 STATUSES = [100, 101, 200, 204, 206, 304, 404, 500, 999]
 
@@ -141,6 +143,19 @@ def check_framing(a: int, b: int, data: bytes) -> None:
         http1.native = c
     if got != ref:
         raise AssertionError(f"response_head differs on {args!r}:\nc:  {got}\npy: {ref}")
+    # The same response whole, its body a Content-Length's worth when the
+    # headers name one it can be (else a few bytes).
+    length = next((v for n, v in headers if n.lower() == b"content-length"), b"")
+    body = b"x" * int(length) if length.isdigit() and len(length) < 4 else data[:3]
+    args = args + (body,)
+    got = whole(*args)
+    http1.native = None
+    try:
+        ref = whole(*args)
+    finally:
+        http1.native = c
+    if got != ref:
+        raise AssertionError(f"whole_response differs on {args!r}:\nc:  {got}\npy: {ref}")
 
 
 def check_response_headers(data: bytes) -> None:
