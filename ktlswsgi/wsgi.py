@@ -483,7 +483,7 @@ class Responder:
         self.head_only = head_only
         self._close_after = close_after
         self._peer = peer
-        self._status = None       # (code, reason bytes)
+        self._status_reason = b""  # of the status line, once start_response ran
         self._headers = None      # encoded list
         self._content_length: int | None = None
         self.headers_sent = False
@@ -500,12 +500,19 @@ class Responder:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
-        elif self._status is not None:
+        elif self.status_code:
             raise AssertionError("start_response called a second time without exc_info")
+        started = False if native is None else native.response_start(
+            status, headers, date_value(), SERVER)
+        if started is not False:
+            code, self._status_reason, self._headers, self._content_length = started
+            self.status_code = code
+            return self.write
         if not isinstance(status, str):
             raise TypeError(f"status must be str, got {type(status).__name__}")
         code_s, _, reason = status.partition(" ")
-        if len(code_s) != 3 or not code_s.isdigit() or not reason or _BAD_VALUE.search(reason):
+        if (len(code_s) != 3 or not code_s.isdigit() or code_s < "100" or not reason
+                or _BAD_VALUE.search(reason)):
             raise HeaderError(f"invalid status line {status[:40]!r}")
         if not isinstance(headers, list):
             raise TypeError("headers must be a list")
@@ -517,17 +524,17 @@ class Responder:
             encoded.append((b"Date", date_value()))
         if not has_server:
             encoded.append((b"Server", SERVER))
-        self._status = (int(code_s), reason.encode("latin-1"))
         self.status_code = int(code_s)
+        self._status_reason = reason.encode("latin-1")
         self._headers = encoded
         self._content_length = content_length
         return self.write
 
     def _head(self) -> Head:
-        if self._status is None:
+        if not self.status_code:
             raise AssertionError("the app returned a body before calling start_response")
         self.headers_sent = True
-        return Head(self._status[0], self._status[1], self._headers, self._close_after)
+        return Head(self.status_code, self._status_reason, self._headers, self._close_after)
 
     def write(self, data) -> None:
         """PEP 3333 write(): send now (waits while the queue is over high water)."""

@@ -8,9 +8,11 @@ seeded random header lists.  scan_response_headers, serialize_head and
 frame_whole (framing.c): Http1.response_head and Http1.whole_response give
 the same bytes, framing and errors with them as with their Python path, on
 seeded random responses.
-response_headers (respheaders.c): the same checked headers as
-wsgi._response_headers, or False wherever that one raises or logs.  The sources compile cleanly with warnings as
-errors.  tests/fuzz/fuzz_native.py fuzzes both against their references."""
+response_headers and response_start (respheaders.c): the same checked
+headers (and status) as wsgi._response_headers (and start_response's Python
+path), or False wherever that one raises or logs.  The sources compile
+cleanly with warnings as errors.  tests/fuzz/fuzz_native.py fuzzes them
+against their references."""
 from __future__ import annotations
 
 import os
@@ -405,6 +407,47 @@ def test_response_headers_match_the_python_path(seed):
     assert decided > 100   # the C decides the plain case, not nothing
 
 
+def started_both(monkeypatch, status, headers):
+    """(C, Python) of start_response(status, headers): the Responder's
+    status, reason, headers and Content-Length, or the error it raised."""
+    results = []
+    for c in (True, False):
+        with monkeypatch.context() as m:
+            if not c:
+                m.setattr(wsgi, "native", None)
+            m.setattr(wsgi, "date_value", lambda: b"D")
+            r = wsgi.Responder(None, head_only=False, close_after=False, peer="p")
+            try:
+                r.start_response(status, list(headers) if isinstance(headers, list) else headers)
+                results.append((r.status_code, r._status_reason, r._headers, r._content_length))
+            except (TypeError, wsgi.HeaderError) as exc:
+                results.append((type(exc).__name__, str(exc)))
+    return results
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_response_start_matches_the_python_path(monkeypatch, seed):
+    """response_start (respheaders.c) gives start_response's results, or
+    leaves the case (and its error) to the Python path."""
+    rng = random.Random(seed)
+    statuses = ["200 OK", "404 Not Found", "200  two spaces", "599 x", "100 Continue",
+                "200", "200 ", "20 OK", "099 Low", "000 Zero", "2x0 OK", "200 O\nK",
+                "200 caf\xe9", "200 caf\u20ac", "\u0662\u0660\u0660 Arabic digits", b"200 OK",
+                "200 tab\there"]
+    names = ["Content-Type", "Content-Length", "Date", "SERVER", "X-A", "Keep-Alive", "a b"]
+    values = ["", "0", "12", " 7 ", "1_0", "caf\xe9", "a\nb", "\u20ac"]
+    decided = 0
+    for _ in range(400):
+        headers = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randrange(5))]
+        if rng.random() < 0.05:
+            headers = tuple(headers)
+        status = rng.choice(statuses)
+        c, py = started_both(monkeypatch, status, headers)
+        decided += native.response_start(status, headers, b"D", b"S") is not False
+        assert c == py, (status, headers)
+    assert decided > 50
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 @pytest.mark.parametrize("name", ["native.c", "h1parse.c", "environ.c", "framing.c",
                                   "respheaders.c", "gate.c", "hpack.c", "h2request.c"])
@@ -467,7 +510,7 @@ def test_the_server_paths_call_the_c(monkeypatch):
     wsgi.Responder(None, head_only=False, close_after=False, peer="p").start_response(
         "200 OK", [("Content-Length", "0")])
     assert called == ["parse_head", "scan_response_headers", "serialize_head",
-                      "parse_head", "frame_whole", "build_environ", "response_headers"]
+                      "parse_head", "frame_whole", "build_environ", "response_start"]
 
 
 @pytest.mark.parametrize("kind", ["memory", "socket"])

@@ -77,6 +77,9 @@ static PyMethodDef methods[] = {
     {"serialize_head", Ktlswsgi_serialize_head, METH_VARARGS,
      "serialize_head(status, reason, headers) -> the response head's bytes, or None "
      "when the Python path must (framing.c)"},
+    {"response_start", (PyCFunction)(void (*)(void))Ktlswsgi_response_start, METH_FASTCALL,
+     "response_start(status, headers, date, server) -> (code, reason, encoded, "
+     "content_length), or False when the Python path must (respheaders.c)"},
     {"response_headers", Ktlswsgi_response_headers, METH_O,
      "response_headers(headers) -> (encoded, content_length, has_date, has_server), or "
      "False when the Python path must decide (respheaders.c)"},

@@ -6,7 +6,8 @@
  *            (h2's inbound rules) and its Request fields
  * framing.c  scan_response_headers, serialize_head, frame_whole: an HTTP/1
  *            response head, or a whole response framed by its Content-Length
- * respheaders.c  response_headers: the app's start_response headers, checked
+ * respheaders.c  response_headers, response_start: the app's start_response
+ *            status and headers, checked
  * gate.c     the reactor's non-blocking steps (the TLS transports' SSL_read /
  *            SSL_write, plain socket recv / send), called without releasing the GIL
  * hpack.c    hpack_*: HPACK for the HTTP/2 driver, through nghttp2 (where its
@@ -47,6 +48,7 @@ PyObject *Ktlswsgi_h2_trailers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_scan_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_serialize_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_frame_whole(PyObject *self, PyObject *args);
+PyObject *Ktlswsgi_response_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers);
 PyObject *Ktlswsgi_tls_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Ktlswsgi_gate_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -6,6 +6,14 @@
  *   its surrounding SP / HTAB; content_length: an int or None; has_date /
  *   has_server: whether the app gave Date / Server.
  *
+ * response_start(status, headers, date, server) -> (code, reason, encoded,
+ *   content_length): all of start_response's checks and encoding at once:
+ *   the status line "DDD reason" (three ASCII digits, 100 or more, a non-empty reason of
+ *   latin-1 characters without control characters but HTAB) with its reason
+ *   as latin-1 bytes, and the headers as response_headers checks them, with
+ *   (b"Date", date) and (b"Server", server) appended when the app gave none.
+ *   False, having decided nothing, where either check leaves it to Python.
+ *
  * Only the plain case is decided here: every item a tuple of two str, every
  * name an HTTP token, every value of latin-1 characters with no control
  * character but HTAB, no hop-by-hop field (Python drops and logs those), a
@@ -29,20 +37,22 @@ static int hop_by_hop(const char *name, Py_ssize_t n)
            is_name(name, n, "te") || is_name(name, n, "trailer");
 }
 
-PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers)
+/* The checks of response_headers: 1 with the results set, 0 when Python
+   must decide (nothing set), -1 with an exception. */
+static int check_headers(PyObject *headers, PyObject **encoded_out, long long *length_out,
+                         int *has_date_out, int *has_server_out)
 {
-    PyObject *encoded, *result = NULL, *length_obj = NULL;
+    PyObject *encoded;
     Py_ssize_t n, i;
     long long length = -1;
     int has_date = 0, has_server = 0;
 
-    (void)self;
     if (!PyList_Check(headers))
-        Py_RETURN_FALSE;
+        return 0;
     n = PyList_GET_SIZE(headers);
     encoded = PyList_New(0);
     if (encoded == NULL)
-        return NULL;
+        return -1;
     for (i = 0; i < n && i < PyList_GET_SIZE(headers); i++) {
         PyObject *item = PyList_GET_ITEM(headers, i);
         PyObject *name, *value, *name_b, *value_b, *pair;
@@ -100,25 +110,119 @@ PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers)
         Py_XDECREF(value_b);
         if (pair == NULL || PyList_Append(encoded, pair) < 0) {
             Py_XDECREF(pair);
-            goto done;
+            Py_DECREF(encoded);
+            return -1;
         }
         Py_DECREF(pair);
     }
-    if (length >= 0) {
-        length_obj = PyLong_FromLongLong(length);
-        if (length_obj == NULL)
-            goto done;
-    } else {
-        Py_INCREF(Py_None);
-        length_obj = Py_None;
-    }
-    result = Py_BuildValue("(OOOO)", encoded, length_obj, has_date ? Py_True : Py_False,
-                           has_server ? Py_True : Py_False);
-    goto done;
+    *encoded_out = encoded;
+    *length_out = length;
+    *has_date_out = has_date;
+    *has_server_out = has_server;
+    return 1;
 python_path:
-    Py_INCREF(Py_False);
-    result = Py_False;
-done:
+    Py_DECREF(encoded);
+    return 0;
+}
+
+static PyObject *length_object(long long length)
+{
+    if (length >= 0)
+        return PyLong_FromLongLong(length);
+    Py_INCREF(Py_None);
+    return Py_None;
+}
+
+PyObject *Ktlswsgi_response_headers(PyObject *self, PyObject *headers)
+{
+    PyObject *encoded, *length_obj, *result;
+    long long length;
+    int has_date, has_server, r;
+
+    (void)self;
+    r = check_headers(headers, &encoded, &length, &has_date, &has_server);
+    if (r <= 0) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    length_obj = length_object(length);
+    result = length_obj == NULL ? NULL :
+        Py_BuildValue("(OOOO)", encoded, length_obj, has_date ? Py_True : Py_False,
+                      has_server ? Py_True : Py_False);
+    Py_XDECREF(length_obj);
+    Py_DECREF(encoded);
+    return result;
+}
+
+/* Append (name, value) to `list`; -1 with an exception. */
+static int append_pair(PyObject *list, const char *name, PyObject *value)
+{
+    PyObject *pair = Py_BuildValue("(yO)", name, value);
+    int r;
+
+    if (pair == NULL)
+        return -1;
+    r = PyList_Append(list, pair);
+    Py_DECREF(pair);
+    return r;
+}
+
+PyObject *Ktlswsgi_response_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *status, *headers, *date, *server, *encoded, *reason, *code, *length_obj;
+    PyObject *result = NULL;
+    const Py_UCS1 *s;
+    Py_ssize_t n, k;
+    long long length;
+    int has_date, has_server, r;
+
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "response_start takes 4 arguments");
+        return NULL;
+    }
+    status = args[0];
+    headers = args[1];
+    date = args[2];
+    server = args[3];
+    if (!PyBytes_Check(date) || !PyBytes_Check(server)) {
+        PyErr_SetString(PyExc_TypeError, "date and server must be bytes");
+        return NULL;
+    }
+    if (!PyUnicode_Check(status) || PyUnicode_KIND(status) != PyUnicode_1BYTE_KIND)
+        Py_RETURN_FALSE;
+    s = PyUnicode_1BYTE_DATA(status);
+    n = PyUnicode_GET_LENGTH(status);
+    /* "DDD " and at least one reason character */
+    if (n < 5 || s[3] != ' ')
+        Py_RETURN_FALSE;
+    for (k = 0; k < 3; k++)
+        if (s[k] < '0' || s[k] > '9')
+            Py_RETURN_FALSE;
+    if (s[0] == '0')
+        Py_RETURN_FALSE;   /* under 100: Python's error */
+    for (k = 4; k < n; k++)
+        if ((s[k] < 0x20 && s[k] != '\t') || s[k] == 0x7f)
+            Py_RETURN_FALSE;
+    r = check_headers(headers, &encoded, &length, &has_date, &has_server);
+    if (r <= 0) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    if ((!has_date && append_pair(encoded, "Date", date) < 0) ||
+        (!has_server && append_pair(encoded, "Server", server) < 0)) {
+        Py_DECREF(encoded);
+        return NULL;
+    }
+    code = PyLong_FromLong((s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0'));
+    reason = code ? PyBytes_FromStringAndSize((const char *)s + 4, n - 4) : NULL;
+    length_obj = reason ? length_object(length) : NULL;
+    if (length_obj != NULL)
+        result = PyTuple_Pack(4, code, reason, encoded, length_obj);
+    Py_XDECREF(code);
+    Py_XDECREF(reason);
     Py_XDECREF(length_obj);
     Py_DECREF(encoded);
     return result;

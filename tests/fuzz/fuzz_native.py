@@ -18,7 +18,8 @@ is hit), the rest is
     decoded as latin-1,
     the same fields as an app's start_response headers, which
     native.response_headers must check as wsgi._response_headers does (or
-    leave to it).
+    leave to it), and native.response_start too, the first field's name and
+    value its status line, as start_response's Python path does.
   - decoded as an HPACK block (twice: the second against the table the
     first left) by hpackcoder's nghttp2 decoder and the hpack package's,
     which must give the same header list or both fail; cut into header
@@ -164,6 +165,19 @@ def check_response_headers(data: bytes) -> None:
     c, py = checked_both(headers)
     if c is not False and c != py:
         raise AssertionError(f"response_headers differs on {headers!r}:\nc:  {c}\npy: {py}")
+    # The first field's name and value as a status line, the rest as its headers.
+    status = "%s %s" % headers[0]
+    started = wsgi.native.response_start(status, headers[1:], b"D", b"S")
+    if started is False:
+        return
+    code_s, _, reason = status.partition(" ")
+    py = wsgi._response_headers(headers[1:])
+    want = (int(code_s), reason.encode("latin-1"),
+            py[0] + [(b"Date", b"D")] * (not py[2]) + [(b"Server", b"S")] * (not py[3]), py[1])
+    if (len(code_s) != 3 or not code_s.isdigit() or code_s < "100" or not reason
+            or wsgi._BAD_VALUE.search(reason) or started != want):
+        raise AssertionError(f"response_start differs on {status!r} {headers[1:]!r}:\n"
+                             f"c:  {started}\npy: {want}")
 
 
 _PAIR = []
