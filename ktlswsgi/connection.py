@@ -34,7 +34,7 @@ from .h1session import H1Session
 from .h2session import H2Session
 from .pump import WritePump
 from .transport import WANT_READ, WANT_WRITE, TransportError
-from .wsgi import tls_environ
+from .wsgi import RequestFacts, tls_environ
 
 log = logging.getLogger("ktlswsgi.connection")
 
@@ -98,6 +98,7 @@ class Connection:
         self._interest = 0
         self.tls_info: dict | None = None
         self.tls_environ: dict | None = None  # wsgi.tls_environ(), for every request
+        self.request_facts: RequestFacts | None = None  # once OPEN
         # HTTP/1 files up to this size go out with their head (filewrapper.py);
         # 0 once kTLS TX is engaged: SSL_sendfile.
         self.inline_file_bytes = INLINE_FILE_BYTES
@@ -122,6 +123,10 @@ class Connection:
     def _open(self, session) -> None:
         if self.state != OPEN:
             self._to(OPEN)
+        s = self.s
+        self.request_facts = RequestFacts(s.app, s.scheme, self.server_addr, self.peer,
+                                          self.peer_ip, self.forwarded_trust,
+                                          self.tls_environ, s.multiprocess)
         self.session = session
         session.start()
         if self._draining:

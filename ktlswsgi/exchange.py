@@ -86,8 +86,7 @@ class Exchange:
             self.body = RequestBody(cfg.body_buffer_bytes, on_drained, on_first_read,
                                     on_consumed)
         self.out = OutboundQueue(high_water, low_water, on_output)
-        # What the job needs besides the connection's facts, which stay as the
-        # handshake left them: the worker reads those itself (_run_job).
+        # What the job needs besides its connection's `request_facts`.
         self._job = (head_only, close_after, inline_file_bytes)
         self._job_state = _PREPARED
         return 0
@@ -133,16 +132,8 @@ class Exchange:
                 return
             self._job_state = _RUNNING
         try:
-            head_only, close_after, inline_file_bytes = self._job
-            conn = self.conn
-            shared = conn.s
-            serve_request(shared.app, self.request, scheme=shared.scheme,
-                          server_addr=conn.server_addr, peer_addr=conn.peer,
-                          peer_ip=conn.peer_ip, forwarded_trust=conn.forwarded_trust,
-                          tls_extra=conn.tls_environ, body=self.body, out=self.out,
-                          multiprocess=shared.multiprocess, head_only=head_only,
-                          close_after=close_after, inline_file_bytes=inline_file_bytes,
-                          log_meta=self._log_meta)
+            serve_request(self.conn.request_facts, self.request, self.body, self.out,
+                          *self._job, self._log_meta)
         finally:
             with lock:
                 self._job_state = _DONE

@@ -77,6 +77,7 @@ class H1Session:
         # HTTP/1 files up to this size are read by the worker and sent with
         # their head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
         self.inline_file_bytes = conn.inline_file_bytes
+        self._water = (c.high_water_bytes, c.low_water_bytes)  # the outbound queue's marks
 
     def _to(self, state: str) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -311,9 +312,9 @@ class H1Session:
         conn.pump.mark_write_start(ex.started)
         length, chunked = (None, False) if whole else body_framing(req.headers)
         has_body = chunked or bool(length)
-        cfg = self.cfg
+        high_water, low_water = self._water
         refused = ex.admit(length, has_body, on_output=conn.output_threadsafe,
-                           high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
+                           high_water=high_water, low_water=low_water,
                            on_drained=self._resume_threadsafe if has_body else None,
                            on_first_read=self._send_continue_threadsafe if has_body else None,
                            head_only=req.method == b"HEAD",

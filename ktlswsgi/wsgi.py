@@ -367,23 +367,43 @@ def tls_environ(info: dict) -> dict:
             "SSL_CIPHER": info.get("cipher", ""), "ktlswsgi.ktls": info.get("ktls", "off")}
 
 
-def serve_request(app, request, *, scheme: str, server_addr, peer_addr, peer_ip,
-                  forwarded_trust, tls_extra: dict | None, body: RequestBody | None, out,
-                  multiprocess: bool, head_only: bool, close_after: bool,
-                  inline_file_bytes: int = 0, log_meta: dict | None = None) -> None:
+class RequestFacts:
+    """What each request of a connection takes from it: the app and the
+    facts its environ is built from.  Made once per connection, when its
+    first request can come (after the handshake and the PROXY header)."""
+
+    __slots__ = ("app", "scheme", "server_addr", "peer_addr", "peer_ip", "forwarded_trust",
+                 "tls_extra", "multiprocess")
+
+    def __init__(self, app, scheme: str, server_addr, peer_addr, peer_ip, forwarded_trust,
+                 tls_extra: dict | None, multiprocess: bool):
+        self.app = app
+        self.scheme = scheme
+        self.server_addr = server_addr
+        self.peer_addr = peer_addr
+        self.peer_ip = peer_ip
+        self.forwarded_trust = forwarded_trust
+        self.tls_extra = tls_extra
+        self.multiprocess = multiprocess
+
+
+def serve_request(facts: RequestFacts, request, body: RequestBody | None, out,
+                  head_only: bool, close_after: bool, inline_file_bytes: int = 0,
+                  log_meta: dict | None = None) -> None:
     """One request on a pool thread: trusted forwarding headers, the environ,
     the app, its response into `out`.  Works for HTTP/1 and HTTP/2 alike.
     The client address the forwarding headers give goes into `log_meta`
     ("client"), for the access log's line."""
-    forwarded = apply_forwarded(request.headers, peer_ip, forwarded_trust)
+    scheme, peer_addr, tls_extra = facts.scheme, facts.peer_addr, facts.tls_extra
+    forwarded = apply_forwarded(request.headers, facts.peer_ip, facts.forwarded_trust)
     if forwarded is not UNCHANGED:
         scheme, peer_addr, tls_extra = _forwarded_view(forwarded, scheme, peer_addr, tls_extra)
         if log_meta is not None and forwarded.remote_addr is not None:
             log_meta["client"] = forwarded.remote_addr
-    environ = build_environ(request, scheme=scheme, server_addr=server_addr,
-                            peer_addr=peer_addr, body=body, multiprocess=multiprocess,
+    environ = build_environ(request, scheme=scheme, server_addr=facts.server_addr,
+                            peer_addr=peer_addr, body=body, multiprocess=facts.multiprocess,
                             extra=tls_extra)
-    run_app(app, environ, out, head_only=head_only, close_after=close_after,
+    run_app(facts.app, environ, out, head_only=head_only, close_after=close_after,
             inline_file_bytes=inline_file_bytes)
 
 
@@ -663,9 +683,13 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
     closer_handed_over = False
     try:
         result = app(environ, responder.start_response)
-        found = file_range(result) if file_fast_path and not head_only else None
+        listed = type(result) is list and len(result) <= 1
+        found = (file_range(result) if file_fast_path and not head_only and not listed
+                 else None)
         if head_only:
             responder.finish()  # HEAD: the body is not produced at all
+        elif listed:
+            responder.write_whole(result[0] if result else b"")
         elif found is not None:
             fd, offset, available = found
             count = responder.file_count(available)
@@ -674,8 +698,6 @@ def run_app(app, environ: dict, out, *, head_only: bool, close_after: bool,
             else:
                 closer_handed_over = responder.send_file(fd, offset, available, result)
                 responder.finish()
-        elif type(result) is list and len(result) <= 1:
-            responder.write_whole(result[0] if result else b"")
         else:
             for chunk in result:
                 if responder.body_chunk(chunk):
