@@ -49,6 +49,7 @@ TRANSITIONS = {
 }
 
 _READS_PER_EVENT = 4
+_IN, _RDHUP = rx.IN, rx.RDHUP
 
 
 @dataclass
@@ -156,16 +157,19 @@ class Connection:
 
     def _update(self) -> None:
         """Re-arm epoll interest and the phase deadline from the current state."""
-        if self.state == CLOSED:
-            return
-        if self.state == PROXY:
-            want = rx.IN
-        elif self.state == HANDSHAKE:
-            want = self._read_on
-        else:
+        st = self.state
+        if st == OPEN or st == CLOSING:
             want = self.pump.write_on
-            if self._reading():
-                want |= self._read_on | (rx.RDHUP if self._read_on == rx.IN else 0)
+            # _reading(), inline: CLOSING reads to discard
+            if not self.peer_eof and (st == CLOSING or self.session.wants_read):
+                read_on = self._read_on
+                want |= read_on | _RDHUP if read_on == _IN else read_on
+        elif st == CLOSED:
+            return
+        elif st == PROXY:
+            want = _IN
+        else:   # HANDSHAKE
+            want = self._read_on
         if want != self._interest:
             self.s.reactor.modify(self.fd, want)
             self._interest = want

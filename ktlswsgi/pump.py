@@ -116,13 +116,14 @@ class WritePump:
             n = 0
         else:
             self.last_write = time.monotonic()
-            self.counters.add(self._send_counter, n)
+            counters, name = self.counters, self._send_counter
+            setattr(counters, name, getattr(counters, name) + n)
         if n < len(frame):
             rest = memoryview(frame)[n:]
             self.wire.append((rest, ((owner, body_bytes),)) if body_bytes else rest)
             return False
-        if body_bytes:
-            owner.chunk_sent(body_bytes)
+        # Counted, not chunk_sent(): the End is queued, no producer waits for room.
+        owner.bytes_sent += body_bytes
         if not self.transport.flush():
             self.write_on = rx.OUT
         return True
