@@ -261,6 +261,7 @@ class Http1:
         self._head = b""              # the last complete raw head
         self._head_error: BadRequest | None = None
         self._checks_due = False      # --http c: _head_checks wait for h11 to take the cycle
+        self._whole_cycle = False     # this cycle began in whole_request
 
     # -- input -------------------------------------------------------------
     def receive(self, data: bytes) -> None:
@@ -479,6 +480,7 @@ class Http1:
         self._head = data
         self._scanning = False
         self._fstate = _F_DONE
+        self._whole_cycle = True
         self._req_method = method
         self._req_version = version
         return Request(method, target, version, headers, False)
@@ -681,6 +683,21 @@ class Http1:
         for it (pipelined bytes, or the peer's close)."""
         if not self.keep_alive:
             raise ResponseError("the connection is not kept alive")
+        if self._whole_cycle:
+            self._whole_cycle = False
+            if not self._pending and not self._eof:
+                # Nothing arrived since whole_request: only what that cycle
+                # changed goes back (the rest is as the last reset left it).
+                self._fstate = _F_IDLE
+                self._resp = _R_IDLE
+                self._framing = _NONE
+                self._left = 0
+                self._closing = False
+                self._req_method = self._req_version = None
+                self._req_keep_alive = False
+                self._scanning = True
+                self._head = b""
+                return False
         if self._h11 is None:
             pipelined, closed = self._pending, self._eof
         else:

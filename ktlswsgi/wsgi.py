@@ -523,7 +523,7 @@ class Responder:
         elif self.status_code:
             raise AssertionError("start_response called a second time without exc_info")
         started = False if native is None else native.response_start(
-            status, headers, date_value(), SERVER)
+            status, headers, None, SERVER)
         if started is not False:
             code, self._status_reason, self._headers, self._content_length = started
             self.status_code = code

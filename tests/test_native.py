@@ -419,7 +419,10 @@ def started_both(monkeypatch, status, headers):
             r = wsgi.Responder(None, head_only=False, close_after=False, peer="p")
             try:
                 r.start_response(status, list(headers) if isinstance(headers, list) else headers)
-                results.append((r.status_code, r._status_reason, r._headers, r._content_length))
+                # The C path dates the response itself: the same stand-in as Python's.
+                sent = [(n, b"D" if n == b"Date" and v.endswith(b" GMT") else v)
+                        for n, v in r._headers]
+                results.append((r.status_code, r._status_reason, sent, r._content_length))
             except (TypeError, wsgi.HeaderError) as exc:
                 results.append((type(exc).__name__, str(exc)))
     return results
@@ -446,6 +449,21 @@ def test_response_start_matches_the_python_path(monkeypatch, seed):
         decided += native.response_start(status, headers, b"D", b"S") is not False
         assert c == py, (status, headers)
     assert decided > 50
+
+
+def test_response_start_dates_the_response_as_date_value():
+    """Without a date given, response_start adds this second's IMF-fixdate,
+    byte for byte httpdate.date_value()'s (a second boundary between the two
+    calls is retried)."""
+    from ktlswsgi.httpdate import date_value
+    for _ in range(3):
+        before = date_value()
+        headers = native.response_start("200 OK", [], None, b"S")[2]
+        if before == date_value():
+            break
+    assert headers == [(b"Date", before), (b"Server", b"S")]
+    assert native.response_start("200 OK", [("date", "x")], None, b"S")[2] == [
+        (b"date", b"x"), (b"Server", b"S")]
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

@@ -8,11 +8,13 @@
  *
  * response_start(status, headers, date, server) -> (code, reason, encoded,
  *   content_length): all of start_response's checks and encoding at once:
- *   the status line "DDD reason" (three ASCII digits, 100 or more, a non-empty reason of
- *   latin-1 characters without control characters but HTAB) with its reason
- *   as latin-1 bytes, and the headers as response_headers checks them, with
- *   (b"Date", date) and (b"Server", server) appended when the app gave none.
- *   False, having decided nothing, where either check leaves it to Python.
+ *   the status line "DDD reason" (three ASCII digits, 100 or more, a
+ *   non-empty reason of latin-1 characters without control characters but
+ *   HTAB) with its reason as latin-1 bytes, and the headers as
+ *   response_headers checks them, with (b"Date", date) and (b"Server",
+ *   server) appended when the app gave none; `date` None: this second's
+ *   IMF-fixdate (httpdate.date_value's, made here once a second).  False,
+ *   having decided nothing, where either check leaves it to Python.
  *
  * Only the plain case is decided here: every item a tuple of two str, every
  * name an HTTP token, every value of latin-1 characters with no control
@@ -24,6 +26,7 @@
 #include "native.h"
 
 #include <string.h>
+#include <time.h>
 
 static int is_name(const char *name, Py_ssize_t n, const char *lower)
 {
@@ -168,6 +171,42 @@ static int append_pair(PyObject *list, const char *name, PyObject *value)
     return r;
 }
 
+/* This second's b"Thu, 03 Dec 2026 04:20:15 GMT" (RFC 9110 5.6.7), made
+   once a second: the GIL, held by every caller, guards the cache. */
+static PyObject *date_now(void)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    static time_t cached_second = -1;
+    static PyObject *cached;
+    time_t now = time(NULL);
+    struct tm tm;
+    char text[40];
+    int n;
+
+    if (now != cached_second || cached == NULL) {
+        if (gmtime_r(&now, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 ||
+            tm.tm_mon < 0 || tm.tm_mon > 11) {
+            PyErr_SetString(PyExc_OverflowError, "the clock is out of range");
+            return NULL;
+        }
+        n = snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                     days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+        if (n < 0 || (size_t)n >= sizeof text) {
+            PyErr_SetString(PyExc_OverflowError, "the clock is out of range");
+            return NULL;
+        }
+        Py_XSETREF(cached, PyBytes_FromStringAndSize(text, n));
+        if (cached == NULL)
+            return NULL;
+        cached_second = now;
+    }
+    Py_INCREF(cached);
+    return cached;
+}
+
 PyObject *Ktlswsgi_response_start(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *status, *headers, *date, *server, *encoded, *reason, *code, *length_obj;
@@ -186,8 +225,8 @@ PyObject *Ktlswsgi_response_start(PyObject *self, PyObject *const *args, Py_ssiz
     headers = args[1];
     date = args[2];
     server = args[3];
-    if (!PyBytes_Check(date) || !PyBytes_Check(server)) {
-        PyErr_SetString(PyExc_TypeError, "date and server must be bytes");
+    if ((date != Py_None && !PyBytes_Check(date)) || !PyBytes_Check(server)) {
+        PyErr_SetString(PyExc_TypeError, "date must be bytes or None, server bytes");
         return NULL;
     }
     if (!PyUnicode_Check(status) || PyUnicode_KIND(status) != PyUnicode_1BYTE_KIND)
@@ -211,8 +250,17 @@ PyObject *Ktlswsgi_response_start(PyObject *self, PyObject *const *args, Py_ssiz
             return NULL;
         Py_RETURN_FALSE;
     }
-    if ((!has_date && append_pair(encoded, "Date", date) < 0) ||
-        (!has_server && append_pair(encoded, "Server", server) < 0)) {
+    if (!has_date) {
+        PyObject *value = date == Py_None ? date_now() : (Py_INCREF(date), date);
+
+        r = value == NULL ? -1 : append_pair(encoded, "Date", value);
+        Py_XDECREF(value);
+        if (r < 0) {
+            Py_DECREF(encoded);
+            return NULL;
+        }
+    }
+    if (!has_server && append_pair(encoded, "Server", server) < 0) {
         Py_DECREF(encoded);
         return NULL;
     }
