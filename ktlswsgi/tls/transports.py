@@ -457,6 +457,18 @@ class _TLSTransport:
             total = self._keep_for_retry(data, total, pinned)
         return total
 
+    def _send_open(self, view, pinned: bool):
+        """send() once the caller checked the usual case: open, no record
+        held for a retry, and `view` safe to write as it is (`pinned`: it
+        cannot change before a retry, as _write's kTLS rule wants)."""
+        if not len(view):
+            return 0
+        total, want = self._write_loop(view, 0)
+        if want is not None:
+            total = self._keep_for_retry(view, total, pinned)
+        self.bytes_ssl_write += total
+        return total
+
     def _keep_for_retry(self, data, total: int, pinned: bool) -> int:
         """After a write blocked at ``data[total:]``: the next record's
         plaintext becomes ``self._retry`` (a view when ``data`` is pinned,
@@ -603,6 +615,15 @@ class SocketTransport(_TLSTransport):
             self._key_update_flag = ffi.new("int *")
             lib.Ktlswsgi_watch_key_update(self._ssl, self._key_update_flag)
 
+    def send(self, view):
+        """As the base class's send(): the usual case (open, no record held
+        for a retry; with kTLS TX only bytes, which cannot change under
+        OpenSSL's pending record) in one gate step, without its checks."""
+        if (self._gate is None or self.state != "open" or self._retry is not None
+                or (self.ktls_tx and type(view) is not bytes)):
+            return super().send(view)
+        return self._send_open(view, self.ktls_tx)
+
     def recv(self, max_bytes: int):
         gate = self._gate
         if gate is not None and self.state == "open" and not self._read_eof and self._ssl:
@@ -715,13 +736,7 @@ class MemoryTransport(_TLSTransport):
         write step ends by sending what it encrypted)."""
         if self.state != "open" or self._retry is not None or self._net is None:
             return super().send(view)
-        if not len(view):
-            return 0
-        total, want = self._write_loop(view, 0)
-        if want is not None:
-            total = self._keep_for_retry(view, total, False)
-        self.bytes_ssl_write += total
-        return total
+        return self._send_open(view, False)
 
     def has_pending(self) -> bool:
         """Decrypted bytes, or ciphertext read from the socket but not yet by OpenSSL."""
