@@ -194,11 +194,8 @@ class H1Session:
             try:
                 room -= self._serialize(wire, items.popleft())
             except Exception as exc:  # the response cannot be framed: a bug
-                # Not the message: it may quote a header value.
-                log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
-                          type(exc).__name__)
                 out.unpop(items)   # the abort releases their file closers
-                self.conn.abort("response framing error", notable=True, unsent_status=500)
+                self._framing_failed(exc)
                 return
 
     def send_whole(self) -> bool:
@@ -214,10 +211,7 @@ class H1Session:
             frame = self.http.whole_response(head.status, head.headers, head.reason,
                                              self._close_for(head), data)
         except Exception as exc:  # the response cannot be framed: a bug
-            # Not the message: it may quote a header value.
-            log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
-                      type(exc).__name__)
-            self.conn.abort("response framing error", notable=True, unsent_status=500)
+            self._framing_failed(exc)
             return True
         pump = self.conn.pump
         if pump.send_whole(frame, ex, len(data)):
@@ -457,16 +451,21 @@ class H1Session:
             parts = [self._head_bytes(head)]
             parts += self.http.body_to_end(datas, n)
         except Exception as exc:  # the response cannot be framed: a bug
-            # Not the message: it may quote a header value.
-            log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
-                      type(exc).__name__)
-            self.conn.abort("response framing error", notable=True, unsent_status=500)
+            self._framing_failed(exc)
             return True
         wire.append((memoryview(b"".join(parts)), ((ex, n),)) if n else
                     memoryview(b"".join(parts)))
         wire.append(Done(ex, end.status, end.body_bytes))
         self._framed_whole = True
         return True
+
+    def _framing_failed(self, exc: Exception) -> None:
+        """A response that cannot be framed (a bug): logged by its error's
+        type, not its message, which may quote a header value; the
+        connection is aborted (500 in the access log)."""
+        log.error("%s: cannot frame the response (%s)", self.conn.peer_text,
+                  type(exc).__name__)
+        self.conn.abort("response framing error", notable=True, unsent_status=500)
 
     def _head_bytes(self, item) -> bytes:
         """Frame a response head (`Head` item), deciding the connection's close."""

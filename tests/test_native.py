@@ -279,11 +279,12 @@ def framed(request: bytes, status, headers, reason=b"", close=False):
     return (head, h._framing, h._left, h._closing)
 
 
-def framed_both(monkeypatch, *args, **kw):
-    with_c = framed(*args, **kw)
+def both(monkeypatch, fn, *args):
+    """fn(*args) with http1's C, then with its Python path."""
+    with_c = fn(*args)
     with monkeypatch.context() as m:
         m.setattr(http1, "native", None)
-        without = framed(*args, **kw)
+        without = fn(*args)
     return with_c, without
 
 
@@ -309,8 +310,8 @@ def test_response_heads_match_the_python_path(monkeypatch, seed):
     for _ in range(400):
         headers = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randrange(6))]
         status = rng.choice([100, 101, 200, 204, 206, 304, 404, 500])
-        with_c, without = framed_both(monkeypatch, rng.choice(REQUESTS), status, headers,
-                                      rng.choice([b"", b"Fine"]), rng.random() < 0.2)
+        with_c, without = both(monkeypatch, framed, rng.choice(REQUESTS), status, headers,
+                               rng.choice([b"", b"Fine"]), rng.random() < 0.2)
         assert with_c == without, (status, headers)
 
 
@@ -343,11 +344,8 @@ def test_whole_responses_match_the_python_path(monkeypatch, seed):
         status = rng.choice([101, 200, 200, 204, 304, 404])
         args = (rng.choice(REQUESTS), status, headers, rng.choice([b"", b"Fine"]),
                 rng.random() < 0.2, body)
-        with_c = whole(*args)
         took += native.frame_whole(status, b"", headers, body, False) is not None
-        with monkeypatch.context() as m:
-            m.setattr(http1, "native", None)
-            without = whole(*args)
+        with_c, without = both(monkeypatch, whole, *args)
         assert with_c == without, args
     assert took > 100
 

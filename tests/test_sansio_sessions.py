@@ -128,6 +128,32 @@ def test_h1_a_whole_response_the_socket_cannot_take_goes_out_through_the_pump(ro
     assert out.endswith(b"hello /b") and h.conn.session.state == "idle"
 
 
+@pytest.mark.parametrize("path", ["whole-step", "pump"])
+def test_h1_a_response_that_cannot_be_framed_aborts_and_logs_no_value(path, monkeypatch,
+                                                                       caplog):
+    """A framing bug (whole-response step or the pump's whole framing):
+    the connection is aborted, the log line names the error's type, never
+    its message (it may quote a header value)."""
+    secret = "Set-Cookie: sid=SECRET"
+
+    def broken(self, *args):
+        raise ValueError(secret)
+
+    from ktlswsgi import h1session
+    if path == "whole-step":
+        monkeypatch.setattr(http1.Http1, "whole_response", broken)
+    else:   # the step declines (a busy wire): H1Session._frame_whole frames it
+        monkeypatch.setattr(h1session.H1Session, "send_whole", lambda self: False)
+        monkeypatch.setattr(http1.Http1, "body_to_end", broken)
+    h = Harness(hello, monkeypatch, tls=False)
+    with caplog.at_level("ERROR", logger="ktlswsgi.connection"):
+        h.deliver(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.run_jobs()
+    assert h.state == "closed" and h.transport.closed and h.output() == b""
+    assert "cannot frame the response (ValueError)" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
 def test_h1_iteration_stops_at_the_content_length_and_close_is_called(monkeypatch):
     """PEP 3333: the server stops iterating once the Content-Length is sent;
     the iterable's close() still runs, and a first chunk that is the whole

@@ -131,17 +131,22 @@ def check_build_environ(a: int, data: bytes) -> None:
         raise AssertionError(f"build_environ differs on {req!r}:\nc:  {got}\npy: {want}")
 
 
+def _with_and_without_c(fn, args):
+    """fn(*args) with http1's C, then with its Python path."""
+    c = http1.native
+    got = fn(*args)
+    http1.native = None
+    try:
+        return got, fn(*args)
+    finally:
+        http1.native = c
+
+
 def check_framing(a: int, b: int, data: bytes) -> None:
     headers = [line.partition(b":")[::2] for line in data.split(b"\n")]
     args = (REQUESTS[a % len(REQUESTS)], STATUSES[b % len(STATUSES)], headers,
             b"" if a & 4 else b"Fine", bool(a & 8))
-    got = framed(*args)
-    c = http1.native
-    http1.native = None
-    try:
-        ref = framed(*args)
-    finally:
-        http1.native = c
+    got, ref = _with_and_without_c(framed, args)
     if got != ref:
         raise AssertionError(f"response_head differs on {args!r}:\nc:  {got}\npy: {ref}")
     # The same response whole, its body a Content-Length's worth when the
@@ -149,12 +154,7 @@ def check_framing(a: int, b: int, data: bytes) -> None:
     length = next((v for n, v in headers if n.lower() == b"content-length"), b"")
     body = b"x" * int(length) if length.isdigit() and len(length) < 4 else data[:3]
     args = args + (body,)
-    got = whole(*args)
-    http1.native = None
-    try:
-        ref = whole(*args)
-    finally:
-        http1.native = c
+    got, ref = _with_and_without_c(whole, args)
     if got != ref:
         raise AssertionError(f"whole_response differs on {args!r}:\nc:  {got}\npy: {ref}")
 
