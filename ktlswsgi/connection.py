@@ -97,6 +97,7 @@ class Connection:
         self.pump = WritePump(self, transport, shared.counters, shared.pool)
         self._shut = False
         self._interest = 0
+        self._output_soon = False       # a worker's output_threadsafe() is pending
         self.tls_info: dict | None = None
         self.tls_environ: dict | None = None  # wsgi.tls_environ(), for every request
         self.request_facts: RequestFacts | None = None  # once OPEN
@@ -200,10 +201,14 @@ class Connection:
         self.s.reactor.call_soon_threadsafe(lambda: self.call(fn, *args))
 
     def output_threadsafe(self) -> None:
-        """From a worker: new output is queued; run the pump."""
-        self.s.reactor.call_soon_threadsafe(self._on_output)
+        """From a worker: new output is queued; run the pump (once for all
+        the streams whose output came before it runs)."""
+        if not self._output_soon:
+            self._output_soon = True
+            self.s.reactor.call_soon_threadsafe(self._on_output)
 
     def _on_output(self) -> None:
+        self._output_soon = False   # before the pump looks at the queues
         self.call(self._output)
 
     def _output(self) -> None:

@@ -84,6 +84,12 @@ def headers_frames(conn, stream_id: int, fields: list, end_stream: bool) -> byte
     return b"".join(frames)
 
 
+def output_pending(conn) -> bool:
+    """h2 holds frames for the wire (`conn.data_to_send()` would return some
+    bytes); asked before taking them, since taking none still allocates."""
+    return bool(conn._data_to_send)
+
+
 def unsend(conn, length: int) -> None:
     """DATA frames `data_header` accounted that will never be sent (their
     stream was reset first): the peer never counted them, so the connection's

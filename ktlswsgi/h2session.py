@@ -83,6 +83,9 @@ _MAX_STREAM_ID = 2 ** 31 - 1
 # Reading stops while this much is queued for a peer that does not read
 # (PING and SETTINGS acknowledgements would otherwise pile up).
 _WIRE_READ_BOUND = 4 * COALESCE_BYTES
+# A whole response's body up to this size is copied into one piece with its
+# frame headers; a larger one goes on the wire as it is.
+_JOIN_BODY_BYTES = 4096
 
 
 class _Stream:
@@ -256,11 +259,13 @@ class H2Session:
             return
         length = body_framing(ev.headers)[0]
         cfg = conn.cfg
+        has_body = not ev.ended
         refused = ex.admit(
-            length, not ev.ended, on_output=conn.output_threadsafe,
+            length, has_body, on_output=conn.output_threadsafe,
             high_water=cfg.high_water_bytes, low_water=cfg.low_water_bytes,
-            on_drained=_nothing, on_first_read=lambda: self._threadsafe(self._continue, sid),
-            on_consumed=lambda n: self._threadsafe(self._consumed, sid, n),
+            on_drained=_nothing,
+            on_first_read=(lambda: self._threadsafe(self._continue, sid)) if has_body else None,
+            on_consumed=(lambda n: self._threadsafe(self._consumed, sid, n)) if has_body else None,
             head_only=ev.method == b"HEAD", close_after=False)
         self.streams[sid] = st
         self._order.append(st)
@@ -447,6 +452,12 @@ class H2Session:
         """Frame the stream's next piece: bytes framed, 0 if it must wait."""
         driver = self.driver
         framed = 0
+        if not st.head_sent and st.ex.out is not None and not st.items:
+            whole = st.ex.out.pop_whole()
+            if whole is not None:
+                framed = self._frame_whole(st, *whole)
+                if framed:
+                    return framed
         while not st.done:
             if st.cur is not None or st.file is not None:
                 return framed + self._frame_data(st, room)
@@ -495,6 +506,42 @@ class H2Session:
                 self._drop(st, 500)
                 return framed + 13
         return framed
+
+    def _frame_whole(self, st: _Stream, head: Head, data: bytes, end: End) -> int:
+        """A whole response the worker queued at once (the usual case: head,
+        at most one bytes body, end): HEADERS and one DATA frame with
+        END_STREAM framed in one piece, as the item-by-item path below would
+        frame them; a body without one (HEAD, 204, 304, or empty) ends the
+        stream on the HEADERS frame.  0 (the items left for that path) when
+        the body does not fit in one frame of the stream's window."""
+        status = head.status
+        n = len(data)
+        no_body = body_forbidden(status, st.ex.request.method) or not n
+        driver = self.driver
+        if not no_body and (n > driver.max_frame or n > driver.window(st.sid)):
+            st.items.extend((head, Chunk(data), end))
+            return 0
+        st.no_body = no_body
+        st.head_sent = True
+        ex = st.ex
+        ex.status = status
+        ex.response_headers = head.headers
+        self._flush_control()
+        frames = driver.head_frames(st.sid, status, head.headers, no_body)
+        if no_body:
+            self._emit(memoryview(frames))
+            self._stream_end(st, status, 0)
+            return len(frames)
+        header = driver.data_header(st.sid, n, True)
+        if n <= _JOIN_BODY_BYTES:
+            self._emit(memoryview(b"".join((frames, header, data))))
+        else:
+            self._emit(memoryview(frames + header))
+            self._emit(memoryview(data))
+        # Not out.sent(): the End is queued, no producer waits for room.
+        ex.bytes_sent += n
+        self._stream_end(st, end.status, end.body_bytes)
+        return len(frames) + 9 + n
 
     def _frame_data(self, st: _Stream, room: int) -> int:
         window = self.driver.window(st.sid)

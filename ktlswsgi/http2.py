@@ -374,7 +374,7 @@ class Http2:
 
     # -- output ---------------------------------------------------------------
     def data_to_send(self) -> bytes:
-        return self._h2.data_to_send()
+        return self._h2.data_to_send() if h2adapter.output_pending(self._h2) else b""
 
     def window(self, stream_id: int) -> int:
         """Bytes of DATA the stream may send now (its window and the connection's)."""

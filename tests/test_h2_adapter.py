@@ -188,6 +188,14 @@ def contract() -> list:
         pass
     check("streams accepted up to the enforced cap, and no more", opened, 4)
 
+    # output_pending: whether data_to_send() would return bytes.
+    server, client = connected()
+    check("nothing pending after the handshake", (h2adapter.output_pending(server),
+                                                  server.data_to_send()), (False, b""))
+    server.ping(b"12345678")
+    check("a PING pending", h2adapter.output_pending(server), True)
+    check("taken", (len(server.data_to_send()), h2adapter.output_pending(server)), (17, False))
+
     # Stream states as the HTTP/2 limits read them.
     server, client = connected()
     check("a stream not opened yet", (h2adapter.opened_later(server, 1),

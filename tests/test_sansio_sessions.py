@@ -446,6 +446,70 @@ def test_h2_a_reset_at_every_point_of_a_stream(monkeypatch, point):
     assert h.state == "open" and not h.conn.session.streams
 
 
+def _sized(environ, start_response):
+    """/<status>/<body bytes>: that status and that many bytes of body."""
+    _, status, size = environ["PATH_INFO"].split("/")
+    n = int(size)
+    start_response(f"{status} X", [("Content-Length", str(n))])
+    return [b"b" * n]
+
+
+@pytest.mark.parametrize("method, path, whole, frames", [
+    ("GET", "/200/5", True, [("HeadersFrame", {"END_HEADERS"}), ("DataFrame", {"END_STREAM"})]),
+    ("HEAD", "/200/5", True, [("HeadersFrame", {"END_HEADERS", "END_STREAM"})]),
+    ("GET", "/200/0", True, [("HeadersFrame", {"END_HEADERS", "END_STREAM"})]),
+    ("GET", "/204/0", True, [("HeadersFrame", {"END_HEADERS", "END_STREAM"})]),
+    ("GET", "/200/5000", True, [("HeadersFrame", {"END_HEADERS"}),
+                                ("DataFrame", {"END_STREAM"})]),
+    # Over SETTINGS_MAX_FRAME_SIZE (16384): the item-by-item path, two DATA frames.
+    ("GET", "/200/20000", False, [("HeadersFrame", {"END_HEADERS"}), ("DataFrame", set()),
+                                  ("DataFrame", {"END_STREAM"})]),
+])
+def test_h2_a_whole_response_is_framed_at_once(method, path, whole, frames, monkeypatch):
+    from ktlswsgi import h2session
+    taken = []
+    real = h2session.H2Session._frame_whole
+    monkeypatch.setattr(h2session.H2Session, "_frame_whole",
+                        lambda self, *a: taken.append(real(self, *a)) or taken[-1])
+    h = h2_harness(_sized, monkeypatch)
+    c = Client(h)
+    sid = c.c.get_next_available_stream_id()
+    c.c.send_headers(sid, [(b":method", method.encode()), (b":path", path.encode()),
+                           (b":scheme", b"https"), (b":authority", b"x")], end_stream=True)
+    c.send()
+    h.run_jobs()
+    c.read()
+    status, size = (int(x) for x in path.split("/")[1:])
+    body = b"" if method == "HEAD" or status == 204 else b"b" * size
+    assert c.responses()[sid] == (status, body)
+    assert [(name, flags) for name, stream, flags, _ in c.frames if stream == sid] == frames
+    assert bool(taken[0]) is whole
+    (ended,) = [ev for ev in c.events if isinstance(ev, h2.events.StreamEnded)]
+    assert ended.stream_id == sid and not h.conn.session.streams
+
+
+def test_h2_one_pump_run_for_the_streams_that_finished_together(monkeypatch):
+    h = h2_harness(hello, monkeypatch)
+    c = Client(h)
+    for i in range(5):
+        sid = c.c.get_next_available_stream_id()
+        c.c.send_headers(sid, [(b":method", b"GET"), (b":path", b"/%d" % i),
+                               (b":scheme", b"https"), (b":authority", b"x")], end_stream=True)
+    h.deliver(c.c.data_to_send())
+    h.pool.run_jobs()              # all five answer before the reactor runs
+    assert len(h.reactor.calls) == 1
+    h.reactor.run()
+    c.read()
+    assert sorted(v for v in c.responses().values()) == sorted(
+        (200, b"hello /%d" % i) for i in range(5))
+    sid = c.get("/again")          # and the next worker's output wakes it again
+    h.pool.run_jobs()
+    assert len(h.reactor.calls) == 1
+    h.reactor.run()
+    c.read()
+    assert c.responses()[sid] == (200, b"hello /again")
+
+
 def test_h2_flow_control_small_client_window(monkeypatch):
     def big(environ, start_response):
         start_response("200 OK", [("Content-Length", str(100 * KiB))])
