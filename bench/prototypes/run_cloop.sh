@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The C-loop prototype (cloop.c) beside ktlswsgi and granian, plain HTTP/1.1,
+# interleaved rounds: requests per server-CPU-second (utime+stime of the
+# serving process), server on core 0, h2load --h1 -c16 on core 1, 2 s of
+# warm-up then 4 s measured, each run bounded by h2load -D.
+#
+#   bash bench/prototypes/run_cloop.sh [ROUNDS] [APP] [PATH]
+#   bash bench/prototypes/run_cloop.sh 3 raw_app /tiny
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}; app=${2:-raw_app}; path=${3:-/tiny}; port=18610
+export BENCH_STATIC_DIR=${BENCH_STATIC_DIR:-/tmp/ktlswsgi-bench-static}
+python3 -c "import bench.apps as a; a.make_static_files('$BENCH_STATIC_DIR')"
+gapp=${app%_app}
+
+measure() {   # measure NAME PID_TO_WATCH
+    local pid=$2 t0 t1 out n hz
+    taskset -c 1 h2load --h1 -c16 -D 2 "http://127.0.0.1:$port$path" >/dev/null 2>&1
+    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(taskset -c 1 h2load --h1 -c16 -D 4 "http://127.0.0.1:$port$path" 2>&1)
+    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    n=$(echo "$out" | grep -o "[0-9]* succeeded" | awk '{print $1}')
+    hz=$(getconf CLK_TCK)
+    echo "$1 $(( n * hz / (t1 - t0) ))"
+}
+
+ready() {
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/tiny" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+one() {   # one NAME
+    local pid child
+    case $1 in
+      cloop)
+        taskset -c 0 python3 -m bench.prototypes.cloop_serve "bench.apps:$app" $port 12 >/dev/null &
+        pid=$!; ready; measure cloop $pid ;;
+      ktlswsgi)
+        taskset -c 0 python3 -m ktlswsgi "bench.apps:$app" -b 127.0.0.1:$port -w 1 --threads 16 >/dev/null 2>&1 &
+        pid=$!; ready; child=$(pgrep -P $pid | head -1); measure ktlswsgi $child ;;
+      granian)
+        taskset -c 0 granian --interface wsgi --workers 1 --blocking-threads 16 --host 127.0.0.1 \
+            --port $port --no-ws --log-level warning "bench.apps:${gapp}_app" >/dev/null 2>&1 &
+        pid=$!; ready; child=$(pgrep -P $pid | head -1); measure granian $child ;;
+    esac
+    kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+}
+
+for _ in $(seq "$rounds"); do
+    for s in cloop ktlswsgi granian; do one $s; done
+done
