@@ -49,6 +49,23 @@ static PyObject *start_response(PyObject *self, PyObject *args)
 
 static PyMethodDef start_def = {"start_response", start_response, METH_VARARGS, NULL};
 
+/* The pool mode's start_response: bound to a 2-item list [status, headers]
+   made for its request, since several workers run at once. */
+static PyObject *start_response_into(PyObject *self, PyObject *args)
+{
+    PyObject *status, *headers, *exc = NULL;
+
+    if (!PyArg_ParseTuple(args, "UO|O", &status, &headers, &exc))
+        return NULL;
+    Py_INCREF(status);
+    Py_INCREF(headers);
+    PyList_SetItem(self, 0, status);
+    PyList_SetItem(self, 1, headers);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef start_into_def = {"start_response", start_response_into, METH_VARARGS, NULL};
+
 static int append(char *out, size_t *n, size_t cap, const char *s, size_t len)
 {
     if (*n + len > cap)
@@ -113,17 +130,19 @@ bad:
 }
 
 /* Run the app for one head; the framed response in out[:*n]; -1: close. */
-static int respond(PyObject *app, PyObject *env, PyObject *start, char *out, size_t cap,
-                   size_t *n, const char *date)
+static int respond(PyObject *app, PyObject *env, PyObject *start, PyObject *holder,
+                   char *out, size_t cap, size_t *n, const char *date)
 {
     PyObject *result = PyObject_CallFunctionObjArgs(app, env, start, NULL);
-    PyObject *it, *chunk;
+    PyObject *status, *headers, *it, *chunk;
     char body[BUF_BYTES * 4];
     size_t blen = 0, hn = 0;
     Py_ssize_t i, len;
     const char *s;
 
-    if (result == NULL || g_status == NULL)
+    status = holder ? PyList_GetItem(holder, 0) : g_status;   /* set by the app's call */
+    headers = holder ? PyList_GetItem(holder, 1) : g_headers;
+    if (result == NULL || status == NULL || status == Py_None)
         goto fail;
     it = PyObject_GetIter(result);
     if (it == NULL)
@@ -146,12 +165,12 @@ static int respond(PyObject *app, PyObject *env, PyObject *start, char *out, siz
         Py_XDECREF(r);
     }
     Py_CLEAR(result);
-    s = PyUnicode_AsUTF8AndSize(g_status, &len);
+    s = PyUnicode_AsUTF8AndSize(status, &len);
     if (s == NULL || append(out, &hn, cap, "HTTP/1.1 ", 9) < 0
             || append(out, &hn, cap, s, (size_t)len) < 0 || append(out, &hn, cap, "\r\n", 2) < 0)
         goto fail;
-    for (i = 0; i < PyList_Size(g_headers); i++) {
-        PyObject *pair = PyList_GetItem(g_headers, i);
+    for (i = 0; i < PyList_Size(headers); i++) {
+        PyObject *pair = PyList_GetItem(headers, i);
         Py_ssize_t kl, vl;
         const char *k = PyUnicode_AsUTF8AndSize(PyTuple_GetItem(pair, 0), &kl);
         const char *v = k ? PyUnicode_AsUTF8AndSize(PyTuple_GetItem(pair, 1), &vl) : NULL;
@@ -179,19 +198,48 @@ static void drop(int ep, struct conn *c)
     PyMem_Free(c);
 }
 
-/* serve(app, listen_fd, seconds, base_environ) -> requests served */
+static char date[64] = "";   /* this second's Date field; the loop thread writes it */
+
+/* run(app, environ, fd): on a worker thread, the app's response framed and sent. */
+static PyObject *run(PyObject *self, PyObject *args)
+{
+    PyObject *app, *env, *holder, *start;
+    int fd, rc;
+    size_t n = 0;
+    static __thread char out[BUF_BYTES * 5];
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO!i", &app, &PyDict_Type, &env, &fd))
+        return NULL;
+    holder = Py_BuildValue("[OO]", Py_None, Py_None);
+    start = holder ? PyCFunction_New(&start_into_def, holder) : NULL;
+    if (start == NULL) {
+        Py_XDECREF(holder);
+        return NULL;
+    }
+    rc = respond(app, env, start, holder, out, sizeof(out), &n, date);
+    Py_DECREF(start);
+    Py_DECREF(holder);
+    if (rc < 0 || send(fd, out, n, MSG_NOSIGNAL) != (ssize_t)n)
+        shutdown(fd, SHUT_RDWR);   /* the loop sees the end and drops it */
+    Py_RETURN_NONE;
+}
+
+/* serve(app, listen_fd, seconds, base_environ, put) -> requests served.
+   put None: the app runs inline; else put((environ, fd)) hands the request
+   to Python workers, which call run(). */
 static PyObject *serve(PyObject *self, PyObject *args)
 {
-    PyObject *app, *base, *start;
+    PyObject *app, *base, *start, *put;
     int lfd, ep;
     double seconds;
     long served = 0;
     struct epoll_event ev, evs[64];
     time_t until, shown = 0;
-    char date[64] = "", out[BUF_BYTES * 5];
+    char out[BUF_BYTES * 5];
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "OidO!", &app, &lfd, &seconds, &PyDict_Type, &base))
+    if (!PyArg_ParseTuple(args, "OidO!O", &app, &lfd, &seconds, &PyDict_Type, &base, &put))
         return NULL;
     start = PyCFunction_New(&start_def, NULL);
     ep = epoll_create1(0);
@@ -200,7 +248,10 @@ static PyObject *serve(PyObject *self, PyObject *args)
     epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
     until = time(NULL) + (time_t)seconds;
     while (time(NULL) < until) {
-        int i, k = epoll_wait(ep, evs, 64, 200);
+        int i, k;
+        Py_BEGIN_ALLOW_THREADS
+        k = epoll_wait(ep, evs, 64, 200);
+        Py_END_ALLOW_THREADS
         for (i = 0; i < k; i++) {
             int fd = evs[i].data.fd;
             if (fd == lfd) {
@@ -246,7 +297,23 @@ static PyObject *serve(PyObject *self, PyObject *args)
                     strftime(date, sizeof(date), "Date: %a, %d %b %Y %H:%M:%S GMT", &tm);
                 }
                 env = environ_of(c->buf, head_len, base, &keep);
-                if (env == NULL || respond(app, env, start, out, sizeof(out), &n, date) < 0) {
+                if (env != NULL && put != Py_None) {
+                    PyObject *job = Py_BuildValue("(Oi)", env, fd);
+                    PyObject *r = job ? PyObject_CallOneArg(put, job) : NULL;
+                    Py_XDECREF(job);
+                    Py_DECREF(env);
+                    if (r == NULL) {
+                        PyErr_Clear();
+                        drop(ep, c);
+                        break;
+                    }
+                    Py_DECREF(r);
+                    served++;
+                    memmove(c->buf, c->buf + head_len, c->len - head_len);
+                    c->len -= head_len;
+                    continue;   /* no pipelining: h2load --h1 sends one at a time */
+                }
+                if (env == NULL || respond(app, env, start, NULL, out, sizeof(out), &n, date) < 0) {
                     Py_XDECREF(env);
                     PyErr_Clear();
                     drop(ep, c);
@@ -272,7 +339,8 @@ static PyObject *serve(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"serve", serve, METH_VARARGS, "serve(app, listen_fd, seconds, base_environ)"},
+    {"serve", serve, METH_VARARGS, "serve(app, listen_fd, seconds, base_environ, put)"},
+    {"run", run, METH_VARARGS, "run(app, environ, fd)"},
     {NULL, NULL, 0, NULL},
 };
 

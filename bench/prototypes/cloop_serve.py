@@ -2,7 +2,12 @@
 build it into a temporary directory with gcc, then serve `APP` on `PORT`
 for `SECONDS`, pinned as the caller pins it.
 
-    python -m bench.prototypes.cloop_serve bench.apps:raw_app 18600 20
+    python -m bench.prototypes.cloop_serve bench.apps:raw_app 18600 20 [THREADS]
+
+THREADS (default 0): 0 runs the app inline on the loop thread; N > 0 hands
+each request to N Python worker threads (queue.SimpleQueue), which call the
+app and frame and send its response in C (`run`), as a server with a pool
+would.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
+import queue
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,7 +52,21 @@ def main() -> int:
             "REMOTE_ADDR": "127.0.0.1", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
             "wsgi.input": __import__("io").BytesIO(b""), "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False}
-    served = build().serve(app, lsock.fileno(), seconds, base)
+    threads = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    mod = build()
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    run = mod.run
+
+    def worker() -> None:
+        while (job := jobs.get()) is not None:
+            run(app, *job)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    served = mod.serve(app, lsock.fileno(), seconds, base, jobs.put if threads else None)
+    for _ in pool:
+        jobs.put(None)
     print("served", served, flush=True)
     return 0
 

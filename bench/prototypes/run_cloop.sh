@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The C-loop prototype (cloop.c) beside ktlswsgi and granian, plain HTTP/1.1,
+# The C-loop prototype (cloop.c; the app inline, and on a pool of 16 worker
+# threads) beside ktlswsgi and granian, plain HTTP/1.1,
 # interleaved rounds: requests per server-CPU-second (utime+stime of the
 # serving process), server on core 0, h2load --h1 -c16 on core 1, 2 s of
 # warm-up then 4 s measured, each run bounded by h2load -D.
@@ -35,9 +36,12 @@ ready() {
 one() {   # one NAME
     local pid child
     case $1 in
-      cloop)
+      cloop)        # the app inline on the loop thread
         taskset -c 0 python3 -m bench.prototypes.cloop_serve "bench.apps:$app" $port 12 >/dev/null &
         pid=$!; ready; measure cloop $pid ;;
+      cloop-pool)   # the app on 16 worker threads, as ktlswsgi --threads 16
+        taskset -c 0 python3 -m bench.prototypes.cloop_serve "bench.apps:$app" $port 12 16 >/dev/null &
+        pid=$!; ready; measure cloop-pool $pid ;;
       ktlswsgi)
         taskset -c 0 python3 -m ktlswsgi "bench.apps:$app" -b 127.0.0.1:$port -w 1 --threads 16 >/dev/null 2>&1 &
         pid=$!; ready; child=$(pgrep -P $pid | head -1); measure ktlswsgi $child ;;
@@ -50,5 +54,5 @@ one() {   # one NAME
 }
 
 for _ in $(seq "$rounds"); do
-    for s in cloop ktlswsgi granian; do one $s; done
+    for s in cloop cloop-pool ktlswsgi granian; do one $s; done
 done
