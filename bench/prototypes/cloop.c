@@ -264,6 +264,10 @@ static PyObject *serve(PyObject *self, PyObject *args)
                     }
                     setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                     conns[cfd] = PyMem_Calloc(1, sizeof(struct conn));
+                    if (conns[cfd] == NULL) {
+                        close(cfd);
+                        continue;
+                    }
                     conns[cfd]->fd = cfd;
                     ev.events = EPOLLIN;
                     ev.data.fd = cfd;
