@@ -422,6 +422,10 @@ class H2Session:
             for _ in range(len(order)):
                 st = order[0]
                 order.rotate(-1)
+                out = st.ex.out
+                if (out is not None and not st.items and st.cur is None and st.file is None
+                        and out.awaits_producer()):
+                    continue   # its worker has queued nothing yet
                 n = self._frame_one(st, room)
                 if st.done and st in order:
                     order.remove(st)
@@ -544,8 +548,14 @@ class H2Session:
         return len(frames) + 9 + n
 
     def _frame_data(self, st: _Stream, room: int) -> int:
-        window = self.driver.window(st.sid)
-        if window <= 0:
+        driver = self.driver
+        window = driver.window(st.sid)
+        if window <= 0 or (window < http2.SMALL_WINDOW_INCREMENT
+                           and window < (len(st.cur) if st.cur is not None else st.file.count)
+                           and driver.peer_initial_window >= http2.SMALL_WINDOW_INCREMENT):
+            # No DATA frame cut to the crumb left of a window whose client keeps
+            # a larger one: its acknowledgement would be a tiny WINDOW_UPDATE,
+            # which counts as a flood (http2.py); the next update opens more.
             if not st.blocked_since:
                 st.blocked_since = time.monotonic()
                 st.stall_sent = 0
@@ -607,6 +617,9 @@ class H2Session:
                            room: int) -> int:
         """Several frames' payloads with one preadv, headers written into the gaps."""
         budget = min(f.count, window, max(room, max_frame), FILE_READ_BYTES)
+        tail = budget % max_frame
+        if budget < f.count and budget > max_frame and tail < http2.SMALL_WINDOW_INCREMENT:
+            budget -= tail   # no crumb of a frame at the end (see _frame_data)
         sizes = []
         while budget > 0:
             n = min(budget, max_frame)

@@ -383,6 +383,11 @@ class Http2:
         except h2.exceptions.StreamClosedError:
             return 0
 
+    @property
+    def peer_initial_window(self) -> int:
+        """The client's SETTINGS_INITIAL_WINDOW_SIZE: the stream window it means to keep."""
+        return self._h2.remote_settings.initial_window_size
+
     def connection_window(self) -> int:
         """Bytes of DATA the connection may send now, over all streams."""
         return self._h2.outbound_flow_control_window

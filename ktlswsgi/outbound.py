@@ -176,6 +176,12 @@ class OutboundQueue:
             items.clear()
             return head, data, end
 
+    def awaits_producer(self) -> bool:
+        """Empty, and the producer's next put wakes the reactor: nothing to
+        pop until then.  Read without the lock: a put racing with it makes
+        it False, or wakes the reactor after it."""
+        return not self._items and self._reactor_idle
+
     def unpop(self, items) -> None:
         """Put back, in front and in order, items `pop_all` returned."""
         with self._lock:

@@ -510,6 +510,38 @@ def test_h2_one_pump_run_for_the_streams_that_finished_together(monkeypatch):
     assert c.responses()[sid] == (200, b"hello /again")
 
 
+@pytest.mark.parametrize("body", ["bytes", "file"])
+def test_h2_no_data_frame_is_cut_to_a_window_crumb(body, monkeypatch, tmp_path):
+    """A client that keeps a 50,000-byte stream window and acknowledges what it
+    reads: three 16 KiB frames fill 49,152 of it, and the 848 bytes left wait
+    for its next update instead of going out as a frame of their own (whose
+    acknowledgement, a WINDOW_UPDATE under 1 KiB, counts toward the flood
+    limit: a client downloading files one after another was cut off)."""
+    size = 300 * KiB + 5
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"f" * size)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(size))])
+        if body == "bytes":
+            return [b"f" * size]
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+    h = h2_harness(app, monkeypatch)
+    c = Client(h, window=50000)
+    sid = c.get("/f")
+    h.run_jobs()
+    for _ in range(200):
+        c.read()
+        if c.responses().get(sid, (0, b""))[1] == b"f" * size:
+            break
+    assert c.responses()[sid] == (200, b"f" * size)
+    sizes = [len(ev.data) for ev in c.events
+             if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid]
+    assert min(sizes[:-1]) >= http2.SMALL_WINDOW_INCREMENT, sizes
+    assert h.state == "open"
+
+
 def test_h2_flow_control_small_client_window(monkeypatch):
     def big(environ, start_response):
         start_response("200 OK", [("Content-Length", str(100 * KiB))])
