@@ -1,12 +1,13 @@
 """bench/prototypes/cloop.c, the C-loop measurement prototype (issue 19),
 still builds and answers, both ways it runs (the app inline on the loop
-thread, and on a pool of Python worker threads), so the figures in
-bench/results/issue19-s5-cloop.md can be measured again."""
+thread, and on a pool of Python worker threads; plain and over TLS), so the
+figures in bench/results/issue19-s5-cloop.md can be measured again."""
 from __future__ import annotations
 
 import http.client
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,17 +23,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("threads", ["0", "4"])
-def test_the_c_loop_prototype_answers_keep_alive_requests(threads):
+@pytest.mark.parametrize("threads, tls", [("0", False), ("4", False), ("4", True)])
+def test_the_c_loop_prototype_answers_keep_alive_requests(threads, tls, tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.prototypes.cloop_serve",
-                             "bench.apps:raw_app", str(port), "3", threads],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "bench.prototypes.cloop_serve", "bench.apps:raw_app",
+            str(port), "3", threads]
+    if tls:
+        cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj",
+                        "/CN=localhost", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        argv += [cert, key]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         deadline = time.monotonic() + 20   # gcc builds it on the first run
         while True:
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                if tls:
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                                       context=ctx)
+                else:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 conn.connect()
                 break
             except OSError:

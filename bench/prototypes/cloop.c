@@ -1,13 +1,15 @@
 /* A measurement prototype, not part of the server: the floor of "the epoll
    loop in C, Python entered only to run the app" (issue 19's question).
 
-   One thread, holding the GIL throughout: epoll, accept, recv, the request
-   head split into the WSGI environ, the app called inline (no worker pool,
-   no queue), its response framed and sent, keep-alive.  Plain HTTP/1.1
-   only, GET/HEAD without a body, heads up to BUF_BYTES; anything else closes
-   the connection.  It answers what such a loop costs per request against
-   the server's Python reactor and granian, under the same h2load load
-   (bench/prototypes/run_cloop.sh).  It is built by that script only; pip
+   One loop thread, holding the GIL except in epoll_wait: accept, recv (or
+   the TLS handshake and SSL_read through OpenSSL's socket BIO, given a
+   certificate), the request head split into the WSGI environ, then the app:
+   called inline, or handed to Python worker threads that frame and send the
+   response in a C call (`run`); keep-alive.  HTTP/1.1 GET/HEAD without a
+   body, heads up to BUF_BYTES, responses that fit one send; anything else
+   closes the connection.  It answers what such a loop costs per request
+   against the server's Python reactor and granian under the same h2load
+   load (bench/prototypes/run_cloop.sh).  Built by cloop_serve.py only: pip
    never builds it and the server never imports it. */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -23,11 +25,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #define BUF_BYTES 8192
 #define MAX_FDS 4096
 
 struct conn {
     int fd;
+    SSL *ssl;            /* TLS: the connection's, NULL for plain TCP */
+    int handshaken;
     size_t len;
     char buf[BUF_BYTES];
 };
@@ -190,8 +197,51 @@ fail:
     return -1;
 }
 
+/* Send out[:n] whole on the connection (plain send, or SSL_write with the
+   GIL held, so a worker's write and the loop's read never overlap); 0 on
+   success. */
+static int send_all(struct conn *c, const char *out, size_t n)
+{
+    if (c->ssl != NULL) {
+        size_t done = 0;
+        ERR_clear_error();
+        return SSL_write_ex(c->ssl, out, n, &done) == 1 && done == n ? 0 : -1;
+    }
+    return send(c->fd, out, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+
+/* Read what the connection holds into its buffer: bytes read, 0 when none
+   now, -1 at the end or on an error. */
+static ssize_t read_some(struct conn *c)
+{
+    size_t room = BUF_BYTES - c->len, got = 0;
+    int e;
+
+    if (c->ssl == NULL) {
+        ssize_t n = recv(c->fd, c->buf + c->len, room, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        return n > 0 ? n : -1;
+    }
+    ERR_clear_error();
+    if (!c->handshaken) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            e = SSL_get_error(c->ssl, r);
+            return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+        }
+        c->handshaken = 1;
+    }
+    if (SSL_read_ex(c->ssl, c->buf + c->len, room, &got) == 1)
+        return (ssize_t)got;
+    e = SSL_get_error(c->ssl, 0);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+}
+
 static void drop(int ep, struct conn *c)
 {
+    if (c->ssl != NULL)
+        SSL_free(c->ssl);
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     conns[c->fd] = NULL;
@@ -220,17 +270,21 @@ static PyObject *run(PyObject *self, PyObject *args)
     rc = respond(app, env, start, holder, out, sizeof(out), &n, date);
     Py_DECREF(start);
     Py_DECREF(holder);
-    if (rc < 0 || send(fd, out, n, MSG_NOSIGNAL) != (ssize_t)n)
+    if (rc < 0 || fd < 0 || fd >= MAX_FDS || conns[fd] == NULL
+            || send_all(conns[fd], out, n) < 0)
         shutdown(fd, SHUT_RDWR);   /* the loop sees the end and drops it */
     Py_RETURN_NONE;
 }
 
-/* serve(app, listen_fd, seconds, base_environ, put) -> requests served.
-   put None: the app runs inline; else put((environ, fd)) hands the request
-   to Python workers, which call run(). */
+/* serve(app, listen_fd, seconds, base_environ, put, certfile, keyfile) ->
+   requests served.  put None: the app runs inline; else put((environ, fd))
+   hands the request to Python workers, which call run().  certfile None:
+   plain TCP; else TLS (OpenSSL's defaults, the socket BIO, no kTLS). */
 static PyObject *serve(PyObject *self, PyObject *args)
 {
     PyObject *app, *base, *start, *put;
+    const char *certfile = NULL, *keyfile = NULL;
+    SSL_CTX *ctx = NULL;
     int lfd, ep;
     double seconds;
     long served = 0;
@@ -239,8 +293,18 @@ static PyObject *serve(PyObject *self, PyObject *args)
     char out[BUF_BYTES * 5];
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "OidO!O", &app, &lfd, &seconds, &PyDict_Type, &base, &put))
+    if (!PyArg_ParseTuple(args, "OidO!Ozz", &app, &lfd, &seconds, &PyDict_Type, &base, &put,
+                          &certfile, &keyfile))
         return NULL;
+    if (certfile != NULL) {
+        ctx = SSL_CTX_new(TLS_server_method());
+        if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, certfile) != 1
+                || SSL_CTX_use_PrivateKey_file(ctx, keyfile, SSL_FILETYPE_PEM) != 1) {
+            SSL_CTX_free(ctx);
+            PyErr_SetString(PyExc_ValueError, "cannot load the certificate or the key");
+            return NULL;
+        }
+    }
     start = PyCFunction_New(&start_def, NULL);
     ep = epoll_create1(0);
     ev.events = EPOLLIN;
@@ -269,6 +333,17 @@ static PyObject *serve(PyObject *self, PyObject *args)
                         continue;
                     }
                     conns[cfd]->fd = cfd;
+                    if (ctx != NULL) {
+                        conns[cfd]->ssl = SSL_new(ctx);
+                        if (conns[cfd]->ssl == NULL) {
+                            close(cfd);
+                            PyMem_Free(conns[cfd]);
+                            conns[cfd] = NULL;
+                            continue;
+                        }
+                        SSL_set_fd(conns[cfd]->ssl, cfd);
+                        SSL_set_accept_state(conns[cfd]->ssl);
+                    }
                     ev.events = EPOLLIN;
                     ev.data.fd = cfd;
                     epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev);
@@ -276,9 +351,9 @@ static PyObject *serve(PyObject *self, PyObject *args)
                 continue;
             }
             struct conn *c = conns[fd];
-            ssize_t got = recv(fd, c->buf + c->len, BUF_BYTES - c->len, 0);
+            ssize_t got = read_some(c);
             if (got <= 0) {
-                if (got == 0 || (errno != EAGAIN && errno != EINTR))
+                if (got < 0)
                     drop(ep, c);
                 continue;
             }
@@ -325,7 +400,7 @@ static PyObject *serve(PyObject *self, PyObject *args)
                 }
                 Py_DECREF(env);
                 served++;
-                if (send(fd, out, n, MSG_NOSIGNAL) != (ssize_t)n || !keep) {
+                if (send_all(c, out, n) < 0 || !keep) {
                     drop(ep, c);   /* a prototype: a full socket ends the connection */
                     break;
                 }
@@ -338,6 +413,7 @@ static PyObject *serve(PyObject *self, PyObject *args)
         if (conns[fd] != NULL)
             drop(ep, conns[fd]);
     close(ep);
+    SSL_CTX_free(ctx);
     Py_DECREF(start);
     return PyLong_FromLong(served);
 }
