@@ -19,7 +19,7 @@ import time
 from . import reactor as rx
 from .filewrapper import closes_only_a_file
 from .transport import WANT_READ, WANT_WRITE
-from .wire import COALESCE_BYTES, Done, FileSend, coalesce, wire_bytes
+from .wire import COALESCE_BYTES, Done, FileSend, coalesce, uncoalesce, wire_bytes
 from .wsgi import close_iterable
 
 log = logging.getLogger("ktlswsgi.connection")
@@ -136,20 +136,28 @@ class WritePump:
         transport took, or None when it blocked."""
         wire = self.wire
         t = self.transport
-        view, credits = coalesce(wire)
+        view, credits, dones = coalesce(wire)
         n = t.send(view)
-        if n is WANT_WRITE or n is WANT_READ:
-            wire.appendleft((view, credits) if credits else view)
-            self._blocked(n)
-            return None
-        self.last_write = time.monotonic()
-        self.counters.add(self._send_counter, n)
-        if n < len(view):
-            rest = view[n:]
-            wire.appendleft((rest, credits) if credits else rest)
+        blocked = n is WANT_WRITE or n is WANT_READ
+        taken = 0 if blocked else n
+        if not blocked:
+            self.last_write = time.monotonic()
+            self.counters.add(self._send_counter, n)
+        if taken < len(view):
+            uncoalesce(wire, view, taken, credits, dones)
         elif credits:
             for owner, counted in credits:
                 owner.chunk_sent(counted)
+        if dones is not None:
+            # HTTP/2 streams whose last bytes were in this write: complete, in order.
+            written = self.conn.session.written
+            for offset, done in dones:
+                if offset > taken or self.conn.closed:
+                    break
+                written(done)
+        if blocked:
+            self._blocked(n)
+            return None
         return n
 
     def _send_file(self):

@@ -75,10 +75,15 @@ def wire_bytes(wire) -> int:
 
 
 def coalesce(wire):
-    """Pop the leading run of small byte pieces as one buffer.
+    """Pop the leading run of small byte pieces as one buffer, with the
+    HTTP/2 streams' `Done` markers among them (several streams' responses
+    then go out in one write; an HTTP/1 `Done` ends the run, since the next
+    response is framed only once it is handled).
 
-    Returns (view, credits): `credits` lists the (exchange, body bytes) the
-    view carries, credited once the whole view is written (None if none).
+    Returns (view, credits, dones): `credits` lists the (exchange, body
+    bytes) the view carries, credited once the whole view is written (None
+    if none); `dones` lists the (offset, Done) taken, each complete once the
+    view's first `offset` bytes are written (None if none).
     """
     first = wire.popleft()
     if type(first) is memoryview:
@@ -86,9 +91,10 @@ def coalesce(wire):
     else:
         view, credits = first
     if len(view) >= COALESCE_BYTES or not wire:
-        return view, credits
+        return view, credits, None
     parts = [view]
     total = len(view)
+    dones = None
     while wire and total < COALESCE_BYTES:
         p = wire[0]
         kind = type(p)
@@ -96,6 +102,12 @@ def coalesce(wire):
             v, c = p, None
         elif kind is tuple:
             v, c = p
+        elif kind is Done and p.stream is not None:
+            wire.popleft()
+            if dones is None:
+                dones = []
+            dones.append((total, p))
+            continue
         else:
             break
         if total + len(v) > 4 * COALESCE_BYTES:
@@ -106,5 +118,29 @@ def coalesce(wire):
         if c:
             credits = list(credits or ()) + list(c)
     if len(parts) == 1:
-        return view, credits
-    return memoryview(b"".join(parts)), credits
+        return view, credits, dones
+    return memoryview(b"".join(parts)), credits, dones
+
+
+def uncoalesce(wire, view, n: int, credits, dones) -> None:
+    """Put back, in front and in order, what `coalesce` took beyond the
+    view's first `n` bytes: the rest of the bytes, cut where the `Done`
+    markers not yet reached were, and those markers (`credits` ride with
+    the last bytes: they are credited when all of them are written)."""
+    pieces = []
+    start = n
+    for offset, done in dones or ():
+        if offset <= n:
+            continue   # reached: the caller hands it to the session
+        if offset > start:
+            pieces.append(view[start:offset])
+        pieces.append(done)
+        start = offset
+    if start < len(view):
+        pieces.append(view[start:])
+    if credits:
+        for i in range(len(pieces) - 1, -1, -1):
+            if type(pieces[i]) is memoryview:
+                pieces[i] = (pieces[i], credits)
+                break
+    wire.extendleft(reversed(pieces))

@@ -542,6 +542,57 @@ def test_h2_no_data_frame_is_cut_to_a_window_crumb(body, monkeypatch, tmp_path):
     assert h.state == "open"
 
 
+def _frames_end(raw: bytes) -> dict:
+    """{stream id: the offset in `raw` just past its END_STREAM frame}."""
+    ends, pos = {}, 0
+    while pos + 9 <= len(raw):
+        frame, length = Frame.parse_frame_header(memoryview(raw[pos:pos + 9]))
+        pos += 9 + length
+        if "END_STREAM" in frame.flags:
+            ends[frame.stream_id] = pos
+    return ends
+
+
+@pytest.mark.parametrize("cut", [1, 9, 40, 41, 60, 97, 150, 200, 10 ** 6])
+def test_h2_streams_that_end_together_share_a_write_and_end_only_once_sent(cut, monkeypatch):
+    """Three streams' whole responses go out as one write; cut at any byte (a
+    socket that takes `cut` bytes, then blocks), each stream ends (its
+    exchange completes, its log line) only once its last frame is written,
+    in order, and every byte arrives once."""
+    from ktlswsgi import h2session
+    h = h2_harness(hello, monkeypatch)
+    c = Client(h)
+    ended = []      # (stream id, bytes written when its end was handled)
+    real = h2session.H2Session.written
+    monkeypatch.setattr(h2session.H2Session, "written", lambda self, done: (
+        ended.append((done.stream.sid, len(h.transport.out))), real(self, done))[1])
+    sends = []
+    real_send = h.transport.send
+    h.transport.send = lambda view: sends.append(len(view)) or real_send(view)
+    sids = []
+    for i in range(3):
+        sid = c.c.get_next_available_stream_id()
+        c.c.send_headers(sid, [(b":method", b"GET"), (b":path", b"/%d" % i),
+                               (b":scheme", b"https"), (b":authority", b"x")], end_stream=True)
+        sids.append(sid)
+    h.deliver(c.c.data_to_send())
+    assert h.output() == b"" and not sends
+    h.transport.room = cut
+    h.pool.run_jobs()
+    h.reactor.run()
+    h.transport.room = None
+    h.writable()
+    raw = bytes(h.transport.out)
+    assert sends[0] == len(raw)          # all three responses offered in one write
+    ends = _frames_end(raw)
+    assert [sid for sid, _ in ended] == sids
+    for sid, at in ended:
+        assert at >= ends[sid], (sid, at, ends)
+    c.read()
+    assert c.responses() == {sid: (200, b"hello /%d" % i) for i, sid in enumerate(sids)}
+    assert not h.conn.session.streams and h.state == "open"
+
+
 def test_h2_flow_control_small_client_window(monkeypatch):
     def big(environ, start_response):
         start_response("200 OK", [("Content-Length", str(100 * KiB))])
