@@ -11,7 +11,9 @@ The wire is a deque of, in order:
     only while the piece holds the range, and gives its hold back when the
     piece has left the wire or was discarded;
   - `Done`: the response of an exchange is completely handed to the
-    transport (the session's `written()` hears it);
+    transport (the session's `written()` hears it); an HTTP/2 stream's
+    marker rides inside a coalesced write, so streams that end together go
+    out in one write;
   - `outbound.Abort`: the response failed half-way; the connection closes.
 No I/O here.
 """
