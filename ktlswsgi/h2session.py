@@ -455,13 +455,11 @@ class H2Session:
     def _frame_one(self, st: _Stream, room: int) -> int:
         """Frame the stream's next piece: bytes framed, 0 if it must wait."""
         driver = self.driver
-        framed = 0
         if not st.head_sent and st.ex.out is not None and not st.items:
             whole = st.ex.out.pop_whole()
-            if whole is not None:
-                framed = self._frame_whole(st, *whole)
-                if framed:
-                    return framed
+            if whole is not None and (framed := self._frame_whole(st, *whole)):
+                return framed
+        framed = 0
         while not st.done:
             if st.cur is not None or st.file is not None:
                 return framed + self._frame_data(st, room)
@@ -470,10 +468,7 @@ class H2Session:
                 return framed
             kind = type(item)
             if kind is Head:
-                st.no_body = body_forbidden(item.status, st.ex.request.method)
-                st.head_sent = True
-                st.ex.status = item.status
-                st.ex.response_headers = item.headers
+                self._head_begins(st, item, body_forbidden(item.status, st.ex.request.method))
                 end = self._peek_end(st)
                 if end:
                     st.items.popleft()
@@ -525,11 +520,7 @@ class H2Session:
         if not no_body and (n > driver.max_frame or n > driver.window(st.sid)):
             st.items.extend((head, Chunk(data), end))
             return 0
-        st.no_body = no_body
-        st.head_sent = True
-        ex = st.ex
-        ex.status = status
-        ex.response_headers = head.headers
+        self._head_begins(st, head, no_body)
         self._flush_control()
         frames = driver.head_frames(st.sid, status, head.headers, no_body)
         if no_body:
@@ -543,9 +534,18 @@ class H2Session:
             self._emit(memoryview(frames + header))
             self._emit(memoryview(data))
         # Not out.sent(): the End is queued, no producer waits for room.
-        ex.bytes_sent += n
+        st.ex.bytes_sent += n
         self._stream_end(st, end.status, end.body_bytes)
         return len(frames) + 9 + n
+
+    @staticmethod
+    def _head_begins(st: _Stream, head: Head, no_body: bool) -> None:
+        """The stream's response head is being framed (its exchange keeps the
+        status and headers for the access log)."""
+        st.no_body = no_body
+        st.head_sent = True
+        st.ex.status = head.status
+        st.ex.response_headers = head.headers
 
     def _frame_data(self, st: _Stream, room: int) -> int:
         driver = self.driver
