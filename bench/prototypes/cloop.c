@@ -106,7 +106,7 @@ static PyObject *environ_of(const char *buf, size_t head_len, PyObject *base, in
     SET("SERVER_PROTOCOL", sp2 + 1, eol - sp2 - 1);
     p = eol + 2;
     while (p < end - 2) {
-        char name[5 + 128];
+        char name[5 + 128 + 1];   /* "HTTP_", up to 128 name bytes, NUL */
         const char *colon;
         size_t i, nlen;
         eol = memchr(p, '\r', (size_t)(end - p));
