@@ -25,7 +25,6 @@ The session's interface, both ways, is `session.Session`.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
@@ -99,10 +98,6 @@ class Connection:
         self._shut = False
         self._interest = 0
         self._output_soon = False       # a worker's output_threadsafe() is pending
-        # Held by a worker sending a whole HTTP/1 response itself
-        # (h1session's direct send) and by the reactor around what would
-        # end the transport under it: shutdown, and close.
-        self.send_lock = threading.Lock()
         self.tls_info: dict | None = None
         self.tls_environ: dict | None = None  # wsgi.tls_environ(), for every request
         self.request_facts: RequestFacts | None = None  # once OPEN
@@ -450,8 +445,7 @@ class Connection:
         """Output is flushed: send FIN / close_notify, then drain until EOF or linger_s."""
         if self._shut:
             return
-        with self.send_lock:
-            r = self.transport.shutdown()
+        r = self.transport.shutdown()
         if r is WANT_WRITE or r is WANT_READ:
             self.pump.write_on = rx.OUT if r is WANT_WRITE else rx.IN
             return
@@ -480,23 +474,22 @@ class Connection:
         failed set-up, or a handshake shed at a limit (server.py logs why)."""
         if self.state == CLOSED:
             return
+        self.state = CLOSED
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        with self.send_lock:   # a worker's direct send ends first, or sees CLOSED
-            self.state = CLOSED
-            self.closed = True
-            if self.session is not None:  # every request that reached the app gets its line
-                self.session.abandon_all(unsent_status)
-            self.pump.release_all(unsent_status)
-            self.s.reactor.remove(self.fd)
-            sends = getattr(self.transport, "socket_sends", None)
-            if sends is not None:
-                self.s.counters.tls_mem_sends += sends
-                self.s.counters.tls_mem_recvs += self.transport.socket_recvs
-            # Last, so that whoever sees the close also sees what it added.
-            self.s.counters.connections_closed += 1
-            try:
-                self.transport.close()
-            except OSError:
-                pass
+        if self.session is not None:  # every request that reached the app gets its line
+            self.session.abandon_all(unsent_status)
+        self.pump.release_all(unsent_status)
+        self.s.reactor.remove(self.fd)
+        sends = getattr(self.transport, "socket_sends", None)
+        if sends is not None:
+            self.s.counters.tls_mem_sends += sends
+            self.s.counters.tls_mem_recvs += self.transport.socket_recvs
+        # Last, so that whoever sees the close also sees what it added.
+        self.s.counters.connections_closed += 1
+        try:
+            self.transport.close()
+        except OSError:
+            pass
         self.s.on_closed(self)

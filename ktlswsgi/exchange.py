@@ -44,8 +44,7 @@ class Exchange:
 
     __slots__ = ("conn", "request", "started", "status", "bytes_sent", "body", "out",
                  "body_stopped", "ended", "_job", "_job_state", "_job_lock", "_on_job_end",
-                 "last_data", "_rate_since", "_rate_base", "response_headers", "_log_meta",
-                 "sent_in_s")
+                 "last_data", "_rate_since", "_rate_base", "response_headers", "_log_meta")
 
     def __init__(self, conn, request):
         self.conn = conn
@@ -59,7 +58,6 @@ class Exchange:
         self.out: OutboundQueue | None = None
         self.body_stopped = False   # no more body goes to the app (failed, refused, over)
         self.ended = False          # metrics and log line done
-        self.sent_in_s = None       # set by a worker that sent the whole response itself
         self._job = None
         self._job_state = _NO_JOB
         self._job_lock = None
@@ -74,8 +72,7 @@ class Exchange:
 
     def admit(self, length: int | None, has_body: bool, *, on_output, high_water: int,
               low_water: int, on_drained, on_first_read, on_consumed=None,
-              head_only: bool, close_after: bool, inline_file_bytes: int = 0,
-              direct=None) -> int:
+              head_only: bool, close_after: bool, inline_file_bytes: int = 0) -> int:
         """Prepare the app's job: 0 when prepared (`dispatch()` queues it),
         else 413 (a Content-Length over --max-body), answered without the app."""
         conn = self.conn
@@ -88,7 +85,7 @@ class Exchange:
         if has_body:
             self.body = RequestBody(cfg.body_buffer_bytes, on_drained, on_first_read,
                                     on_consumed)
-        self.out = OutboundQueue(high_water, low_water, on_output, direct)
+        self.out = OutboundQueue(high_water, low_water, on_output)
         # What the job needs besides its connection's `request_facts`.
         self._job = (head_only, close_after, inline_file_bytes)
         self._job_state = _PREPARED
@@ -231,23 +228,8 @@ class Exchange:
             return
         self.ended = True
         conn = self.conn
-        took = self.sent_in_s
         conn.s.counters.record_response(self.request.method, status,
-                                        time.monotonic() - self.started if took is None
-                                        else took)
-        if took is None:
-            self.log_line(status, body_bytes)
-
-    def sent_by_worker(self) -> None:
-        """On the worker that handed the whole response to the kernel itself
-        (under its connection's send lock): from now on the reactor's
-        finish() or abandon() records it as sent, and does not log it."""
-        self.sent_in_s = time.monotonic() - self.started
-
-    def log_line(self, status: int, body_bytes: int) -> None:
-        """The access-log line of a response sent completely (by that
-        worker itself, after the lock: a log handler may block)."""
-        conn = self.conn
+                                        time.monotonic() - self.started)
         log_response(self._log_meta.get("client", conn.peer_text), self.request, status,
                      body_bytes, self.started, conn.tls_info,
                      response_headers=self.response_headers)
@@ -256,8 +238,6 @@ class Exchange:
         """The response will not complete (client gone, reset, server error):
         log it as aborted, stop the app's producer and reader.  Returns the
         file ranges still queued, whose closers the caller hands to the pool."""
-        if self.sent_in_s is not None:
-            self.finish(self.status, self.bytes_sent)
         if not self.ended:
             self.ended = True
             conn = self.conn

@@ -26,13 +26,11 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from functools import partial
 from itertools import islice
 
 from . import http1
 from .exchange import Exchange, body_framing
 from .outbound import Abort, Chunk, End, FileRange, Head
-from .transport import WANT_READ, WANT_WRITE, TransportError
 from .wire import Done, FileSend
 from .wsgi import BodyError, BodyTimeout
 
@@ -48,7 +46,6 @@ TRANSITIONS = {
     DONE: set(),
 }
 
-_CONN_OPEN = "open"   # connection.OPEN (that module imports this one)
 # A file range counts as this many bytes of the wire's coalescing room.
 _FILE_ROOM_BYTES = 64 * 1024
 # A draining server keeps an idle keep-alive connection this long for a request
@@ -81,13 +78,6 @@ class H1Session:
         # their head (filewrapper.py); 0 once kTLS TX is engaged: SSL_sendfile.
         self.inline_file_bytes = conn.inline_file_bytes
         self._water = (c.high_water_bytes, c.low_water_bytes)  # the outbound queue's marks
-        # Direct send (see _send_direct): whether this connection's transport
-        # may be written by a worker, and the finished send the reactor has
-        # yet to complete: (exchange, status, body bytes, bytes sent, when).
-        self._direct = (self._send_direct if c.worker_send and
-                        getattr(conn.transport, "direct_send", False) else None)
-        self._direct_done = None
-        self._complete_direct_call = partial(conn.call, self._complete_direct)
 
     def _to(self, state: str) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -119,22 +109,14 @@ class H1Session:
         return True
 
     def receive(self, data: bytes) -> None:
-        st = self.state
-        if st == ACTIVE and self._direct_done is not None:
-            self._complete_direct()   # a worker sent the response: the next request
-            st = self.state
-        if st == IDLE:
+        if self.state == IDLE:
             req = self.http.whole_request(data)
             if req is not None:   # the usual case: one whole head without a body
                 self._on_request(req, whole=True)
                 return
-        elif st == ACTIVE and (self.ex.body is None or self.ex.body.complete):
+        elif self.state == ACTIVE and (self.ex.body is None or self.ex.body.complete):
             self._paused_bytes += len(data)
         self.http.receive(data)
-        if self._direct_done is not None:
-            # After the count above: the worker that sent meanwhile either
-            # is seen here or sees the count (_send_direct) and wakes us.
-            self._complete_direct()
         self._process()
 
     def peer_closed(self) -> None:
@@ -148,9 +130,6 @@ class H1Session:
         else:
             # ACTIVE: a half-close is allowed once the request is complete; in
             # the middle of a body the client is gone.
-            if self._direct_done is not None:   # (peer_eof is set: see _send_direct)
-                self._complete_direct()
-                return
             body = self.ex.body
             if body is not None and not body.complete:
                 self.conn.abort("client closed before the end of the request body", notable=True)
@@ -269,10 +248,6 @@ class H1Session:
     def abandon_all(self, unsent_status: int) -> None:
         """The connection is closing: every request that reached the app gets
         its log line, and its queued files are released."""
-        done = self._direct_done
-        if done is not None:   # its exchange records itself as sent (Exchange.abandon)
-            self._direct_done = None
-            self._count_direct(done)
         if self.ex is not None:
             for item in self.ex.abandon(unsent_status):
                 self.conn.pump.drop_file(item)
@@ -338,9 +313,7 @@ class H1Session:
                            on_first_read=self._send_continue_threadsafe if has_body else None,
                            head_only=req.method == b"HEAD",
                            close_after=req.http_version == b"1.0",
-                           inline_file_bytes=self.inline_file_bytes,
-                           direct=self._direct if whole and not self._draining
-                           and self.http.frames_whole_kept_alive() else None)
+                           inline_file_bytes=self.inline_file_bytes)
         if whole:
             self._dispatch()
         elif refused == 413:
@@ -403,114 +376,6 @@ class H1Session:
         self._to(IDLE)
         if waiting:
             self._process()
-
-    # -- a worker sends its whole response itself --------------------------------------------
-    def _send_direct(self, queue, items) -> bool:
-        """On a worker, offered a whole response put at once (the queue's
-        `direct`): a head, at most one bytes chunk and the end, to a request
-        kept alive that had no body.  While the wire is idle the worker
-        frames it (framing.c) and hands it to the transport itself, under
-        the connection's send lock, instead of queueing it and waking the
-        reactor to do the same: True when it did (the reactor completes the
-        exchange on its next turn, `_complete_direct`).  False, nothing
-        done, for anything else: the caller queues as usual.
-
-        Safe beside the reactor because, while this request runs, the
-        reactor writes nothing on this connection (HTTP/1: one exchange at
-        a time, nothing staged, an idle wire, no write blocked), it ends the
-        transport only under the same lock (Connection.close, _shutdown),
-        and its reads use the same gated transport steps that keep the GIL
-        (transport.send_direct says which transports qualify)."""
-        n = len(items)
-        if n == 3:
-            head, chunk, end = items
-            if type(chunk) is not Chunk:
-                return False
-            data = chunk.data
-            if type(data) is not bytes:
-                return False
-        elif n == 2:
-            head, end = items
-            data = b""
-        else:
-            return False
-        if type(head) is not Head or type(end) is not End or head.close:
-            return False
-        frame = http1.frame_whole(head.status, head.headers, head.reason, False, data)
-        if frame is None:
-            return False
-        conn = self.conn
-        pump = conn.pump
-        with conn.send_lock:
-            ex = self.ex
-            if (ex is None or ex.out is not queue or queue.aborted or conn.closed
-                    or conn.state != _CONN_OPEN or self._draining or self._close_after_response
-                    or self._staged or self._framed_whole or pump.wire or pump.write_on):
-                return False
-            transport = conn.transport
-            try:
-                sent = transport.send_direct(frame)
-            except (TransportError, OSError):
-                sent = None   # the reactor's next write meets the error and aborts
-            if sent is None:
-                return False
-            if sent is WANT_WRITE or sent is WANT_READ:
-                sent = 0
-            self._framed_whole = True
-            ex.status = head.status
-            ex.response_headers = head.headers
-            if sent < len(frame) or transport.holds_output():
-                # The socket is full: the rest goes out through the pump.
-                conn.call_threadsafe(self._direct_partial, ex, memoryview(frame)[sent:],
-                                     sent, end, len(data))
-                return True
-            ex.bytes_sent += len(data)
-            ex.sent_by_worker()
-            self._direct_done = (ex, end.status, end.body_bytes, sent, time.monotonic())
-            # Read after the line above: a reactor that counted pipelined
-            # bytes or the client's EOF before it saw _direct_done needs
-            # waking (it checks _direct_done after counting; see receive()).
-            urgent = self._paused_bytes or conn.peer_eof or self._draining
-        if urgent:
-            conn.s.reactor.call_soon_threadsafe(self._complete_direct_call)
-        else:
-            conn.s.reactor.call_soon_lazily(self._complete_direct_call)
-        ex.log_line(end.status, end.body_bytes)
-        return True
-
-    def _complete_direct(self) -> None:
-        """On the reactor: the exchange a worker sent itself ends, as if the
-        pump had written it (counters, keep-alive, the next request)."""
-        done = self._direct_done
-        if done is None:
-            return
-        self._direct_done = None
-        ex, status, body_bytes = done[:3]
-        if ex is not self.ex:
-            return
-        self._count_direct(done)
-        self.http.whole_response_sent(False)
-        self._written(status, body_bytes)
-
-    def _count_direct(self, done) -> None:
-        conn = self.conn
-        conn.pump.sent_elsewhere(done[3], done[4])
-        conn.s.counters.worker_sends += 1
-
-    def _direct_partial(self, ex, rest, sent: int, end, body_bytes: int) -> None:
-        """On the reactor: a worker's direct send stopped at a full socket;
-        the rest of the response goes out through the pump."""
-        if ex is not self.ex:
-            return
-        pump = self.conn.pump
-        pump.sent_elsewhere(sent, time.monotonic())
-        self.http.whole_response_sent(False)
-        if not len(rest):
-            ex.bytes_sent += body_bytes   # all taken: a record waits for flush()
-        else:
-            pump.wire.append((rest, ((ex, body_bytes),)) if body_bytes else rest)
-        pump.wire.append(Done(ex, end.status, end.body_bytes))
-        self.conn.kick()
 
     # -- from the workers (run on the reactor by the connection) ----------------------------
     def _resume_threadsafe(self) -> None:

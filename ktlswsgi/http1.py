@@ -69,17 +69,6 @@ _RAW_IN_REASON = re.compile(r""":? *(?:bytearray\(|b'|b"|'|").*$""", re.S)
 # Response framing (what h11's writers do), and the response's progress.
 _NONE, _LENGTH, _CHUNKED, _TO_CLOSE = range(4)
 _R_IDLE, _R_BODY, _R_DONE = range(3)
-
-
-def frame_whole(status: int, headers: list, reason: bytes, close: bool, data: bytes):
-    """A whole response with a body of its Content-Length, framed in one C
-    step (framing.c), as `Http1.response_head()` then `body_to_end()` frame
-    it: None when it is not that case (no C, a status without a body, no
-    or another Content-Length).  Pure: a worker may call it; the driver is
-    told with `Http1.whole_response_sent()`."""
-    if native is None or status < 200 or status == 204 or status == 304:
-        return None
-    return native.frame_whole(status, reason or REASONS.get(status, b""), headers, data, close)
 _REQUEST_IN = (h11.DONE, h11.MUST_CLOSE)
 # A request cycle on the llhttp path: no head yet; head given (EndOfBody
 # next); whole request given.  _TO_H11 means: give this cycle to h11.
@@ -597,29 +586,20 @@ class Http1:
         """`response_head()` then `body_to_end()` of one bytes body, as one
         buffer: in one C step (framing.c's frame_whole) for the usual
         response, a body of its Content-Length to a request kept alive."""
-        if self.frames_whole_kept_alive():
-            framed = frame_whole(status, headers, reason, close, data)
+        if (native is not None and self._resp == _R_IDLE and self._req_keep_alive
+                and self._req_method != b"HEAD" and status >= 200 and status != 204
+                and status != 304):
+            framed = native.frame_whole(status, reason or REASONS.get(status, b""), headers,
+                                        data, close)
             if framed is not None:
-                self.whole_response_sent(close)
+                self._framing = _LENGTH
+                self._left = 0
+                self._closing = close
+                self._resp = _R_DONE
                 return framed
         n = len(data)
         return b"".join([self.response_head(status, headers, reason, close),
                          *self.body_to_end([data] if n else [], n)])
-
-    def frames_whole_kept_alive(self) -> bool:
-        """Whether `frame_whole()` frames this request's response (the
-        usual case: a request kept alive, not HEAD, no response begun), so
-        that it may be framed off the driver and noted with
-        `whole_response_sent()`."""
-        return (native is not None and self._resp == _R_IDLE and self._req_keep_alive
-                and self._req_method != b"HEAD")
-
-    def whole_response_sent(self, close: bool) -> None:
-        """A `frame_whole()` response to this request went out."""
-        self._framing = _LENGTH
-        self._left = 0
-        self._closing = close
-        self._resp = _R_DONE
 
     def _chunked_ok(self) -> bool:
         return self._req_version is not None and self._req_version >= b"1.1"

@@ -445,9 +445,6 @@ class Collector:
         yield counter("ktlswsgi_file_transfers_total",
                       "Responses whose body was a file range sent by the reactor.",
                       c["file_transfers"])
-        yield counter("ktlswsgi_worker_sent_responses_total",
-                      "HTTP/1 responses a worker thread sent itself (--worker-send).",
-                      c["worker_sends"])
         yield counter("ktlswsgi_worker_restarts_total",
                       "Worker processes the master replaced.", t["restarts"])
 

@@ -85,9 +85,9 @@ class OutboundQueue:
     wait, which a response under the high-water mark never does."""
 
     __slots__ = ("_items", "_lock", "_cond", "_bytes", "_high", "_low", "_wake",
-                 "_reactor_idle", "aborted", "abort_reason", "_direct")
+                 "_reactor_idle", "aborted", "abort_reason")
 
-    def __init__(self, high_water_bytes: int, low_water_bytes: int, wake, direct=None):
+    def __init__(self, high_water_bytes: int, low_water_bytes: int, wake):
         self._items: collections.deque = collections.deque()
         self._lock = threading.Lock()
         self._cond: threading.Condition | None = None
@@ -98,9 +98,6 @@ class OutboundQueue:
         self._reactor_idle = True
         self.aborted = False
         self.abort_reason = ""
-        # direct(queue, items) -> bool, or None: offered a whole response
-        # put at once, True when it sent it itself (nothing is queued then).
-        self._direct = direct
 
     # -- producer side (worker threads) --------------------------------------
     def put(self, item, nbytes: int = 0) -> None:
@@ -118,11 +115,7 @@ class OutboundQueue:
             self._wake()
 
     def put_many(self, items, nbytes: int = 0) -> None:
-        """Append several items at once (one lock, at most one wake-up); a
-        whole response may instead be sent by the queue's `direct`."""
-        direct = self._direct
-        if direct is not None and direct(self, items):
-            return
+        """Append several items at once (one lock, at most one wake-up)."""
         with self._lock:
             if self._bytes > self._high:
                 self._wait_for_room()

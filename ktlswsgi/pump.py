@@ -128,12 +128,6 @@ class WritePump:
             self.write_on = rx.OUT
         return True
 
-    def sent_elsewhere(self, n: int, when: float) -> None:
-        """A worker sent `n` bytes itself (h1session's direct send) at `when`:
-        counted as this pump's own sends are."""
-        self.counters.add(self._send_counter, n)
-        self.last_write = when
-
     def _blocked(self, want) -> None:
         self.write_on = rx.OUT if want is WANT_WRITE else rx.IN
 

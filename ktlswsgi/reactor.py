@@ -109,13 +109,6 @@ class Reactor:
         self._wake_pending = True
         self._wake()
 
-    def call_soon_lazily(self, callback) -> None:
-        """From any thread: run `callback` on the reactor's next turn, without
-        waking it.  The loop turns on its next event or timer and at least
-        once a second (`_next_timeout`), so this is for work that may wait
-        that long: a worker's finished response whose socket work is done."""
-        self._calls.append(callback)
-
     def _wake(self) -> None:
         try:
             os.eventfd_write(self._wake_fd, 1)

@@ -183,11 +183,6 @@ SETTINGS: tuple = (
     S("threads", 16, "worker pool threads per process", "threads", kind="int", minimum=1),
     S("queue_size", 256, "requests waiting for a worker thread; beyond this: 503", "threads",
       kind="int", minimum=1),
-    S("worker_send", True, "HTTP/1: a worker thread sends a response it has whole (head and "
-      "one bytes body) itself while the connection's write side is idle, instead of handing "
-      "it to the reactor "
-      "(plain TCP and the socket TLS transport; --no-worker-send: always the reactor)",
-      "threads", kind="bool", negatable=True),
     # -- timeouts --------------------------------------------------------------------------
     S("keep_alive", 5.0, "idle keep-alive between requests", "timeouts", kind="float", unit="s",
       positive=True, aliases=("keepalive",)),

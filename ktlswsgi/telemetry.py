@@ -21,7 +21,7 @@ FIELDS = (
     "handshakes_ok", "handshakes_failed", "handshakes_shed", "ktls_tx_connections", "ktls_rx_connections",
     "bytes_send", "bytes_ssl_write", "bytes_sendfile", "bytes_ssl_sendfile",
     "bytes_pread_ssl_write", "file_transfers", "aborted_connections",
-    "connections_closed", "h2_connections", "h2_streams", "worker_sends",
+    "connections_closed", "h2_connections", "h2_streams",
     # send/recv syscalls of the memory transport (added when a connection closes):
     # TLS bytes per syscall = (bytes_ssl_write + bytes_pread_ssl_write) / tls_mem_sends.
     "tls_mem_sends", "tls_mem_recvs",

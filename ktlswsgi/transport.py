@@ -46,7 +46,6 @@ class PlainTransport:
     kind = "tcp"
     send_method = "send"
     file_method = "sendfile"
-    direct_send = True      # send_direct() from a worker (h1session.py)
     # _csrc/gate.c: recv and send without releasing the GIL (None: the socket's).
     _gate = native
 
@@ -77,17 +76,6 @@ class PlainTransport:
             return self.sock.send(view)
         except (BlockingIOError, InterruptedError):
             return WANT_WRITE
-
-    def holds_output(self) -> bool:
-        return False
-
-    def send_direct(self, view):
-        """send() from a worker thread holding its connection's send lock
-        (the reactor's reads go on meanwhile; the kernel serialises a
-        socket's recv and send); None when closed: the caller queues."""
-        if self.fd < 0:
-            return None
-        return self.send(view)
 
     def send_more(self, view):
         try:

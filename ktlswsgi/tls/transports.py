@@ -146,7 +146,6 @@ class _TLSTransport:
 
     send_method = "ssl_write"
     file_method = "pread_ssl_write"
-    direct_send = False     # send_direct() declines: see SocketTransport
 
     def __init__(self, context: ServerContext, sock: socket.socket):
         if not isinstance(context, ServerContext):
@@ -324,15 +323,6 @@ class _TLSTransport:
             self._write_through()
         except (TransportError, OSError):
             pass
-
-    def holds_output(self) -> bool:
-        """A record is held for a retry: flush() must follow when writable."""
-        return self._retry is not None
-
-    def send_direct(self, view):
-        """send() from a worker thread: None here (the caller queues for the
-        reactor); the socket transport's gated path can (SocketTransport)."""
-        return None
 
     def has_pending(self) -> bool:
         """True when decrypted or buffered input waits that epoll will not announce."""
@@ -596,7 +586,6 @@ class SocketTransport(_TLSTransport):
     kind = "tls-socket"
     # gate.c (SSL_read / SSL_write without a GIL release), or None: cffi calls.
     _gate = _GATE
-    direct_send = _GATE is not None   # send_direct() from a worker (h1session.py)
 
     def __init__(self, context: ServerContext, sock: socket.socket):
         super().__init__(context, sock)
@@ -634,19 +623,6 @@ class SocketTransport(_TLSTransport):
                 or (self.ktls_tx and type(view) is not bytes)):
             return super().send(view)
         return self._send_open(view, self.ktls_tx)
-
-    def send_direct(self, view):
-        """send() from a worker thread holding its connection's send lock,
-        in the usual case only: open, no record held for a retry, no
-        KeyUpdate waiting (kTLS TX would write with the old key), and the
-        gate, whose SSL_write keeps the GIL, so that it never overlaps the
-        reactor's gated SSL_read on this SSL.  `view` is bytes (pinned for
-        a retry).  None otherwise: the caller queues for the reactor."""
-        flag = self._key_update_flag
-        if (self._gate is None or self.state != "open" or self._retry is not None
-                or not self._ssl or (flag is not None and flag[0])):
-            return None
-        return self._send_open(view, True)
 
     def recv(self, max_bytes: int):
         gate = self._gate
