@@ -13,7 +13,7 @@ from setuptools import Extension, setup
 
 # Our own C is held to these (tests/test_native.py compiles it with -Werror).
 NATIVE_SOURCES = ["native.c", "h1parse.c", "environ.c", "framing.c", "respheaders.c",
-                  "gate.c", "hpack.c", "h2request.c"]
+                  "gate.c", "hpack.c", "h2request.c", "loop.c"]
 C_WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Wformat=2"]
 
 # HPACK through nghttp2 (hpack.c) where its headers are (Debian: libnghttp2-dev);

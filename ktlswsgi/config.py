@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import field
 
-from . import http1
+from . import http1, reactor
 from .settings import SETTINGS, SettingError
 from .sockets import Bind, BindError  # noqa: F401 (Bind: part of config's interface)
 
@@ -109,7 +109,8 @@ class _ConfigBase:
             raise ConfigError("--body-prebuffer must be between 0 and --body-buffer")
         try:
             http1.parser_name(self.http)
-        except ValueError as exc:   # a parser that is not installed or not built
+            reactor.loop_name(self.loop)
+        except ValueError as exc:   # a parser or loop that is not installed or not built
             raise ConfigError(str(exc)) from None
         if self.keyfile and not self.certfile:
             raise ConfigError("--keyfile needs --certfile")

@@ -15,6 +15,10 @@ on.  So a wake-up is a deque append plus, at most once per batch (the
 epoll is used level-triggered: a callback that stops short (a bounded read, a
 paused connection) is simply called again while the condition holds, and a
 connection states its interest explicitly with `modify`.
+
+Two implementations of `run()`'s loop, one turn: `--loop c` (the default
+where ktlswsgi._native is built) runs it in `_csrc/loop.c` over this same
+object's state; `--loop python` runs the loop below, the reference.
 """
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ import signal
 import threading
 import time
 
+from .native import native
+
 log = logging.getLogger("ktlswsgi.reactor")
+LOOPS = ("auto", "c", "python")
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
@@ -49,8 +56,19 @@ class Timer:
         self.cancelled = True
 
 
+def loop_name(choice: str) -> str:
+    """The loop `--loop choice` runs: auto is c where the extension is built.
+    ValueError for c where it is not."""
+    if choice == "auto":
+        return "python" if native is None else "c"
+    if choice == "c" and native is None:
+        raise ValueError("--loop c: ktlswsgi._native is not built (pip install . compiles it)")
+    return choice
+
+
 class Reactor:
-    def __init__(self):
+    def __init__(self, loop: str = "auto"):
+        self.loop = loop_name(loop)
         self._epoll = select.epoll()
         self._handlers: dict[int, object] = {}
         self._timers: list = []
@@ -155,6 +173,9 @@ class Reactor:
     def run(self) -> None:
         self.thread = threading.current_thread()
         self._running = True
+        if self.loop == "c":
+            native.loop_run(self)
+            return
         poll = self._epoll.poll
         handlers = self._handlers
         wake_fd = self._wake_fd
@@ -181,12 +202,16 @@ class Reactor:
                 if handler is not None:
                     try:
                         handler(ev)
-                    except Exception:
-                        log.exception("reactor: unhandled error in an event handler")
+                    except Exception as exc:
+                        self._unhandled("an event handler", exc)
             if self._signals:
                 self._run_signals()
             self._run_calls()
             self._run_timers()
+
+    def _unhandled(self, what: str, exc: BaseException) -> None:
+        """A callback raised: logged, and the loop goes on (both loops)."""
+        log.error("reactor: unhandled error in %s", what, exc_info=exc)
 
     def _next_timeout(self) -> float:
         if self._calls or self._signals:
@@ -225,8 +250,8 @@ class Reactor:
                 continue
             try:
                 callback()
-            except Exception:
-                log.exception("reactor: unhandled error in a signal callback")
+            except Exception as exc:
+                self._unhandled("a signal callback", exc)
 
     def _run_calls(self) -> None:
         calls = self._calls
@@ -234,8 +259,8 @@ class Reactor:
             callback = calls.popleft()
             try:
                 callback()
-            except Exception:
-                log.exception("reactor: unhandled error in a scheduled call")
+            except Exception as exc:
+                self._unhandled("a scheduled call", exc)
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -247,8 +272,8 @@ class Reactor:
             timer.cancelled = True
             try:
                 timer.callback()
-            except Exception:
-                log.exception("reactor: unhandled error in a timer")
+            except Exception as exc:
+                self._unhandled("a timer", exc)
 
     def close(self) -> None:
         # Restore the handlers first: a signal from now on must not touch the

@@ -67,7 +67,7 @@ class Server:
         self._listen_events = IN
         if worker is not None and not config.reuse_port and config.workers > 1:
             self._listen_events = IN | EPOLLEXCLUSIVE
-        self.reactor = Reactor()
+        self.reactor = Reactor(config.loop)
         self.pool = WorkerPool(config.threads, config.queue_size)
         self.counters = Counters()
         self.connections: set[Connection] = set()

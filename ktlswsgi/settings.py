@@ -181,6 +181,9 @@ SETTINGS: tuple = (
       "changes (development; needs the 'reload' extra: watchfiles)", "processes", kind="bool"),
     # -- threads ---------------------------------------------------------------------------
     S("threads", 16, "worker pool threads per process", "threads", kind="int", minimum=1),
+    S("loop", "auto", "the reactor thread's event loop: c (ours, in the compiled extension) "
+      "or python (the reference); auto: c when built", "threads", kind="choice",
+      choices=("auto", "c", "python")),
     S("queue_size", 256, "requests waiting for a worker thread; beyond this: 503", "threads",
       kind="int", minimum=1),
     # -- timeouts --------------------------------------------------------------------------

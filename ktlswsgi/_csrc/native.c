@@ -119,6 +119,8 @@ static PyMethodDef methods[] = {
     {"hpack_deflate_table_size", (PyCFunction)(void (*)(void))Ktlswsgi_hpack_deflate_table_size,
      METH_FASTCALL, "hpack_deflate_table_size(deflater, size): the peer's table size"},
 #endif
+    {"loop_run", Ktlswsgi_loop_run, METH_O,
+     "loop_run(reactor): run the reactor's loop until reactor.stop() (loop.c)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -131,7 +133,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__native(void)
 {
     Ktlswsgi_char_table(Ktlswsgi_tchar, "!#$%&'*+-.^_`|~");
-    if (Ktlswsgi_h1parse_init() < 0 || Ktlswsgi_environ_init() < 0)
+    if (Ktlswsgi_h1parse_init() < 0 || Ktlswsgi_environ_init() < 0 || Ktlswsgi_loop_init() < 0)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -12,6 +12,7 @@
  *            SSL_write, plain socket recv / send), called without releasing the GIL
  * hpack.c    hpack_*: HPACK for the HTTP/2 driver, through nghttp2 (where its
  *            headers are: KTLSWSGI_NGHTTP2)
+ * loop.c     loop_run: the reactor's loop (`--loop c`; reactor.py is its reference)
  * native.c   the module: its method table and initialisation
  *
  * Plain C against the Python headers (not cffi): each function builds the
@@ -40,6 +41,8 @@ PyObject *Ktlswsgi_byte_pairs(PyObject *headers, int *ok);
 
 int Ktlswsgi_h1parse_init(void);
 int Ktlswsgi_environ_init(void);
+int Ktlswsgi_loop_init(void);
+PyObject *Ktlswsgi_loop_run(PyObject *self, PyObject *reactor);
 PyObject *Ktlswsgi_parse_head(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_environ_headers(PyObject *self, PyObject *args);
 PyObject *Ktlswsgi_build_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
