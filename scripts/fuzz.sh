@@ -3,7 +3,8 @@
 # (the C request-head parser against h11; the environ, response framing and
 # start_response checks against their Python paths; HPACK through nghttp2
 # against the hpack package; tests/fuzz/fuzz_native.py),
-# with AddressSanitizer: `make fuzz`, and in CI.
+# with AddressSanitizer: `make fuzz`, and in CI; then the reactor loop's
+# tests (loop.c) on the same AddressSanitizer build.
 #
 #   bash scripts/fuzz.sh [SECONDS]      (default 60; FUZZ_SECONDS too)
 #
@@ -58,4 +59,14 @@ if [ $rc != 0 ]; then
   tail -40 "$FUZZ_DIR/log"
   echo "fuzz: FAILED; inputs in $FUZZ_DIR/artifacts"
 fi
+# The reactor's C loop (loop.c) takes no input to fuzz: its own tests run on
+# the same ASan build instead.
+echo "fuzz: tests/test_reactor.py on the ASan build"
+set +e
+env LD_PRELOAD="$runtime" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+  KTLSWSGI_NATIVE_SO="$so" PYTHONPATH="tests/fuzz${PYTHONPATH:+:$PYTHONPATH}" \
+  "$PYTHON" -m pytest -q -p no:cacheprovider -p asan_native tests/test_reactor.py
+rc_loop=$?
+set -e
+[ $rc = 0 ] && rc=$rc_loop
 exit $rc
