@@ -265,3 +265,38 @@ def test_the_loop_sleeps_without_holding_the_gil(loop):
         t.join(5)
         r.close()
     assert counted and counted[0] > 1_000_000, counted  # held: ~0.1M here; released: ~5M
+
+
+def test_a_server_serves_on_either_loop(loop):
+    """The whole server on each loop: keep-alive requests, an app error's
+    500, a client that leaves mid-response, then a clean stop."""
+    import http.client
+
+    from support import running_server, wait_until
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/fail":
+            raise RuntimeError("app error")
+        body = environ["PATH_INFO"].encode() * 1000
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    with running_server(app, loop=loop) as srv:
+        assert srv.server.reactor.loop == loop
+        c = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+        for i in range(20):
+            c.request("GET", f"/r{i}")
+            r = c.getresponse()
+            assert r.status == 200 and r.read() == f"/r{i}".encode() * 1000
+        c.request("GET", "/fail")
+        r = c.getresponse()
+        assert r.status == 500
+        r.read()
+        c.close()
+        s = srv.connect()
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.close()
+        wait_until(lambda: srv.counters.connections_closed == srv.counters.connections, 10,
+                   "every connection closed")
+        srv.wait_idle()
+        assert srv.counters.requests == 22
