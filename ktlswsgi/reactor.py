@@ -35,7 +35,6 @@ import time
 from .native import native
 
 log = logging.getLogger("ktlswsgi.reactor")
-LOOPS = ("auto", "c", "python")
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
