@@ -296,7 +296,7 @@ def test_a_server_serves_on_either_loop(loop):
         s = srv.connect()
         s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         s.close()
-        wait_until(lambda: srv.counters.connections_closed == srv.counters.connections, 10,
-                   "every connection closed")
+        c = srv.counters
+        wait_until(lambda: c.requests == 22 and c.connections == 2
+                   and c.connections_closed == 2, 10, "the last request read, every connection closed")
         srv.wait_idle()
-        assert srv.counters.requests == 22
