@@ -9,7 +9,6 @@ it, and a loop that stops turning does.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
