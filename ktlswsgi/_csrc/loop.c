@@ -136,9 +136,10 @@ static int attr_true(PyObject *obj, PyObject *name)
     return t;
 }
 
-static int attr_int(PyObject *obj, PyObject *name, int *out)
+/* A descriptor number from `v` (a new reference, consumed; NULL: an error
+   is already set); `what` names it when it is not one (-1: closed). */
+static int take_fd(PyObject *v, const char *what, int *out)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
     long n;
 
     if (v == NULL)
@@ -148,7 +149,7 @@ static int attr_int(PyObject *obj, PyObject *name, int *out)
     if (n == -1 && PyErr_Occurred())
         return -1;
     if (n < 0 || n > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+        PyErr_Format(PyExc_ValueError, "%s is not an open descriptor", what);
         return -1;
     }
     *out = (int)n;
@@ -190,7 +191,6 @@ static void state_clear(struct state *st)
 static int state_load(struct state *st, PyObject *reactor)
 {
     PyObject *epoll, *beat, *fd;
-    long n;
 
     st->reactor = reactor;
     if ((st->handlers = PyObject_GetAttr(reactor, s_handlers)) == NULL ||
@@ -207,18 +207,8 @@ static int state_load(struct state *st, PyObject *reactor)
         return -1;
     fd = PyObject_CallMethodNoArgs(epoll, s_fileno);
     Py_DECREF(epoll);
-    if (fd == NULL)
-        return -1;
-    n = PyLong_AsLong(fd);
-    Py_DECREF(fd);
-    if (n == -1 && PyErr_Occurred())
-        return -1;
-    if (n < 0 || n > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "reactor._epoll is closed");
-        return -1;
-    }
-    st->epfd = (int)n;
-    if (attr_int(reactor, s_wake_fd, &st->wake_fd) < 0)
+    if (take_fd(fd, "reactor._epoll", &st->epfd) < 0 ||
+        take_fd(PyObject_GetAttr(reactor, s_wake_fd), "reactor._wake_fd", &st->wake_fd) < 0)
         return -1;
     if ((beat = PyObject_GetAttr(reactor, s_heartbeat)) == NULL)
         return -1;
