@@ -35,7 +35,12 @@ for _ in $(seq 100); do
     curl -sk -o /dev/null "$scheme://127.0.0.1:$port/tiny" && break
     sleep 0.1
 done
-child=$(pgrep -P "$pid" | head -1)
+child=$(pgrep -P "$pid" | head -1 || true)
+if [ -z "$child" ]; then
+    echo "profile.sh: the server did not start (run it by hand to see why)" >&2
+    kill -TERM "$pid" 2>/dev/null || true
+    exit 1
+fi
 load=(--h1 -c16)
 [ "${PROFILE_H2:-0}" = 1 ] && load=(-c4 -m10)
 url="$scheme://127.0.0.1:$port$path"
@@ -45,7 +50,13 @@ taskset -c 1 h2load "${load[@]}" -D 2 "$url" >/dev/null 2>&1
 snap | sort > "$work/s0"
 out=$(taskset -c 1 h2load "${load[@]}" -D 5 "$url" 2>&1)
 snap | sort > "$work/s1"
-n=$(echo "$out" | grep -o "[0-9]* succeeded" | awk '{print $1}')
+n=$(echo "$out" | grep -o "[0-9]* succeeded" | awk '{print $1}' || true)
+if [ -z "$n" ] || [ "$n" = 0 ]; then
+    echo "profile.sh: no request succeeded under h2load; its output:" >&2
+    echo "$out" >&2
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    exit 1
+fi
 taskset -c 1 h2load "${load[@]}" -D 4 "$url" >/dev/null 2>&1 &
 load_pid=$!
 sleep 0.5
