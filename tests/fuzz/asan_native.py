@@ -1,7 +1,8 @@
-"""pytest plugin (`-p asan_native`): the tests run on the extension at
-KTLSWSGI_NATIVE_SO (scripts/fuzz.sh's AddressSanitizer build) in place of the
-normal build.  Loaded before ktlswsgi is imported, so that `ktlswsgi.native`
-finds this module under its name."""
+"""The extension at KTLSWSGI_NATIVE_SO (scripts/fuzz.sh's AddressSanitizer
+build) in place of the normal build, for whoever imports this module before
+ktlswsgi: `ktlswsgi.native` then finds it under its name.  Imported by
+fuzz_native.py, and a pytest plugin (`-p asan_native`) for the tests
+fuzz.sh runs on that build."""
 from __future__ import annotations
 
 import importlib.machinery
@@ -9,13 +10,16 @@ import importlib.util
 import os
 import sys
 
-_path = os.environ["KTLSWSGI_NATIVE_SO"]
-_loader = importlib.machinery.ExtensionFileLoader("ktlswsgi._native", _path)
-_spec = importlib.util.spec_from_file_location("ktlswsgi._native", _path, loader=_loader)
-_module = importlib.util.module_from_spec(_spec)
-_loader.exec_module(_module)
-sys.modules["ktlswsgi._native"] = _module
+# The path of the extension loaded, or None (the normal build).
+loaded = os.environ.get("KTLSWSGI_NATIVE_SO") or None
+
+if loaded:
+    _loader = importlib.machinery.ExtensionFileLoader("ktlswsgi._native", loaded)
+    _spec = importlib.util.spec_from_file_location("ktlswsgi._native", loaded, loader=_loader)
+    _module = importlib.util.module_from_spec(_spec)
+    _loader.exec_module(_module)
+    sys.modules["ktlswsgi._native"] = _module
 
 
 def pytest_report_header(config):
-    return f"ktlswsgi._native under test: {_path}"
+    return f"ktlswsgi._native under test: {loaded or 'the normal build'}"

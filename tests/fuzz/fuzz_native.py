@@ -43,8 +43,6 @@ build: python tests/fuzz/fuzz_native.py -runs=20000
 """
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
 import socket
 import sys
@@ -52,6 +50,8 @@ import sys
 import atheris
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# Before ktlswsgi is imported: the sanitized build at KTLSWSGI_NATIVE_SO, if given.
+import asan_native  # noqa: E402 (this directory is the script's, first on sys.path)
 
 # Instrumented before anything else imports them: coverage of the Python
 # driver guides the fuzzer too.
@@ -63,18 +63,6 @@ from test_http1_parsers import CORPUS, limits_from, transcript  # noqa: E402
 from test_native import REQUESTS, _h2_accepts, checked_both, framed, whole  # noqa: E402
 
 STATUSES = [100, 101, 200, 204, 206, 304, 404, 500, 999]
-
-
-def _load_sanitized_build() -> None:
-    path = os.environ.get("KTLSWSGI_NATIVE_SO")
-    if not path:
-        return
-    loader = importlib.machinery.ExtensionFileLoader("ktlswsgi._native", path)
-    spec = importlib.util.spec_from_file_location("ktlswsgi._native", path, loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    http1.native = wsgi.native = hpackcoder.native = module
-    print(f"fuzz_native: the extension under test is {path}", file=sys.stderr)
 
 
 def check_parser(head: bytes, limits: tuple) -> None:
@@ -269,7 +257,9 @@ def write_seeds(directory: str) -> None:
 
 
 def main() -> None:
-    _load_sanitized_build()
+    print(f"fuzz_native: the extension under test is {asan_native.loaded or 'the normal build'}",
+          file=sys.stderr)
+    assert asan_native.loaded in (None, http1.native.__file__), "ktlswsgi loaded another build"
     assert http1.parser_name("c") == "c"
     seeds = os.environ.get("KTLSWSGI_FUZZ_SEEDS")
     if seeds:
